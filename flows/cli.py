@@ -1,0 +1,224 @@
+"""The ``collapse-monitor`` command. Subcommands mirror the flows and call the same functions.
+
+Exit codes: 0 ran and no critical alert is firing; 3 ran and a critical alert is firing;
+2 usage or input error (the message names the problem); 1 internal failure (a bug: traceback shown).
+Prefect, MLflow and GX are imported only by the commands that need them, after the runtime is prepared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from monitors.config import ENV_PREFIX, load_settings
+from monitors.errors import UserError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
+
+DESCRIPTION = """\
+Watch training data and models for collapse: the synthetic (AI-generated) share of incoming batches,
+tail loss and mode collapse against a trusted human reference, with alerts logged to MLflow.
+
+Runs on embedded defaults with no server: MLflow in ./.collapse-monitor/mlflow.db and Prefect's
+ephemeral API. Set MLFLOW_TRACKING_URI / PREFECT_API_URL (or a config file) to use real servers."""
+
+EPILOG = f"""\
+first steps:
+  collapse-monitor demo --quick                       # a 1-minute tour on a simulated collapsing stream
+  collapse-monitor reference build --input human.jsonl --dataset news
+  collapse-monitor check --input batch.jsonl --dataset news
+  collapse-monitor history --dataset news
+  collapse-monitor ui                                 # the MLflow UI on the results
+
+configuration: --config FILE, ${ENV_PREFIX}CONFIG or ./collapse-monitor.yaml, and {ENV_PREFIX}* variables
+(see the README's configuration reference). Exit codes: 0 ok, 3 critical alert firing, 2 usage or
+input error, 1 internal failure."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or ./collapse-monitor.yaml)")
+    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)")
+    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines")
+
+    p = argparse.ArgumentParser(prog="collapse-monitor", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_Formatter, parents=[common])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser(
+        "check", parents=[common], formatter_class=_Formatter,
+        help="check one batch file against its dataset's reference (runs the check_incoming_data flow)",
+        description="Check one batch file (JSONL, Parquet or CSV) against the dataset's latest human reference: "
+                    "collapse indicators, synthetic share with a 95 % interval, alert rules. Logs one MLflow run "
+                    "in experiment collapse-monitor/<dataset>.",
+        epilog="example:\n  collapse-monitor check --input landing/2026-11-21T06.jsonl --dataset news --json\n\n"
+               "exit codes: 0 no critical alert firing, 3 a critical alert firing, 2 usage or input error, 1 internal failure",
+    )
+    c.add_argument("--input", required=True, metavar="PATH", help="the batch file")
+    c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+    c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
+    c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+    r = sub.add_parser("reference", parents=[common], formatter_class=_Formatter,
+                       help="build the human reference a dataset is compared with",
+                       description="Manage a dataset's human reference.",
+                       epilog="example:\n  collapse-monitor reference build --input trusted_human.jsonl --dataset news")
+    rsub = r.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rb = rsub.add_parser(
+        "build", parents=[common], formatter_class=_Formatter,
+        help="profile trusted human text into a new reference version",
+        description="Profile trusted human text (from before the contamination cutoff) into a versioned reference, "
+                    "stored as an MLflow run. Later checks of the dataset compare with the newest one.",
+        epilog="example:\n  collapse-monitor reference build --input trusted_human.jsonl --dataset news",
+    )
+    rb.add_argument("--input", required=True, metavar="PATH", help="file of trusted human text (JSONL, Parquet, CSV)")
+    rb.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+
+    h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
+                       help="past checks from MLflow with key indicators and alerts, newest first",
+                       description="List past checks from MLflow, newest first, with key indicators and firing alerts.",
+                       epilog="examples:\n  collapse-monitor history --dataset news --last 5\n  collapse-monitor history --json | jq '.[0]'")
+    h.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
+    h.add_argument("--last", type=int, default=20, metavar="N", help="at most N runs (default 20)")
+    h.add_argument("--json", action="store_true", help="print a JSON list")
+
+    d = sub.add_parser("demo", parents=[common], formatter_class=_Formatter,
+                       help="run the whole job on a simulated collapsing data stream (no network, no server)",
+                       description="Build a human reference from Jane Austen's novels, then check batches in which text "
+                                   "from a recursively retrained generator replaces more and more human text. Each batch "
+                                   "is a Prefect flow run and an MLflow run in experiment collapse-monitor/demo.",
+                       epilog="examples:\n  collapse-monitor demo            # 10 batches, about 2 minutes\n"
+                              "  collapse-monitor demo --quick    # 5 smaller batches, under a minute")
+    d.add_argument("--quick", action="store_true", help="5 smaller batches")
+
+    u = sub.add_parser("ui", parents=[common], formatter_class=_Formatter,
+                       help="open the MLflow UI on the results",
+                       description="Start the MLflow UI on the configured tracking store, on 127.0.0.1.",
+                       epilog="example:\n  collapse-monitor ui --port 5000    # then browse http://127.0.0.1:5000")
+    u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    return p
+
+
+def _setup(args):
+    from monitors import runtime
+
+    settings = load_settings(args.config)
+    if args.state_dir:
+        settings = settings.model_copy(update={"state_dir": Path(args.state_dir)})
+    return settings, runtime.prepare(settings, quiet_prefect=not args.verbose)
+
+
+def _check(args) -> int:
+    settings, rt = _setup(args)
+    dataset = args.dataset or settings.dataset
+    if not Path(args.input).is_file():
+        raise UserError(f"{args.input}: no such batch file")
+    from flows import tasks
+    from flows.check import check_incoming_data
+
+    tasks.tracker_for(rt).latest_reference(dataset, args.reference)  # fail fast, before Prefect starts
+    result = check_incoming_data(args.input, dataset, settings, rt, batch_name=Path(args.input).name,
+                                 reference_run_id=args.reference)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.summary())
+        print(f"MLflow: {rt.tracking_uri} (run {result.run_id}); open it with `collapse-monitor ui`")
+    return EXIT_CRITICAL if result.critical_firing else EXIT_OK
+
+
+def _reference(args) -> int:
+    settings, rt = _setup(args)
+    dataset = args.dataset or settings.dataset
+    if not Path(args.input).is_file():
+        raise UserError(f"{args.input}: no such file")
+    from flows.reference import build_reference_flow
+
+    run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
+    print(f"reference for dataset {dataset!r}: {ref.documents} documents, {ref.tokens} tokens, "
+          f"{len(ref.tail)} tail types; MLflow run {run_id}")
+    if quarantined:
+        print(f"  {quarantined} input record(s) were quarantined and are not part of the reference")
+    return EXIT_OK
+
+
+def _history(args) -> int:
+    settings, rt = _setup(args)
+    from flows.tasks import tracker_for
+    from monitors.results import KEY_INDICATORS
+
+    rows = tracker_for(rt).history(args.dataset, args.last)
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    if not rows:
+        print("no checks yet" + (f" for dataset {args.dataset!r}" if args.dataset else "") + f" in {rt.tracking_uri}")
+        return EXIT_OK
+    short = {"synthetic.share": "syn", "human.share": "human", "tail.distinct_2.ratio": "dist2",
+             "tail.rare_coverage.ratio": "rarecov", "mode.compression_ratio.ratio": "compr",
+             "vintage.after_cutoff_share": "post-cut"}
+    print(f"{'started (UTC)':<17} {'dataset':<10} {'batch':<22} " + " ".join(f"{short[k]:>8}" for k in KEY_INDICATORS) + "  alerts")
+    for row in rows:
+        when = datetime.utcfromtimestamp(row["started"] / 1000).strftime("%Y-%m-%d %H:%M")
+        vals = " ".join(f"{row['metrics'][k]:>8.3f}" if k in row["metrics"] else f"{'n/a':>8}" for k in KEY_INDICATORS)
+        alerts = ", ".join(row["alerts"]) or "-"
+        print(f"{when:<17} {str(row['dataset'])[:10]:<10} {str(row['batch'])[:22]:<22} {vals}  {alerts}")
+    return EXIT_OK
+
+
+def _demo(args) -> int:
+    settings, rt = _setup(args)
+    started = time.monotonic()
+    print(f"collapse-monitor demo: results go to MLflow at {rt.tracking_uri}; Prefect: {rt.prefect_mode}", file=sys.stderr)
+    from flows.demo import run_demo, table
+
+    results = run_demo(settings, rt, quick=args.quick)
+    print(table(results))
+    print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "
+          f"experiment collapse-monitor/demo.")
+    print(f"Open the MLflow UI on the results: collapse-monitor ui --state-dir {settings.state_path}  "
+          f"(then browse http://127.0.0.1:5000)")
+    return EXIT_OK
+
+
+def _ui(args) -> int:
+    settings, rt = _setup(args)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # 10 worker processes otherwise
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking_uri, "--host", "127.0.0.1",
+           "--port", str(args.port)]
+    print(f"MLflow UI on {rt.tracking_uri}: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    os.execv(sys.executable, cmd)
+    return EXIT_INTERNAL  # not reached
+
+
+COMMANDS = {"check": _check, "reference": _reference, "history": _history, "demo": _demo, "ui": _ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
+        return int(exc.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("collapse-monitor: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

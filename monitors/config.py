@@ -1,0 +1,192 @@
+"""One settings model: defaults, overridden by a YAML file, overridden by ``COLLAPSE_MONITOR_*`` variables.
+
+Nested keys use ``__`` in the environment: ``detector.model_uri`` is ``COLLAPSE_MONITOR_DETECTOR__MODEL_URI``.
+The standard ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` are honoured when the file does not set them.
+
+Example::
+
+    >>> from monitors.config import load_settings
+    >>> s = load_settings(None)
+    >>> s.detector.model_uri
+    'models:/collapse-detector@production'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitors.errors import ConfigError
+
+ENV_PREFIX = "COLLAPSE_MONITOR_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEFAULT_CONFIG_FILE = "collapse-monitor.yaml"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RULES = PACKAGE_ROOT / "expectations" / "collapse_indicators.json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Columns(_Section):
+    """Which column of the input holds each field of the data contract."""
+
+    id: str = "id"
+    text: str = "text"
+    source: str = "source"
+    created_at: str = "created_at"
+    provenance: str = "provenance"
+
+
+class IngestSettings(_Section):
+    max_text_chars: int = Field(100_000, gt=0, description="longer texts are quarantined")
+
+
+class IndicatorSettings(_Section):
+    window: int = Field(1000, gt=0, description="n-grams per window for distinct-n (rarefied)")
+    coverage_tokens: int = Field(5000, gt=0, description="tokens per window for rare-type coverage")
+    head_mass: float = Field(0.8, gt=0, lt=1, description="reference mass of the head; the rest is the tail")
+    sample_size: int = Field(2000, gt=0, description="documents in the fixed-size sample (bottom-k by id hash)")
+    compress_bytes: int = Field(32_768, gt=256, description="bytes of the sample compressed for the ratio")
+
+
+class DetectorSettings(_Section):
+    model_uri: str = "models:/collapse-detector@production"
+    bootstrap: int = Field(1000, ge=100, description="bootstrap replicates for the share's interval")
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """Everything collapse-monitor can be told. See the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    state_dir: Path = Field(Path(".collapse-monitor"), description="local stores: MLflow, Prefect home")
+    dataset: str = Field("default", description="dataset name when a command gets no --dataset")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; else MLFLOW_TRACKING_URI; else SQLite")
+    prefect_api_url: str | None = Field(None, description="Prefect API; else PREFECT_API_URL; else ephemeral")
+    rules_path: Path = Field(DEFAULT_RULES, description="the batch-level alert rule suite (GX JSON)")
+    contamination_cutoff: date = Field(date(2024, 1, 1), description="records created after it need an audit")
+    columns: Columns = Columns()
+    ingest: IngestSettings = IngestSettings()
+    indicators: IndicatorSettings = IndicatorSettings()
+    detector: DetectorSettings = DetectorSettings()
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        if not v or "/" in v or v.strip() != v:
+            raise ValueError("must be a non-empty name without '/' or surrounding spaces")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+    # Resolved values: the file, then the standard variables, then the embedded default.
+    def mlflow_tracking_uri(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
+
+    @property
+    def embedded_tracking_uri(self) -> str:
+        return f"sqlite:///{self.state_path / 'mlflow.db'}"
+
+    def mlflow_artifact_root(self) -> str | None:
+        """Artifact folder for new experiments on the embedded SQLite store; a server chooses its own."""
+        if self.mlflow_tracking_uri() == self.embedded_tracking_uri:
+            return (self.state_path / "artifacts").as_uri()
+        return None
+
+    def prefect_api(self) -> str | None:
+        return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+
+def config_path(explicit: str | os.PathLike | None) -> Path | None:
+    """The file to read: ``--config``, else ``$COLLAPSE_MONITOR_CONFIG``, else ``./collapse-monitor.yaml`` if present."""
+    env = os.environ
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (from --config or ${CONFIG_ENV})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level, not {type(data).__name__}")
+    return data
+
+
+def _env_name(loc: tuple) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        env_var = _env_name(loc)
+        if any(k.upper() == env_var for k in environ):
+            origin = f"environment variable {env_var}"
+        elif path is not None:
+            origin = f"config file {path}"
+        else:
+            origin = "settings"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check its spelling against the README's configuration reference)"
+        value = err.get("input")
+        shown = "" if err["type"] == "extra_forbidden" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{origin}: {key}: {msg}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Build the settings from defaults, the YAML file (if any) and the environment.
+
+    Raises :class:`ConfigError` naming the file or variable and the key when a value is invalid.
+    """
+    resolved = config_path(path)
+    data = _read_yaml(resolved) if resolved else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, resolved, os.environ)) from None

@@ -1,0 +1,95 @@
+"""The result of one check: what ``--json`` prints, what the summary shows, what MLflow receives."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitors.quantify import ShareEstimate
+from monitors.rules import Alert, max_severity
+
+#: Indicators shown in the readable summary and the history table, in this order.
+KEY_INDICATORS = (
+    "synthetic.share",
+    "human.share",
+    "tail.distinct_2.ratio",
+    "tail.rare_coverage.ratio",
+    "mode.compression_ratio.ratio",
+    "vintage.after_cutoff_share",
+)
+
+
+def run_indicators(records: int, quarantined: int, values: dict[str, float], share: ShareEstimate) -> dict[str, float]:
+    """The one-row indicator table of a run: batch counts, text indicators and the synthetic/human shares."""
+    nan = float("nan")
+    est = share.estimate
+    return {
+        "batch.records": float(records),
+        "batch.quarantined": float(quarantined),
+        **values,
+        "synthetic.share": nan if est is None else est,
+        "synthetic.share_low": nan if share.low is None else share.low,
+        "synthetic.share_high": nan if share.high is None else share.high,
+        "human.share": nan if est is None else 1.0 - est,
+    }
+
+
+@dataclass
+class CheckResult:
+    run_id: str
+    dataset: str
+    batch_file: str
+    records: int
+    quarantined: int
+    indicators: dict[str, float]
+    share: ShareEstimate
+    alerts: list[Alert]
+    reference_run_id: str
+    detector: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def critical_firing(self) -> bool:
+        return any(a.status == "firing" and a.severity == "critical" for a in self.alerts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` contract (nan becomes null)."""
+        def num(v):
+            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+        return {
+            "run_id": self.run_id,
+            "dataset": self.dataset,
+            "batch": {"file": self.batch_file, "records": self.records, "quarantined": self.quarantined},
+            "indicators": {k: num(v) for k, v in sorted(self.indicators.items())},
+            "synthetic_share": {"estimate": num(self.share.estimate), "low": num(self.share.low),
+                                "high": num(self.share.high), "method": self.share.method,
+                                "detector": self.detector, "note": self.share.note},
+            "alerts": [{"rule": a.rule, "severity": a.severity, "status": a.status, "fingerprint": a.fingerprint,
+                        "value": num(a.value), "threshold": a.threshold, "summary": a.summary} for a in self.alerts],
+            "reference_run_id": self.reference_run_id,
+            "max_severity": max_severity(self.alerts),
+            "notes": self.notes,
+        }
+
+    def summary(self) -> str:
+        """A few readable lines for a terminal."""
+        def fmt(v):
+            return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+        s = self.share
+        share = (f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, detector {self.detector})"
+                 if s.estimate is not None else f"n/a ({s.note})")
+        lines = [
+            f"check of {self.batch_file} against dataset {self.dataset!r} (MLflow run {self.run_id})",
+            f"  records: {self.records} checked, {self.quarantined} quarantined",
+            f"  synthetic share: {share}",
+        ]
+        lines += [f"  {k}: {fmt(self.indicators.get(k))}" for k in KEY_INDICATORS if k != "synthetic.share"]
+        firing = [a for a in self.alerts if a.status == "firing"]
+        if firing:
+            lines.append(f"  alerts firing ({max_severity(self.alerts)}):")
+            lines += [f"    [{a.severity}] {a.rule}: value {fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
+        else:
+            lines.append("  alerts: none firing")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Alert rules: the batch-level expectation suite in ``expectations/``, read and checked.
+
+Each expectation is one rule over one column of the one-row-per-run indicator table, with
+``meta.rule`` (its name), ``meta.severity`` (warning | critical) and ``meta.summary``.
+Great Expectations evaluates the suite (see :mod:`monitors.gx_rules`); this module holds the pure parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from monitors.errors import RulesError
+
+SEVERITIES = ("warning", "critical")
+SUPPORTED = {"expect_column_values_to_be_between"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    column: str
+    min_value: float | None
+    max_value: float | None
+    severity: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    severity: str
+    status: str
+    fingerprint: str
+    value: float | None
+    threshold: float | None
+    summary: str
+    dataset: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleSuite:
+    path: Path
+    raw: dict[str, Any]
+    rules: tuple[Rule, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return sorted({r.column for r in self.rules})
+
+
+def load_rules(path: str | Path) -> RuleSuite:
+    """Read and check the suite; a problem raises :class:`RulesError` naming the file and expectation."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RulesError(f"rule suite {path} does not exist (setting rules_path)") from None
+    except json.JSONDecodeError as exc:
+        raise RulesError(f"rule suite {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
+        raise RulesError(f"rule suite {path} must be an object with an 'expectations' list")
+    rules, names = [], set()
+    for i, exp in enumerate(raw["expectations"]):
+        meta = exp.get("meta") or {}
+        label = f"rule suite {path}, expectation #{i + 1} ({meta.get('rule', 'unnamed')})"
+        kwargs = exp.get("kwargs") or {}
+        if exp.get("type") not in SUPPORTED:
+            raise RulesError(f"{label}: type {exp.get('type')!r} is not supported; use one of {sorted(SUPPORTED)}")
+        if not meta.get("rule") or meta["rule"] in names:
+            raise RulesError(f"{label}: meta.rule must be a unique, non-empty name")
+        if meta.get("severity") not in SEVERITIES:
+            raise RulesError(f"{label}: meta.severity must be one of {SEVERITIES}, not {meta.get('severity')!r}")
+        if not isinstance(kwargs.get("column"), str):
+            raise RulesError(f"{label}: kwargs.column must name an indicator")
+        bounds = [kwargs.get("min_value"), kwargs.get("max_value")]
+        if all(b is None for b in bounds) or any(b is not None and not isinstance(b, (int, float)) for b in bounds):
+            raise RulesError(f"{label}: give a numeric kwargs.min_value and/or kwargs.max_value")
+        names.add(meta["rule"])
+        rules.append(Rule(meta["rule"], kwargs["column"], bounds[0], bounds[1], meta["severity"], meta.get("summary", "")))
+    return RuleSuite(path=path, raw=raw, rules=tuple(rules))
+
+
+def fingerprint(rule: str, dataset: str, model: str | None = None, slice_: str | None = None) -> str:
+    """Stable identity of an alert: the same rule on the same dataset/model/slice is the same alert."""
+    key = json.dumps([rule, dataset, model or "", slice_ or ""])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def breached_threshold(rule: Rule, value: float | None) -> float | None:
+    """The bound a value broke (for the alert's ``threshold``), or None if it broke none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if rule.min_value is not None and value < rule.min_value:
+        return rule.min_value
+    if rule.max_value is not None and value > rule.max_value:
+        return rule.max_value
+    return None
+
+
+def firing_alert(rule: Rule, value: float | None, dataset: str) -> Alert:
+    return Alert(rule=rule.name, severity=rule.severity, status="firing",
+                 fingerprint=fingerprint(rule.name, dataset), value=value,
+                 threshold=breached_threshold(rule, value), summary=rule.summary, dataset=dataset)
+
+
+def max_severity(alerts: list[Alert]) -> str:
+    firing = [a.severity for a in alerts if a.status == "firing"]
+    return max(firing, key=SEVERITIES.index) if firing else "none"

@@ -1,0 +1,58 @@
+"""Process set-up at an entry point (CLI, deployment): where the local stores live, telemetry off.
+
+Nothing here runs at import. :func:`prepare` is called once, before prefect is imported, because Prefect
+reads ``PREFECT_HOME`` and its API URL when it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from monitors.config import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    tracking_uri: str
+    artifact_root: str | None
+    prefect_api_url: str | None  # None: Prefect's ephemeral API
+
+    @property
+    def prefect_mode(self) -> str:
+        return self.prefect_api_url or "ephemeral (no server; its database is under the state directory)"
+
+
+def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
+    """Create the state directory and point MLflow and Prefect at it unless real servers are configured."""
+    state = settings.state_path
+    state.mkdir(parents=True, exist_ok=True)
+    tracking = settings.mlflow_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = tracking
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    api = settings.prefect_api()
+    if api:
+        os.environ["PREFECT_API_URL"] = api
+    else:
+        home = state / "prefect"
+        home.mkdir(exist_ok=True)
+        os.environ.setdefault("PREFECT_HOME", str(home))
+        os.environ.setdefault("PREFECT_MEMO_STORE_PATH", str(home / "memo_store.toml"))
+        # The 20 s default times out on a busy 2-core machine (PLATFORM.md).
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if quiet_prefect:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        for name in ("great_expectations", "mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return Runtime(tracking_uri=tracking, artifact_root=settings.mlflow_artifact_root(), prefect_api_url=api)
+
+
+def mlflow_client(runtime: Runtime):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=runtime.tracking_uri, registry_uri=runtime.tracking_uri)

@@ -1,0 +1,186 @@
+"""MLflow adapter: every check is a run, every indicator a metric, every alert a tag and an artifact.
+
+The tracker takes an ``MlflowClient`` (handed in by the entry point) and never reads global state, except
+for model logging and loading, which MLflow only offers through its fluent API (the entry point sets the
+tracking URI for the process before calling those).
+
+Layout: experiment ``collapse-monitor/<dataset>``; runs tagged ``collapse.kind`` = ``reference`` | ``check``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from monitors.errors import ReferenceNotFound, UserError
+from monitors.reference import ReferenceProfile
+
+EXPERIMENT_PREFIX = "collapse-monitor/"
+REFERENCE_ARTIFACT = "reference/profile.json"
+KIND = "collapse.kind"
+
+
+def experiment_name(dataset: str) -> str:
+    return EXPERIMENT_PREFIX + dataset
+
+
+def _finite(metrics: dict[str, float | None]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+@dataclass
+class MlflowTracker:
+    client: Any  # mlflow.MlflowClient
+    artifact_root: str | None = None
+
+    # -- experiments and runs -------------------------------------------------------------
+    def experiment_id(self, dataset: str, create: bool = True) -> str | None:
+        name = experiment_name(dataset)
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = f"{self.artifact_root}/{dataset}" if self.artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a concurrent run
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id(dataset), run_name=run_name,
+            tags={KIND: kind, "collapse.dataset": dataset, **tags},
+        )
+        return run.info.run_id
+
+    def _log(self, run_id: str, metrics: dict[str, float | None], params: dict[str, Any], tags: dict[str, str], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, step) for k, v in sorted(_finite(metrics).items())],
+            params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+            tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
+        )
+
+    # -- references -----------------------------------------------------------------------
+    def save_reference(self, ref: ReferenceProfile, source: str) -> str:
+        run_id = self._start(ref.dataset, "reference", f"reference {ref.dataset}", {"collapse.source": source})
+        try:
+            self._log(
+                run_id,
+                {f"baseline.{k}": v for k, v in ref.baseline.items()},
+                {"documents": ref.documents, "tokens": ref.tokens, "tail_types": len(ref.tail),
+                 "cutoff": ref.cutoff.isoformat(), **{f"indicators.{k}": v for k, v in ref.settings.model_dump().items()}},
+                {"mlflow.note.content": f"Human reference for {ref.dataset}: {ref.documents} documents from {source}"},
+            )
+            self.client.log_text(run_id, ref.to_json(), REFERENCE_ARTIFACT)
+        except Exception:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:
+        """The dataset's newest finished reference, or the one named by ``run_id``."""
+        exp_id = self.experiment_id(dataset, create=False)
+        if run_id is None:
+            runs = [] if exp_id is None else self.client.search_runs(
+                [exp_id], filter_string=f"tags.`{KIND}` = 'reference' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"], max_results=1,
+            )
+            if not runs:
+                raise ReferenceNotFound(
+                    f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
+                    f"`collapse-monitor reference build --input PATH --dataset {dataset}`"
+                )
+            run_id = runs[0].info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
+            except MlflowException as exc:
+                raise UserError(f"reference run {run_id} of dataset {dataset!r} has no readable {REFERENCE_ARTIFACT}: {exc}") from None
+            return run_id, ReferenceProfile.from_json(Path(local).read_text(encoding="utf-8"))
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_count(self, dataset: str) -> int:
+        exp_id = self.experiment_id(dataset, create=False)
+        if exp_id is None:
+            return 0
+        return len(self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = 'check'", max_results=50000))
+
+    def log_check(
+        self,
+        dataset: str,
+        batch_name: str,
+        *,
+        metrics: dict[str, float | None],
+        params: dict[str, Any],
+        tags: dict[str, str],
+        artifacts: dict[str, str | dict | list],
+        description: str,
+    ) -> str:
+        """One finished run holding a whole check; its step is the run's sequence number in the dataset."""
+        step = self.check_count(dataset)
+        run_id = self._start(dataset, "check", f"check {dataset} {batch_name}", {"collapse.batch": batch_name})
+        try:
+            self._log(run_id, metrics, params, {**tags, "mlflow.note.content": description, "collapse.sequence": str(step)}, step)
+            for name, content in artifacts.items():
+                if isinstance(content, str):
+                    self.client.log_text(run_id, content, name)
+                else:
+                    self.client.log_dict(run_id, content, name)
+        except Exception:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def history(self, dataset: str | None = None, last: int = 20) -> list[dict[str, Any]]:
+        """Check runs, newest first, as flat rows (run id, dataset, time, metrics, alert tags)."""
+        if dataset is not None:
+            exp_ids = [e for e in [self.experiment_id(dataset, create=False)] if e]
+        else:
+            exps = self.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
+            exp_ids = [e.experiment_id for e in exps]
+        if not exp_ids:
+            return []
+        runs = self.client.search_runs(
+            exp_ids, filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=last
+        )
+        rows = []
+        for r in runs:
+            tags = r.data.tags
+            rows.append({
+                "run_id": r.info.run_id,
+                "dataset": tags.get("collapse.dataset"),
+                "batch": tags.get("collapse.batch"),
+                "started": r.info.start_time,
+                "status": r.info.status,
+                "metrics": dict(r.data.metrics),
+                "alerts": sorted(k.removeprefix("collapse.alert.") for k, v in tags.items()
+                                 if k.startswith("collapse.alert.") and v == "firing"),
+                "max_severity": tags.get("collapse.alerts.max_severity", "none"),
+            })
+        return rows
+
+
+def to_json_text(data: Any) -> str:
+    """JSON with nan/inf as null (MLflow and strict JSON readers reject NaN)."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(data), indent=2, sort_keys=True, default=str)
