@@ -1,0 +1,62 @@
+"""Isolation for every test: no test touches the user's real MLflow store, Prefect home or settings.
+
+PREFECT_HOME is set once per session, before prefect is imported, because Prefect's ephemeral server
+(started in-process by the first flow call) keeps its database there for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_SESSION_HOME = tempfile.mkdtemp(prefix="cm-test-prefect-")
+
+
+def pytest_configure(config):
+    for key in list(os.environ):
+        if key.startswith(("COLLAPSE_MONITOR_", "PREFECT_", "MLFLOW_")):
+            del os.environ[key]
+    os.environ.update({
+        "PREFECT_HOME": _SESSION_HOME,
+        "PREFECT_MEMO_STORE_PATH": os.path.join(_SESSION_HOME, "memo_store.toml"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    })
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test runs in its own folder, and whatever it sets in os.environ is undone afterwards."""
+    saved = dict(os.environ)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def austen():
+    from monitors.corpus import austen_paragraphs
+
+    return austen_paragraphs()
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path

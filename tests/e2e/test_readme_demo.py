@@ -1,0 +1,61 @@
+"""The README's demo command as a newcomer runs it: the installed console script, in an empty folder,
+with no configuration and no server. (CI itself runs the README's install line before the tests.)"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def _clean_env(tmp):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "COLLAPSE_MONITOR_"))}
+    env["HOME"] = str(tmp)  # nothing may land in the real home either
+    return env
+
+
+def test_demo_quick_in_an_empty_folder(isolated):
+    readme = (REPO / "README.md").read_text()
+    assert "&& .venv/bin/collapse-monitor demo\n" in readme
+    script = Path(sys.executable).with_name("collapse-monitor")
+    proc = subprocess.run([str(script), "demo", "--quick"], cwd=isolated, env=_clean_env(isolated),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    rows = [ln for ln in out.splitlines() if ln.startswith("batch-")]
+    assert len(rows) == 5
+    true_share = [float(r.split()[1]) for r in rows]
+    estimate = [float(r.split()[2]) for r in rows]
+    assert true_share == [0.0, 0.15, 0.4, 0.65, 0.9]
+    assert all(abs(t - e) <= 0.1 for t, e in zip(true_share, estimate)), rows
+    assert rows[0].rstrip().endswith("-"), "the first, human-only batch must stay green"
+    assert "human_share_below_floor" in rows[-1] and "tail_coverage_loss" in rows[-1]
+    assert out.rstrip().splitlines()[-1].startswith("Open the MLflow UI on the results: collapse-monitor ui")
+    assert re.search(r"\[\s*\d+\.\ds\] batch 5/5", proc.stderr), "progress is shown"
+    assert "Traceback" not in proc.stderr
+
+    state = isolated / ".collapse-monitor"
+    assert (state / "mlflow.db").is_file() and (state / "prefect").is_dir()
+    assert not (isolated / "mlruns").exists() and not (isolated / ".prefect").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("collapse-monitor/demo")
+    checks = client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'check'")
+    refs = client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'reference'")
+    assert len(checks) == 5 and len(refs) == 1
+    assert str(client.get_model_version_by_alias("collapse-demo-detector", "production").version) == "1"
+    last = max(checks, key=lambda r: r.info.start_time)
+    assert last.data.tags["collapse.alerts.max_severity"] in ("warning", "critical")
+    assert last.data.metrics["synthetic.share"] > 0.7
+
+    hist = subprocess.run([str(script), "history", "--json", "--last", "3"], cwd=isolated, env=_clean_env(isolated),
+                          capture_output=True, text=True, timeout=300)
+    assert hist.returncode == 0, hist.stderr
+    assert [r["batch"] for r in json.loads(hist.stdout)] == ["batch-04.jsonl", "batch-03.jsonl", "batch-02.jsonl"]

@@ -1,0 +1,109 @@
+"""`check` through the real Prefect ephemeral API and a temporary MLflow store (SQLite + artifact folder).
+
+One human reference; then a disjoint human batch (nothing fires, exit 0) and a batch from a recursively
+retrained generator (collapse alerts fire, a critical one among them, exit 3). The runs, metrics, tags and
+artifacts are read back from MLflow itself.
+"""
+
+import asyncio
+import json
+import random
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.cli import main
+from monitors.simulate import recursive_generations
+from tests.conftest import write_jsonl
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data(austen):
+    rng = random.Random(5)
+    paras = list(austen)
+    rng.shuffle(paras)
+    reference, human_batch, gen_train = paras[:1500], paras[1500:1800], paras[1800:3300]
+    collapsed = recursive_generations([p["text"] for p in gen_train], 9, 300, seed=2)[-1].sample(300, rng)
+    return reference, human_batch, collapsed
+
+
+def _run_json(argv, capsys):
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1, out  # exactly one JSON object on stdout
+    return code, json.loads(lines[0])
+
+
+def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys):
+    reference, human_batch, collapsed = data
+    ref_file = write_jsonl(isolated / "ref.jsonl", [{"id": p["id"], "text": p["text"], "created_at": "2020-01-01"} for p in reference])
+    assert main(["reference", "build", "--input", str(ref_file), "--dataset", "news"]) == 0
+    assert "reference for dataset 'news'" in capsys.readouterr().out
+
+    human = write_jsonl(isolated / "human.jsonl", [{"id": p["id"], "text": p["text"], "created_at": "2021-03-04"} for p in human_batch])
+    code, ok = _run_json(["check", "--input", str(human), "--dataset", "news"], capsys)
+    assert code == 0
+    assert ok["dataset"] == "news" and ok["batch"]["records"] == 300 and ok["batch"]["quarantined"] == 0
+    assert ok["alerts"] == []
+    assert 0.85 < ok["indicators"]["tail.rare_coverage.ratio"] < 1.15
+    assert ok["synthetic_share"]["estimate"] is None and "no detector is registered" in ok["synthetic_share"]["note"]
+
+    bad = write_jsonl(isolated / "collapsed.jsonl",
+                      [{"id": f"s{i}", "text": t, "created_at": "2025-06-01"} for i, t in enumerate(collapsed)] + ['{"id": "cut", "te'])
+    code, fired = _run_json(["check", "--input", str(bad), "--dataset", "news"], capsys)
+    assert code == 3
+    rules = {a["rule"]: a for a in fired["alerts"]}
+    assert {"tail_coverage_loss", "tail_coverage_collapse", "post_cutoff_majority"} <= set(rules)
+    assert rules["tail_coverage_collapse"]["severity"] == "critical"
+    assert rules["tail_coverage_collapse"]["value"] < rules["tail_coverage_collapse"]["threshold"] == 0.6
+    assert fired["batch"] == {"file": str(bad), "records": 300, "quarantined": 1}
+    assert set(fired["alerts"][0]) >= {"rule", "severity", "status", "fingerprint", "value", "threshold"}
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{isolated / '.collapse-monitor' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("collapse-monitor/news")
+    runs = client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'check'", order_by=["attributes.start_time ASC"])
+    assert [r.info.run_id for r in runs] == [ok["run_id"], fired["run_id"]]
+    first, second = runs
+    assert first.data.tags["collapse.alerts.firing"] == "0" and first.data.tags["collapse.alerts.max_severity"] == "none"
+    assert second.data.tags["collapse.alerts.max_severity"] == "critical"
+    assert second.data.tags["collapse.alert.tail_coverage_collapse"] == "firing"
+    assert int(second.data.tags["collapse.alerts.firing"]) == len(fired["alerts"])
+    assert second.data.metrics["tail.rare_coverage.ratio"] == pytest.approx(fired["indicators"]["tail.rare_coverage.ratio"])
+    assert second.data.metrics["batch.quarantined"] == 1
+    assert second.info.run_name == "check news collapsed.jsonl" and second.info.status == "FINISHED"
+    history = client.get_metric_history(second.info.run_id, "tail.distinct_2")
+    assert history[0].step == 1  # the run's sequence number in its dataset
+    artifacts = {a.path for a in client.list_artifacts(second.info.run_id)}
+    assert {"alerts.json", "summary.json", "quarantine.jsonl"} <= artifacts
+    quarantine = client.download_artifacts(second.info.run_id, "quarantine.jsonl", str(isolated))
+    assert "not valid JSON" in open(quarantine).read()
+
+    # The run history reads the same runs back, newest first.
+    assert main(["history", "--dataset", "news", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in rows] == [fired["run_id"], ok["run_id"]]
+    assert "tail_coverage_collapse" in rows[0]["alerts"]
+    assert main(["history"]) == 0
+    table = capsys.readouterr().out
+    assert "collapsed.jsonl" in table and "tail_coverage_collapse" in table
+
+    # The readable summary (no --json) names what fired.
+    assert main(["check", "--input", str(bad), "--dataset", "news"]) == 3
+    text = capsys.readouterr().out
+    assert "[critical] tail_coverage_collapse" in text and "1 quarantined" in text
+
+    # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
+    found = asyncio.run(_flow_runs("check_incoming_data"))
+    assert len(found) >= 3 and {r.state.type.value for r in found} == {"COMPLETED"}
+    assert any(r.name == "check news: collapsed.jsonl" for r in found)
+
+
+async def _flow_runs(name):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async with get_client() as client:
+        return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))

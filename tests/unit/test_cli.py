@@ -1,0 +1,112 @@
+"""CLI plumbing, in-process: help texts, exit codes, error messages. No Prefect flow runs here."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from tests.conftest import REPO, write_jsonl
+
+COMMANDS = ["check", "reference", "history", "demo", "ui"]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in COMMANDS:
+        assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
+    assert "demo --quick" in out and "Exit codes" in out
+
+
+@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["history"], ["demo"], ["ui"]])
+def test_every_command_help_has_an_example(argv, capsys):
+    assert main([*argv, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "collapse-monitor " + argv[0] in out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["frobnicate"]) == 2
+    assert main(["check"]) == 2  # --input is required
+    assert "--input" in capsys.readouterr().err
+
+
+def test_missing_batch_file_exits_2_and_names_it(isolated, capsys):
+    assert main(["check", "--input", "nothere.jsonl"]) == 2
+    assert "nothere.jsonl: no such batch file" in capsys.readouterr().err
+
+
+def test_check_without_reference_exits_2_and_names_the_command(isolated, capsys):
+    batch = write_jsonl(isolated / "b.jsonl", [{"id": "1", "text": "some text"}])
+    assert main(["check", "--input", str(batch), "--dataset", "news"]) == 2
+    err = capsys.readouterr().err
+    assert "no reference yet" in err and "collapse-monitor reference build --input PATH --dataset news" in err
+
+
+def test_bad_config_exits_2_and_names_key_and_file(isolated, capsys):
+    (isolated / "collapse-monitor.yaml").write_text("indicators:\n  window: zero\n")
+    assert main(["history"]) == 2
+    err = capsys.readouterr().err
+    assert "collapse-monitor.yaml" in err and "indicators.window" in err
+
+
+def test_history_on_an_empty_store(isolated, capsys):
+    assert main(["history", "--dataset", "news"]) == 0
+    assert "no checks yet for dataset 'news'" in capsys.readouterr().out
+    assert main(["history", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+
+def _readme_commands():
+    lines = (REPO / "README.md").read_text().splitlines()[:12]
+    return [ln.strip() for ln in lines if ln.strip().startswith("python3.11 -m venv")]
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    demo, test = _readme_commands()
+    assert demo.endswith("collapse-monitor demo")
+    assert test.endswith("python -m pytest")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert test in ci.splitlines()
+
+
+def test_console_script_points_at_main():
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"collapse-monitor": "flows.cli:main"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_layering_monitors_never_imports_flows_or_prefect():
+    for path in (REPO / "monitors").rglob("*.py"):
+        assert not _imports(path) & {"flows", "prefect"}, path
+
+
+PURE = ["text", "profile", "indicators", "quantify", "rules", "simulate", "reference", "results"]
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_import_neither_mlflow_nor_prefect(module):
+    assert not _imports(REPO / "monitors" / f"{module}.py") & {"mlflow", "prefect", "great_expectations", "evidently"}
+
+
+def test_importing_the_cli_has_no_side_effects(isolated):
+    import subprocess
+
+    code = "import flows.cli, monitors.config, monitors.runtime, monitors.tracking; import os; print(sorted(os.listdir('.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
