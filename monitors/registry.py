@@ -88,7 +88,11 @@ def load_detector(client, uri: str) -> LoadedDetector:
         else:
             mv = client.get_model_version(m["name"], m["version"])
     except MlflowException:
-        raise DetectorUnavailable(f"no detector is registered at {uri}") from None
+        raise DetectorUnavailable(
+            f"no detector is registered at {uri}; point detector.model_uri "
+            f"(COLLAPSE_MONITOR_DETECTOR__MODEL_URI) at a registered one, e.g. models:/collapse-demo-detector@production "
+            f"after `collapse-monitor demo`"
+        ) from None
     missing = [t for t in RATE_TAGS if t not in mv.tags]
     if missing:
         raise DetectorUnavailable(f"detector {uri} (version {mv.version}) lacks its held-out rates (tags {missing}); retrain it")
