@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -118,6 +119,24 @@ def _setup(args):
     return settings, runtime.prepare(settings, quiet_prefect=not args.verbose)
 
 
+class _RunFailureFilter(logging.Filter):
+    """Drops Prefect's console copy of a failed run: the CLI reports every failure itself (a message for a
+    user error, a traceback for a bug), and Prefect's API log still keeps the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def _console_reports_failures_once(args) -> None:
+    if args.verbose:
+        return
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RunFailureFilter())
+
+
 def _check(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
@@ -126,6 +145,7 @@ def _check(args) -> int:
     from flows import tasks
     from flows.check import check_incoming_data
 
+    _console_reports_failures_once(args)
     tasks.tracker_for(rt).latest_reference(dataset, args.reference)  # fail fast, before Prefect starts
     result = check_incoming_data(args.input, dataset, settings, rt, batch_name=Path(args.input).name,
                                  reference_run_id=args.reference)
@@ -144,6 +164,7 @@ def _reference(args) -> int:
         raise UserError(f"{args.input}: no such file")
     from flows.reference import build_reference_flow
 
+    _console_reports_failures_once(args)
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
     print(f"reference for dataset {dataset!r}: {ref.documents} documents, {ref.tokens} tokens, "
           f"{len(ref.tail)} tail types; MLflow run {run_id}")
@@ -182,6 +203,7 @@ def _demo(args) -> int:
     print(f"collapse-monitor demo: results go to MLflow at {rt.tracking_uri}; Prefect: {rt.prefect_mode}", file=sys.stderr)
     from flows.demo import run_demo, table
 
+    _console_reports_failures_once(args)
     results = run_demo(settings, rt, quick=args.quick)
     print(table(results))
     print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "

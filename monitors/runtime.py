@@ -47,6 +47,7 @@ def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if quiet_prefect:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
         for name in ("great_expectations", "mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return Runtime(tracking_uri=tracking, artifact_root=settings.mlflow_artifact_root(), prefect_api_url=api)

@@ -59,3 +59,10 @@ def test_demo_quick_in_an_empty_folder(isolated):
                           capture_output=True, text=True, timeout=300)
     assert hist.returncode == 0, hist.stderr
     assert [r["batch"] for r in json.loads(hist.stdout)] == ["batch-04.jsonl", "batch-03.jsonl", "batch-02.jsonl"]
+
+    # A user error inside the flow (a corrupt file) is one clear message and exit 2, not a traceback.
+    (isolated / "broken.parquet").write_bytes(b"not a parquet file")
+    bad = subprocess.run([str(script), "check", "--input", "broken.parquet", "--dataset", "demo"], cwd=isolated,
+                         env=_clean_env(isolated), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "broken.parquet: cannot be read as parquet" in bad.stderr and "Traceback" not in bad.stderr
