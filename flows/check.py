@@ -36,8 +36,8 @@ def log_check(tracker: MlflowTracker, result: CheckResult, batch, settings: Sett
     run_id = tracker.log_check(result.dataset, Path(batch.path).name, metrics=result.indicators, params=params,
                                tags=tags, artifacts=artifacts, description=description)
     # summary.json is the --json contract, with its own run id, for readers of the run's artifacts.
-    result.run_id = run_id
-    tracker.client.log_text(run_id, to_json_text(result.to_dict()), "summary.json")
+    summary = {**result.to_dict(), "run_id": run_id}
+    tracker.client.log_text(run_id, to_json_text(summary), "summary.json")
     return run_id
 
 
@@ -65,5 +65,5 @@ def check_incoming_data(
         quarantined=len(batch.quarantine), indicators=row, share=share, alerts=alerts,
         reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
     )
-    log_check(tracker, result, batch, settings)
+    result.run_id = log_check(tracker, result, batch, settings)
     return result

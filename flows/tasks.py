@@ -11,7 +11,6 @@ from prefect.cache_policies import NONE
 
 from monitors import gx_rules, indicators, ingest, profile, registry
 from monitors.config import Settings
-from monitors.errors import UserError
 from monitors.quantify import ShareEstimate, adjusted_classify_and_count
 from monitors.reference import ReferenceProfile
 from monitors.rules import RuleSuite, load_rules
@@ -78,5 +77,3 @@ def estimate_share(batch: ingest.Batch, detector: registry.LoadedDetector | str,
 def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
     return gx_rules.evaluate(suite, row, dataset)
 
-
-__all__ = ["UserError", "tracker_for"]

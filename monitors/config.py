@@ -125,11 +125,10 @@ class Settings(BaseSettings):
 
 def config_path(explicit: str | os.PathLike | None) -> Path | None:
     """The file to read: ``--config``, else ``$COLLAPSE_MONITOR_CONFIG``, else ``./collapse-monitor.yaml`` if present."""
-    env = os.environ
     if explicit:
         return Path(explicit)
-    if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV])
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
     default = Path(DEFAULT_CONFIG_FILE)
     return default if default.is_file() else None
 

@@ -6,6 +6,7 @@ the line (or row), a reason and the record's first bytes, and is counted.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,8 +70,6 @@ def _parse_date(value: Any) -> date | None:
 
 
 def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, bytes]]:
-    import gzip
-
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):

@@ -111,11 +111,12 @@ class MlflowTracker:
             return run_id, ReferenceProfile.from_json(Path(local).read_text(encoding="utf-8"))
 
     # -- checks ---------------------------------------------------------------------------
-    def check_count(self, dataset: str) -> int:
+    def next_sequence(self, dataset: str) -> int:
+        """The next check's sequence number in its dataset: one more than the newest check's."""
         exp_id = self.experiment_id(dataset, create=False)
-        if exp_id is None:
-            return 0
-        return len(self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = 'check'", max_results=50000))
+        runs = [] if exp_id is None else self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=1)
+        return int(runs[0].data.tags.get("collapse.sequence", "-1")) + 1 if runs else 0
 
     def log_check(
         self,
@@ -129,7 +130,7 @@ class MlflowTracker:
         description: str,
     ) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset."""
-        step = self.check_count(dataset)
+        step = self.next_sequence(dataset)
         run_id = self._start(dataset, "check", f"check {dataset} {batch_name}", {"collapse.batch": batch_name})
         try:
             self._log(run_id, metrics, params, {**tags, "mlflow.note.content": description, "collapse.sequence": str(step)}, step)
