@@ -134,7 +134,8 @@ def _console_reports_failures_once(args) -> None:
 
     ensure_logging_setup()
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_RunFailureFilter())
+        if not any(isinstance(f, _RunFailureFilter) for f in handler.filters):  # main() may run many times
+            handler.addFilter(_RunFailureFilter())
 
 
 def _check(args) -> int:
@@ -146,9 +147,10 @@ def _check(args) -> int:
     from flows.check import check_incoming_data
 
     _console_reports_failures_once(args)
-    tasks.tracker_for(rt).latest_reference(dataset, args.reference)  # fail fast, before Prefect starts
+    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+    reference = tasks.tracker_for(rt).reference_run(dataset, args.reference)
     result = check_incoming_data(args.input, dataset, settings, rt, batch_name=Path(args.input).name,
-                                 reference_run_id=args.reference)
+                                 reference_run_id=reference)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

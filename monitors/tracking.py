@@ -89,20 +89,34 @@ class MlflowTracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:
-        """The dataset's newest finished reference, or the one named by ``run_id``."""
+    def reference_run(self, dataset: str, run_id: str | None = None) -> str:
+        """The run id of the dataset's newest finished reference, or ``run_id`` once checked to be a reference.
+
+        Cheap (no download): the CLI calls it to fail fast before Prefect starts, then pins the result.
+        """
+        if run_id is not None:
+            try:
+                kind = self.client.get_run(run_id).data.tags.get(KIND)
+            except MlflowException:
+                raise UserError(f"--reference {run_id}: no such MLflow run") from None
+            if kind != "reference":
+                raise UserError(f"--reference {run_id}: that run is a {kind or 'non-collapse-monitor'} run, not a reference")
+            return run_id
         exp_id = self.experiment_id(dataset, create=False)
-        if run_id is None:
-            runs = [] if exp_id is None else self.client.search_runs(
-                [exp_id], filter_string=f"tags.`{KIND}` = 'reference' and attributes.status = 'FINISHED'",
-                order_by=["attributes.start_time DESC"], max_results=1,
+        runs = [] if exp_id is None else self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND}` = 'reference' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        if not runs:
+            raise ReferenceNotFound(
+                f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
+                f"`collapse-monitor reference build --input PATH --dataset {dataset}`"
             )
-            if not runs:
-                raise ReferenceNotFound(
-                    f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
-                    f"`collapse-monitor reference build --input PATH --dataset {dataset}`"
-                )
-            run_id = runs[0].info.run_id
+        return runs[0].info.run_id
+
+    def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:
+        """The dataset's newest finished reference, or the one named by ``run_id``, with its profile."""
+        run_id = self.reference_run(dataset, run_id)
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self.client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)

@@ -95,6 +95,14 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     text = capsys.readouterr().out
     assert "[critical] tail_coverage_collapse" in text and "1 quarantined" in text
 
+    # --reference must name a reference run; anything else is a usage error before any flow starts.
+    assert main(["check", "--input", str(bad), "--dataset", "news", "--reference", ok["run_id"]]) == 2
+    assert "is a check run, not a reference" in capsys.readouterr().err
+    assert main(["check", "--input", str(bad), "--dataset", "news", "--reference", "0" * 32]) == 2
+    assert "no such MLflow run" in capsys.readouterr().err
+    code, pinned = _run_json(["check", "--input", str(human), "--dataset", "news", "--reference", ok["reference_run_id"]], capsys)
+    assert code == 0 and pinned["reference_run_id"] == ok["reference_run_id"]
+
     # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
     found = asyncio.run(_flow_runs("check_incoming_data"))
     assert len(found) >= 3 and {r.state.type.value for r in found} == {"COMPLETED"}

@@ -60,6 +60,21 @@ def test_history_on_an_empty_store(isolated, capsys):
     assert capsys.readouterr().out.strip() == "[]"
 
 
+def test_failure_filter_is_installed_once_however_often_main_runs():
+    import logging
+    from argparse import Namespace
+
+    from flows.cli import _console_reports_failures_once, _RunFailureFilter
+
+    for _ in range(3):
+        _console_reports_failures_once(Namespace(verbose=False))
+    handlers = logging.getLogger().handlers
+    assert handlers and all(sum(isinstance(f, _RunFailureFilter) for f in h.filters) == 1 for h in handlers)
+    record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, None)
+    assert not _RunFailureFilter().filter(record)
+    assert _RunFailureFilter().filter(logging.LogRecord("prefect.task_runs", logging.INFO, __file__, 1, "ok", None, None))
+
+
 def _readme_commands():
     lines = (REPO / "README.md").read_text().splitlines()[:12]
     return [ln.strip() for ln in lines if ln.strip().startswith("python3.11 -m venv")]
