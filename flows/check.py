@@ -1,4 +1,4 @@
-"""``check_incoming_data``: one batch file against its dataset's human reference, logged to MLflow."""
+"""``check_incoming_data``: one batch (file, folder, glob or URL) against its dataset's human reference."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect.cache_policies import NONE
 
 from flows import tasks
 from monitors.config import Settings
+from monitors.gx_records import alerts as record_alerts
 from monitors.results import CheckResult, run_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
@@ -16,7 +17,7 @@ from monitors.tracking import MlflowTracker, to_json_text
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
-def log_check(tracker: MlflowTracker, result: CheckResult, batch, settings: Settings) -> str:
+def log_check(tracker: MlflowTracker, result: CheckResult, settings: Settings, artifacts: dict) -> str:
     firing = [a for a in result.alerts if a.status == "firing"]
     tags = {
         "collapse.reference_run": result.reference_run_id,
@@ -25,19 +26,16 @@ def log_check(tracker: MlflowTracker, result: CheckResult, batch, settings: Sett
         "collapse.alerts.max_severity": max_severity(result.alerts),
         **{f"collapse.alert.{a.rule}": a.status for a in result.alerts},
     }
-    params = {"input": batch.path, "contamination_cutoff": settings.contamination_cutoff.isoformat(),
+    params = {"input": result.batch_file, "contamination_cutoff": settings.contamination_cutoff.isoformat(),
               "share_method": result.share.method,
               **{f"indicators.{k}": v for k, v in settings.indicators.model_dump().items()}}
-    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts]}
-    if batch.quarantine:
-        artifacts["quarantine.jsonl"] = "\n".join(to_json_text(q).replace("\n", "") for q in batch.quarantine) + "\n"
-    description = (f"{result.records} records ({result.quarantined} quarantined) from {Path(batch.path).name}; "
+    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts], **artifacts}
+    description = (f"{result.records} records ({result.quarantined} quarantined) from {result.batch_file}; "
                    f"{len(firing)} alert(s) firing, max severity {max_severity(result.alerts)}")
-    run_id = tracker.log_check(result.dataset, Path(batch.path).name, metrics=result.indicators, params=params,
+    run_id = tracker.log_check(result.dataset, Path(result.batch_file).name, metrics=result.indicators, params=params,
                                tags=tags, artifacts=artifacts, description=description)
     # summary.json is the --json contract, with its own run id, for readers of the run's artifacts.
-    summary = {**result.to_dict(), "run_id": run_id}
-    tracker.client.log_text(run_id, to_json_text(summary), "summary.json")
+    tracker.client.log_text(run_id, to_json_text({**result.to_dict(), "run_id": run_id}), "summary.json")
     return run_id
 
 
@@ -46,24 +44,46 @@ def check_incoming_data(
     input_path: str, dataset: str, settings: Settings, runtime: Runtime,
     batch_name: str = "", reference_run_id: str | None = None,
 ) -> CheckResult:
-    """Ingest a batch, compute its collapse indicators against the reference, estimate its synthetic
-    share, evaluate the alert rules and log one MLflow run. Alerts are data, not failures: the flow
-    completes and says what fired."""
+    """Ingest a batch, check its records (GX), compute its collapse indicators and drift against the
+    reference with bands fitted on the reference, estimate its synthetic share, evaluate the alert rules
+    and log one MLflow run. Alerts are data, not failures: the flow completes and says what fired."""
     tracker = tasks.tracker_for(runtime)
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
     suite = tasks.read_rules(settings)
-    batch = tasks.read_batch(input_path, settings)
+    record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
-    prof = tasks.profile_batch(batch, settings)
-    values = tasks.compute_indicators(prof, reference, settings)
-    share = tasks.estimate_share(batch, detector, settings)
-    row = run_indicators(len(batch.records), len(batch.quarantine), values, share)
-    alerts = tasks.evaluate_rules(suite, row, dataset)
-    notes = [f"{len(batch.quarantine)} record(s) quarantined; see quarantine.jsonl in the run"] if batch.quarantine else []
-    result = CheckResult(
-        run_id="", dataset=dataset, batch_file=input_path, records=len(batch.records),
-        quarantined=len(batch.quarantine), indicators=row, share=share, alerts=alerts,
-        reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
-    )
-    result.run_id = log_check(tracker, result, batch, settings)
+    with tasks.workspace() as work:
+        prof, shards = tasks.profile_batch(input_path, settings, work)
+        quarantine = tasks.write_quarantine(prof, shards, work)
+        values = tasks.compute_indicators(prof, reference, settings)
+        report = tasks.drift_report(prof, reference, settings)
+        if report is not None:
+            values.update(report.values)
+        values.update(tasks.band_scores(values, reference, prof.records))
+        quality = tasks.validate_records(prof, record_suite)
+        share = tasks.estimate_share(prof, detector, settings)
+        row = run_indicators(prof.records, prof.quarantined_total, values, share)
+        alerts = tasks.evaluate_rules(suite, row, dataset) + record_alerts(quality, dataset)
+        notes = []
+        if prof.quarantined_total:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
+            notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run")
+        if prof.records > settings.indicators.sample_size:
+            notes.append(f"text indicators and the synthetic share use a uniform sample of {settings.indicators.sample_size} "
+                         f"of the {prof.records} records")
+        result = CheckResult(
+            run_id="", dataset=dataset, batch_file=input_path, records=prof.records,
+            quarantined=prof.quarantined_total, indicators=row, share=share, alerts=alerts,
+            reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
+            record_checks=[c.to_dict() for c in quality.checks],
+        )
+        artifacts: dict = {"record_quality/results.json": result.record_checks}
+        if quality.data_docs_html:
+            artifacts["record_quality/data_docs.html"] = quality.data_docs_html
+        if report is not None:
+            artifacts["drift/report.html"] = report.html
+            artifacts["drift/report.json"] = report.json
+        if quarantine is not None:
+            artifacts["quarantine.jsonl"] = quarantine
+        result.run_id = log_check(tracker, result, settings, artifacts)
     return result

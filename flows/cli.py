@@ -16,6 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from monitors import sources
 from monitors.config import ENV_PREFIX, load_settings
 from monitors.errors import UserError
 
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  collapse-monitor check --input landing/2026-11-21T06.jsonl --dataset news --json\n\n"
                "exit codes: 0 no critical alert firing, 3 a critical alert firing, 2 usage or input error, 1 internal failure",
     )
-    c.add_argument("--input", required=True, metavar="PATH", help="the batch file")
+    c.add_argument("--input", required=True, metavar="PATH",
+                   help="the batch: a file, a folder of batch files, a glob ('landing/*.jsonl.gz') or an fsspec URL")
     c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -82,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                     "stored as an MLflow run. Later checks of the dataset compare with the newest one.",
         epilog="example:\n  collapse-monitor reference build --input trusted_human.jsonl --dataset news",
     )
-    rb.add_argument("--input", required=True, metavar="PATH", help="file of trusted human text (JSONL, Parquet, CSV)")
+    rb.add_argument("--input", required=True, metavar="PATH",
+                    help="trusted human text (JSONL, Parquet, CSV): a file, a folder, a glob or an fsspec URL")
     rb.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
 
     h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
@@ -141,8 +144,7 @@ def _console_reports_failures_once(args) -> None:
 def _check(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
-    if not Path(args.input).is_file():
-        raise UserError(f"{args.input}: no such batch file")
+    sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
     from flows import tasks
     from flows.check import check_incoming_data
 
@@ -162,8 +164,7 @@ def _check(args) -> int:
 def _reference(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
-    if not Path(args.input).is_file():
-        raise UserError(f"{args.input}: no such file")
+    sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
     from flows.reference import build_reference_flow
 
     _console_reports_failures_once(args)
@@ -189,7 +190,8 @@ def _history(args) -> int:
         return EXIT_OK
     short = {"synthetic.share": "syn", "human.share": "human", "tail.distinct_2.ratio": "dist2",
              "tail.rare_coverage.ratio": "rarecov", "mode.compression_ratio.ratio": "compr",
-             "vintage.after_cutoff_share": "post-cut"}
+             "vintage.after_cutoff_share": "post-cut", "tail.rare_coverage.z": "rarecov.z",
+             "mode.near_duplicate_share": "neardup", "mode.cluster_entropy.z": "clust.z", "drift.text_auc": "txt-auc"}
     print(f"{'started (UTC)':<17} {'dataset':<10} {'batch':<22} " + " ".join(f"{short[k]:>8}" for k in KEY_INDICATORS) + "  alerts")
     for row in rows:
         when = datetime.utcfromtimestamp(row["started"] / 1000).strftime("%Y-%m-%d %H:%M")

@@ -34,14 +34,14 @@ DETECTOR = "collapse-demo-detector"  # never the production detector's name: the
 class Plan:
     shares: tuple[float, ...]  # true synthetic share of each batch
     batch_docs: int
-    reference_docs: int = 1800
+    reference_docs: int = 3000
     generator_docs: int = 1500
     detector_docs: int = 600
     refit_docs: int = 300
 
 
-FULL = Plan(shares=(0.0, 0.0, 0.1, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9), batch_docs=400)
-QUICK = Plan(shares=(0.0, 0.15, 0.4, 0.65, 0.9), batch_docs=250)
+FULL = Plan(shares=(0.0, 0.0, 0.1, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9), batch_docs=300)
+QUICK = Plan(shares=(0.0, 0.15, 0.4, 0.65, 0.9), batch_docs=200)
 
 
 def _progress(msg: str, started: float) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import tasks
+from monitors import drift
 from monitors.config import Settings
 from monitors.errors import InputError
 from monitors.reference import ReferenceProfile, build_reference
@@ -13,12 +14,12 @@ from monitors.runtime import Runtime
 
 
 @task(cache_policy=NONE)
-def profile_reference(batch, dataset: str, settings: Settings) -> ReferenceProfile:
-    recs = batch.records
-    if not recs:
-        raise InputError(f"{batch.path}: no usable record for a reference ({len(batch.quarantine)} quarantined)")
-    return build_reference([r.id for r in recs], [r.text for r in recs], [r.created_at for r in recs],
-                           dataset=dataset, settings=settings.indicators, cutoff=settings.contamination_cutoff)
+def profile_reference(prof, source: str, dataset: str, settings: Settings) -> ReferenceProfile:
+    if not prof.records:
+        raise InputError(f"{source}: no usable record for a reference ({prof.quarantined_total} quarantined)")
+    logger = get_run_logger()
+    return build_reference(prof, dataset=dataset, settings=settings.indicators,
+                           drift=drift.drift_values if settings.indicators.drift else None, progress=logger.info)
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
@@ -29,7 +30,8 @@ def save_reference(tracker, ref: ReferenceProfile, source: str) -> str:
 @flow(name="build_reference", flow_run_name="reference {dataset}", validate_parameters=False)
 def build_reference_flow(input_path: str, dataset: str, settings: Settings, runtime: Runtime) -> tuple[str, ReferenceProfile, int]:
     """Returns the reference's MLflow run id, the profile and how many input records were quarantined."""
-    batch = tasks.read_batch(input_path, settings)
-    ref = profile_reference(batch, dataset, settings)
+    with tasks.workspace() as work:
+        prof, _ = tasks.profile_batch(input_path, settings, work, sample_size=settings.indicators.reference_docs)
+        ref = profile_reference(prof, input_path, dataset, settings)
     run_id = save_reference(tasks.tracker_for(runtime), ref, input_path)
-    return run_id, ref, len(batch.quarantine)
+    return run_id, ref, prof.quarantined_total

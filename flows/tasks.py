@@ -6,11 +6,22 @@ every time it is asked to.
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import gx_rules, indicators, ingest, profile, registry
+from monitors import bands, drift, gx_records, gx_rules, indicators, ingest, registry, sources
 from monitors.config import Settings
+from monitors.profile import BatchProfile
 from monitors.quantify import ShareEstimate, adjusted_classify_and_count
 from monitors.reference import ReferenceProfile
 from monitors.rules import RuleSuite, load_rules
@@ -19,15 +30,58 @@ from monitors.tracking import MlflowTracker
 
 io_task = task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
 compute_task = task(cache_policy=NONE)
+#: Below this many input bytes, worker processes cost more than they save.
+PARALLEL_MIN_BYTES = 16 << 20
 
 
 def tracker_for(runtime: Runtime) -> MlflowTracker:
     return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
 
 
+@contextmanager
+def workspace() -> Iterator[Path]:
+    """A private folder for one run's quarantine parts, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cm-run-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _workers(settings: Settings, spec: str) -> int:
+    if spec.startswith("memory://"):  # an in-memory filesystem is not shared with other processes
+        return 1
+    return settings.ingest.workers or os.cpu_count() or 1
+
+
 @task(cache_policy=NONE)  # a bad file is not fixed by retrying
-def read_batch(path: str, settings: Settings) -> ingest.Batch:
-    return ingest.read_batch(path, settings.columns, settings.ingest)
+def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_size: int | None = None
+                  ) -> tuple[BatchProfile, list[sources.Shard]]:
+    """Read and profile every shard of the batch, in worker processes when it is large enough."""
+    opts = ingest.ReadOptions(settings.columns, settings.ingest, sample_size or settings.indicators.sample_size,
+                              settings.contamination_cutoff, str(quarantine_dir))
+    shard_bytes = settings.ingest.shard_mb << 20
+    workers = _workers(settings, spec)
+    if workers > 1 and sources.total_bytes(sources.expand(spec)) >= PARALLEL_MIN_BYTES:
+        # spawn: forking a process that runs Prefect's threads and event loop is not safe.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return ingest.profile_input(spec, opts, mapper=pool.map, shard_bytes=shard_bytes)
+    return ingest.profile_input(spec, opts, shard_bytes=shard_bytes)
+
+
+@task(cache_policy=NONE)
+def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path) -> Path | None:
+    """All quarantine entries of the batch in one JSONL file, in input order; None when there are none."""
+    if not prof.quarantined_total:
+        return None
+    out = folder / "quarantine.jsonl"
+    with out.open("w", encoding="utf-8") as fh:
+        for part in prof.quarantine_files:
+            with open(part, encoding="utf-8") as src:
+                shutil.copyfileobj(src, fh)
+        for entry in [*prof.entries, *ingest.late_duplicate_entries(prof, shards)]:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return out
 
 
 @io_task
@@ -40,6 +94,11 @@ def read_rules(settings: Settings) -> RuleSuite:
     return load_rules(settings.rules_path)
 
 
+@compute_task
+def read_record_suite(settings: Settings) -> dict:
+    return gx_records.load_suite(settings.record_rules_path)
+
+
 @io_task
 def load_detector(tracker: MlflowTracker, uri: str) -> registry.LoadedDetector | str:
     """The registered detector, or the reason there is none (a check still runs without one)."""
@@ -50,30 +109,38 @@ def load_detector(tracker: MlflowTracker, uri: str) -> registry.LoadedDetector |
 
 
 @compute_task
-def profile_batch(batch: ingest.Batch, settings: Settings) -> profile.TextProfile:
-    recs = batch.records
-    return profile.profile_documents(
-        [r.id for r in recs], [r.text for r in recs], [r.created_at for r in recs],
-        cutoff=settings.contamination_cutoff, sample_size=settings.indicators.sample_size,
-    )
-
-
-@compute_task
-def compute_indicators(prof: profile.TextProfile, ref: ReferenceProfile, settings: Settings) -> dict[str, float]:
+def compute_indicators(prof: BatchProfile, ref: ReferenceProfile, settings: Settings) -> dict[str, float]:
     ref.check_compatible(settings.indicators)
-    values = indicators.compute_indicators(prof, settings.indicators, ref.tail)
+    values = indicators.compute_indicators(prof, settings.indicators, ref.anchors)
     return indicators.with_ratios(values, ref.baseline)
 
 
 @compute_task
-def estimate_share(batch: ingest.Batch, detector: registry.LoadedDetector | str, settings: Settings) -> ShareEstimate:
+def drift_report(prof: BatchProfile, ref: ReferenceProfile, settings: Settings) -> drift.DriftReport | None:
+    if not settings.indicators.drift:
+        return None
+    return drift.drift_report(prof.sample_texts, ref.sample)
+
+
+@compute_task
+def band_scores(values: dict[str, float], ref: ReferenceProfile, records: int) -> dict[str, float]:
+    return bands.z_scores(values, ref.band_for(records))
+
+
+@compute_task
+def validate_records(prof: BatchProfile, suite_raw: dict) -> gx_records.RecordQuality:
+    return gx_records.validate(prof, suite_raw)
+
+
+@compute_task
+def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, settings: Settings) -> ShareEstimate:
+    """Adjusted classify-and-count on the uniform sample (its bootstrap interval covers the sampling)."""
     if isinstance(detector, str):
         return ShareEstimate.unavailable(detector)
-    flags = detector.flag([r.text for r in batch.records])
+    flags = detector.flag(prof.sample_texts)
     return adjusted_classify_and_count(flags, detector.rates, replicates=settings.detector.bootstrap, seed=settings.detector.seed)
 
 
 @compute_task
 def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
     return gx_rules.evaluate(suite, row, dataset)
-

@@ -30,6 +30,7 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 DEFAULT_CONFIG_FILE = "collapse-monitor.yaml"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = PACKAGE_ROOT / "expectations" / "collapse_indicators.json"
+DEFAULT_RECORD_RULES = PACKAGE_ROOT / "expectations" / "incoming_batch.json"
 
 
 class _Section(BaseModel):
@@ -44,10 +45,15 @@ class Columns(_Section):
     source: str = "source"
     created_at: str = "created_at"
     provenance: str = "provenance"
+    embedding: str = "embedding"
 
 
 class IngestSettings(_Section):
     max_text_chars: int = Field(100_000, gt=0, description="longer texts are quarantined")
+    max_bad_char_share: float = Field(0.05, ge=0, le=1, description="texts with more control/replacement characters are quarantined")
+    quarantine_markup: bool = Field(True, description="quarantine texts with <script>/<iframe>/javascript: markup")
+    workers: int = Field(0, ge=0, description="processes that read shards; 0 = one per CPU")
+    shard_mb: int = Field(64, gt=0, description="uncompressed JSONL files are cut into shards of this size")
 
 
 class IndicatorSettings(_Section):
@@ -56,6 +62,11 @@ class IndicatorSettings(_Section):
     head_mass: float = Field(0.8, gt=0, lt=1, description="reference mass of the head; the rest is the tail")
     sample_size: int = Field(2000, gt=0, description="documents in the fixed-size sample (bottom-k by id hash)")
     compress_bytes: int = Field(32_768, gt=256, description="bytes of the sample compressed for the ratio")
+    reference_docs: int = Field(20_000, gt=0, description="documents of a reference that are profiled (bottom-k)")
+    near_duplicate_jaccard: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard above which two documents are near-duplicates")
+    embedding_dims: int = Field(32, ge=2, description="SVD components of the hashed TF-IDF embedding")
+    clusters: int = Field(12, ge=2, description="k-means clusters fitted on the reference's embeddings")
+    drift: bool = Field(True, description="run the Evidently drift report on the sample")
 
 
 class DetectorSettings(_Section):
@@ -76,6 +87,7 @@ class Settings(BaseSettings):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; else MLFLOW_TRACKING_URI; else SQLite")
     prefect_api_url: str | None = Field(None, description="Prefect API; else PREFECT_API_URL; else ephemeral")
     rules_path: Path = Field(DEFAULT_RULES, description="the batch-level alert rule suite (GX JSON)")
+    record_rules_path: Path = Field(DEFAULT_RECORD_RULES, description="the record-level quality suite (GX JSON)")
     contamination_cutoff: date = Field(date(2024, 1, 1), description="records created after it need an audit")
     columns: Columns = Columns()
     ingest: IngestSettings = IngestSettings()

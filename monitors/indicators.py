@@ -1,4 +1,8 @@
-"""Collapse indicators from a finalized :class:`~monitors.profile.TextProfile`.
+"""Collapse indicators from a :class:`~monitors.profile.BatchProfile`.
+
+Two kinds: *whole-batch* indicators (counts, length distribution, vintage, exact duplicates, declared
+provenance) are exact over every accepted record; *text* indicators (n-gram diversity, entropy, rare-type
+coverage, compression, near-duplicates, embeddings) are computed on the profile's fixed-size uniform sample.
 
 Diversity depends on sample size (a longer batch shows more distinct words), so every diversity indicator
 is computed at a fixed size: distinct-n and rare-type coverage are *rarefied* (Hurlbert 1971): the expected
@@ -15,12 +19,18 @@ import math
 import zlib
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaln
 
+from monitors import embedding as emb_mod
 from monitors.config import IndicatorSettings
-from monitors.profile import MAX_N, TextProfile
+from monitors.neardup import near_duplicate_share
+from monitors.profile import NO_DAY, PROVENANCE, BatchProfile, days
+from monitors.text import words
+
+MAX_N = 3
 
 NAN = float("nan")
 #: Indicators that have a companion ``<name>.ratio`` to the reference's baseline.
@@ -28,10 +38,17 @@ COMPARED = (
     "tail.distinct_1",
     "tail.distinct_2",
     "tail.distinct_3",
+    "tail.entropy_1",
+    "tail.entropy_2",
     "tail.rare_coverage",
     "tail.ref_tail_mass",
     "mode.compression_ratio",
-    "length.mean_tokens",
+    "mode.near_duplicate_share",
+    "mode.embedding_dispersion",
+    "mode.cluster_entropy",
+    "drift.cluster_js",
+    "length.mean_words",
+    "length.cv_words",
 )
 
 
@@ -94,26 +111,107 @@ def compression_ratio(texts: Iterable[str], max_bytes: int) -> float:
     return len(raw) / len(zlib.compress(raw, 6))
 
 
-def compute_indicators(
-    profile: TextProfile, settings: IndicatorSettings, tail: frozenset[str] | None = None
-) -> dict[str, float]:
-    """All indicators of one profile. ``tail`` (the reference's tail types) enables the tail family.
+@dataclass(frozen=True)
+class Anchors:
+    """What the reference lends a batch's indicators: its tail types, embedding and cluster occupancy."""
 
-    Values that cannot be computed (a batch too small to rarefy, no tail) are ``nan``, never guessed.
+    tail: frozenset[str]
+    embedding: emb_mod.HashedEmbedding | None = None
+    occupancy: np.ndarray | None = None
+
+
+def ngram_counts(token_lists: list[list[str]]) -> tuple[Counter, ...]:
+    """n-gram counts (n = 1..3) within documents."""
+    counts = tuple(Counter() for _ in range(MAX_N))
+    for toks in token_lists:
+        for n in range(1, MAX_N + 1):
+            counts[n - 1].update(toks if n == 1 else zip(*(toks[i:] for i in range(n))))
+    return counts
+
+
+def windowed_entropy(token_lists: list[list[str]], n: int, window: int) -> float:
+    """Mean plug-in entropy (bits) of n-grams over consecutive windows of ``window`` n-grams.
+
+    Fixed windows make it independent of batch length; nan when there is not one full window.
     """
+    ids: dict = {}
+    seq = [ids.setdefault(g, len(ids)) for toks in token_lists
+           for g in (toks if n == 1 else zip(*(toks[i:] for i in range(n))))]
+    full = len(seq) // window
+    if full == 0:
+        return NAN
+    arr = np.asarray(seq[: full * window], dtype=np.int64).reshape(full, window)
+    arr.sort(axis=1)
+    ent = []
+    for row in arr:
+        _, c = np.unique(row, return_counts=True)
+        p = c / window
+        ent.append(-(p * np.log2(p)).sum())
+    return float(np.mean(ent))
+
+
+def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anchors | None = None) -> dict[str, float]:
+    """Indicators of the sample's texts; ``anchors`` (from the reference) enables coverage and embeddings.
+
+    Values that cannot be computed (too few tokens for a window, no reference) are ``nan``, never guessed.
+    """
+    token_lists = [words(t) for t in texts]
+    grams = ngram_counts(token_lists)
     out: dict[str, float] = {}
     for n in range(1, MAX_N + 1):
-        out[f"tail.distinct_{n}"] = rarefied_distinct(profile.ngrams[n - 1], settings.window)
-    unigrams = profile.ngrams[0]
-    if tail is not None:
-        out["tail.rare_coverage"] = rare_coverage(unigrams, tail, settings.coverage_tokens)
-        in_tail = sum(c for t, c in unigrams.items() if t in tail)
-        out["tail.ref_tail_mass"] = in_tail / profile.tokens if profile.tokens else NAN
-    out["mode.compression_ratio"] = compression_ratio((t for _, _, t in profile.sample), settings.compress_bytes)
-    out["vintage.after_cutoff_share"] = profile.after_cutoff / profile.docs if profile.docs else NAN
-    out["vintage.undated_share"] = profile.undated / profile.docs if profile.docs else NAN
-    out["length.mean_tokens"] = profile.tokens / profile.docs if profile.docs else NAN
+        out[f"tail.distinct_{n}"] = rarefied_distinct(grams[n - 1], settings.window)
+    for n in (1, 2):
+        out[f"tail.entropy_{n}"] = windowed_entropy(token_lists, n, settings.window)
+    unigrams = grams[0]
+    tokens = sum(unigrams.values())
+    if anchors is not None:
+        out["tail.rare_coverage"] = rare_coverage(unigrams, anchors.tail, settings.coverage_tokens)
+        in_tail = sum(c for t, c in unigrams.items() if t in anchors.tail)
+        out["tail.ref_tail_mass"] = in_tail / tokens if tokens else NAN
+    out["mode.compression_ratio"] = compression_ratio(texts, settings.compress_bytes)
+    out["mode.near_duplicate_share"] = near_duplicate_share(texts, settings.near_duplicate_jaccard)
+    if anchors is not None and anchors.embedding is not None:
+        vectors = anchors.embedding.transform(texts)
+        out["mode.embedding_dispersion"] = emb_mod.dispersion(vectors)
+        occ = emb_mod.occupancy(anchors.embedding.assign(vectors), len(anchors.embedding.centroids_))
+        out["mode.cluster_entropy"] = emb_mod.normalized_entropy(occ) if len(texts) else NAN
+        out["drift.cluster_js"] = emb_mod.js_divergence(occ, anchors.occupancy) if anchors.occupancy is not None else NAN
     return out
+
+
+def _quantiles(x: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.percentile(x, [10, 50, 90])) if len(x) else (NAN, NAN, NAN)
+
+
+def batch_indicators(profile: BatchProfile) -> dict[str, float]:
+    """Exact indicators over every accepted record of the batch."""
+    n = profile.records
+    w = profile.accepted("words").astype(float)
+    chars = profile.accepted("text_chars").astype(float)
+    day = profile.accepted("day")
+    prov = profile.accepted("provenance")
+    dated = day != NO_DAY
+    p10, p50, p90 = _quantiles(w)
+    share = (lambda k: k / n) if n else (lambda k: NAN)
+    out = {
+        "batch.records": float(n),
+        "batch.quarantined": float(profile.quarantined_total),
+        "length.mean_words": float(w.mean()) if n else NAN,
+        "length.cv_words": float(w.std() / w.mean()) if n and w.mean() > 0 else NAN,
+        "length.p10_words": p10, "length.median_words": p50, "length.p90_words": p90,
+        "length.mean_chars": float(chars.mean()) if n else NAN,
+        "vintage.after_cutoff_share": share(int((day[dated] >= days(profile.cutoff)).sum())),
+        "vintage.undated_share": share(int((~dated).sum())),
+        "mode.exact_duplicate_share": share(n - len(np.unique(profile.accepted("text_hash")))),
+    }
+    for code, name in enumerate(PROVENANCE):
+        out[f"provenance.declared_{name}_share"] = share(int((prov == code).sum()))
+    return out
+
+
+def compute_indicators(profile: BatchProfile, settings: IndicatorSettings, anchors: Anchors | None = None) -> dict[str, float]:
+    """Every indicator of one batch: whole-batch ones, then the sample's text indicators."""
+    return {**batch_indicators(profile), **text_indicators(profile.sample_texts, settings, anchors)}
 
 
 def with_ratios(values: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:

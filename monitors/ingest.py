@@ -1,65 +1,62 @@
-"""Read a batch file (JSONL, Parquet, CSV) into records, quarantining what cannot be used.
+"""Read a batch into a :class:`~monitors.profile.BatchProfile`, quarantining what cannot be used.
 
-Nothing a user sent is dropped silently: each unusable record becomes a quarantine entry with the file,
-the line (or row), a reason and the record's first bytes, and is counted.
+Nothing a user sent is dropped silently: each unusable record becomes a quarantine entry (JSONL: file,
+line or row, reason, the record's first bytes) and is counted by reason. Shards are read one row at a time
+and can be profiled in separate processes (:func:`profile_input` takes the ``map`` to use), so memory
+does not grow with the texts of a batch.
+
+Reasons: ``unparseable`` (invalid UTF-8, bad JSON, not an object), ``missing_text``, ``text_not_string``,
+``empty_text``, ``oversize_text``, ``binary_text``, ``markup``, ``bad_date``, ``bad_provenance``,
+``duplicate_id``.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
+from monitors import sources
 from monitors.config import Columns, IngestSettings
-from monitors.errors import InputError
+from monitors.profile import (
+    COLUMNS, DATE_ABSENT, DATE_BAD, DATE_OK, NO_DAY, PROV_ABSENT, PROV_OTHER, PROVENANCE, BatchProfile, days,
+    stable_hash,
+)
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-PROVENANCE = {"human", "synthetic", "unknown"}
 SHOWN_BYTES = 500
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_MARKUP = re.compile(r"<\s*(script|iframe|object|embed)\b|javascript\s*:", re.IGNORECASE)
+_PROV_CODE = {p: i for i, p in enumerate(PROVENANCE)}
 
 
-@dataclass
-class Record:
-    id: str
-    text: str
-    source: str | None
-    created_at: date | None
-    provenance: str | None
+@dataclass(frozen=True)
+class ReadOptions:
+    """Everything a shard reader needs, picklable for worker processes."""
+
+    columns: Columns
+    ingest: IngestSettings
+    sample_size: int
+    cutoff: date
+    quarantine_dir: str | None = None  # None: entries are kept on the profile (small in-memory batches)
 
 
-@dataclass
-class Batch:
-    path: str
-    records: list[Record] = field(default_factory=list)
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-
-def _format(path: Path) -> str:
-    suffixes = [s for s in path.suffixes if s != ".gz"]
-    fmt = FORMATS.get(suffixes[-1].lower()) if suffixes else None
-    if fmt is None:
-        raise InputError(f"{path}: unknown batch format {''.join(path.suffixes) or '(no extension)'}; "
-                         f"use one of {', '.join(sorted(FORMATS))} (JSONL may be gzipped)")
-    return fmt
-
-
-def _parse_date(value: Any) -> date | None:
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT or value == "":
+def parse_date(value: Any) -> date | None:
+    """``None`` for no date; raises ValueError for one that cannot be read."""
+    if value is None or value == "":
         return None
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
+    if isinstance(value, bool):
+        raise ValueError(f"created_at {value!r} is not a date")
     if isinstance(value, (int, float)):  # epoch seconds
         return datetime.fromtimestamp(value, tz=timezone.utc).date()
     text = str(value).strip()
@@ -69,94 +66,185 @@ def _parse_date(value: Any) -> date | None:
         raise ValueError(f"created_at {text[:40]!r} is not an ISO 8601 date") from None
 
 
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None, bytes]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, None, f"invalid UTF-8 at byte {exc.start}", raw
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, None, f"not valid JSON ({exc.msg} at column {exc.colno})", raw
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, None, f"a JSON {type(obj).__name__}, not an object", raw
-                continue
-            yield lineno, obj, None, raw
+class _Sink:
+    """Quarantine entries of one shard: to a part file, or kept in memory."""
+
+    def __init__(self, shard: sources.Shard | None, folder: str | None):
+        self.shard, self.folder = shard, folder
+        self.entries: list[dict[str, Any]] = []
+        self.path: str | None = None
+        self._fh = None
+        self._line_offset: int | None = None
+
+    def add(self, file: str, line: int, reason: str, raw: bytes) -> None:
+        if self._line_offset is None:  # counted once, and only when a shard has something to quarantine
+            self._line_offset = sources.lines_before(self.shard) if self.shard and self.shard.fmt == "jsonl" else 0
+        entry = quarantine_entry(file, line + self._line_offset, reason, raw)
+        if self.folder is None:
+            self.entries.append(entry)
+            return
+        if self._fh is None:
+            index = self.shard.index if self.shard else 0
+            self.path = str(Path(self.folder) / f"part-{index:06d}.jsonl")
+            self._fh = open(self.path, "w", encoding="utf-8")
+        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
 
 
-def _rows_frame(frame: pd.DataFrame) -> Iterator[tuple[int, dict | None, str | None, bytes]]:
-    for rowno, obj in enumerate(frame.to_dict("records"), start=1):
-        obj = {k: (None if not isinstance(v, (list, dict)) and pd.isna(v) else v) for k, v in obj.items()}
-        yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+def quarantine_entry(file: str, line: int, reason: str, raw: bytes) -> dict[str, Any]:
+    return {"file": file, "line": line, "reason": reason,
+            "record": raw[:SHOWN_BYTES].decode("utf-8", errors="replace"), "truncated": len(raw) > SHOWN_BYTES}
 
 
-def read_batch(path: str | Path, columns: Columns, settings: IngestSettings) -> Batch:
-    """Read one batch file. Raises :class:`InputError` only when the file itself cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such batch file")
-    fmt = _format(path)
-    try:
-        if fmt == "jsonl":
-            rows = _rows_jsonl(path)
-        elif fmt == "parquet":
-            rows = _rows_frame(pd.read_parquet(path))
-        else:
-            rows = _rows_frame(pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
-        return _validate(path, rows, columns, settings)
-    except (OSError, ValueError) as exc:  # unreadable container: the whole file is at fault
-        raise InputError(f"{path}: cannot be read as {fmt}: {exc}") from None
+def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, shard_index: int = 0,
+                 sink: _Sink | None = None) -> BatchProfile:
+    """Validate rows and fold them into a profile. The one place that decides what is quarantined."""
+    import heapq
 
+    cols, ing = opts.columns, opts.ingest
+    sink = sink or _Sink(None, None)
+    out: dict[str, list] = {k: [] for k in COLUMNS}
+    quarantined: Counter = Counter()
+    unparsed = 0
+    seen: set[int] = set()
+    heap: list[tuple[int, str, str]] = []  # max-heap by negated hash: the sample_size smallest hashes
 
-def _validate(path: Path, rows, columns: Columns, settings: IngestSettings) -> Batch:
-    batch = Batch(path=str(path))
-    seen: set[str] = set()
-
-    def quarantine(lineno: int, reason: str, raw: bytes) -> None:
-        shown = raw[:SHOWN_BYTES].decode("utf-8", errors="replace")
-        batch.quarantine.append({"file": str(path), "line": lineno, "reason": reason, "record": shown,
-                                 "truncated": len(raw) > SHOWN_BYTES})
+    def reject(kind: str, lineno: int, reason: str, raw: bytes) -> None:
+        quarantined[kind] += 1
+        sink.add(file, lineno, reason, raw)
 
     for lineno, obj, problem, raw in rows:
-        if problem:
-            quarantine(lineno, problem, raw)
+        if problem is not None:
+            unparsed += 1
+            reject("unparseable", lineno, problem, raw)
             continue
-        text = obj.get(columns.text)
-        if text is None:
-            quarantine(lineno, f"missing text (column {columns.text!r})", raw)
-            continue
-        if not isinstance(text, str):
-            quarantine(lineno, f"text is a {type(text).__name__}, not a string", raw)
-            continue
-        if not text.strip():
-            quarantine(lineno, "empty text", raw)
-            continue
-        if len(text) > settings.max_text_chars:
-            quarantine(lineno, f"text has {len(text)} characters, over ingest.max_text_chars={settings.max_text_chars}", raw)
-            continue
-        raw_id = obj.get(columns.id)
-        doc_id = f"{path.name}:{lineno}" if raw_id is None else str(raw_id)
-        if doc_id in seen:
-            quarantine(lineno, f"duplicate id {doc_id[:80]!r}", raw)
-            continue
+        raw_id = obj.get(cols.id)
+        doc_id = f"{Path(file).name}:{lineno}" if raw_id is None else str(raw_id)
+        h = stable_hash(doc_id)
+        text = obj.get(cols.text)
+        when, date_state = None, DATE_ABSENT
         try:
-            created = _parse_date(obj.get(columns.created_at))
+            when = parse_date(obj.get(cols.created_at))
+            date_state = DATE_ABSENT if when is None else DATE_OK
         except (ValueError, OverflowError, OSError) as exc:
-            quarantine(lineno, str(exc), raw)
-            continue
-        provenance = obj.get(columns.provenance)
-        if provenance is not None and provenance not in PROVENANCE:
-            quarantine(lineno, f"provenance {str(provenance)[:40]!r} is not one of {sorted(PROVENANCE)}", raw)
-            continue
-        seen.add(doc_id)
-        source = obj.get(columns.source)
-        batch.records.append(Record(doc_id, text, None if source is None else str(source), created, provenance))
-    return batch
+            date_state, date_problem = DATE_BAD, str(exc)
+        prov = obj.get(cols.provenance)
+        prov_code = PROV_ABSENT if prov is None else _PROV_CODE.get(prov, PROV_OTHER)
+        is_str = isinstance(text, str)
+        n_chars = len(text) if is_str else -1
+        bad = len(_BAD_CHARS.findall(text)) / n_chars if is_str and n_chars else float("nan")
 
+        if text is None:
+            kind, reason = "missing_text", f"missing text (column {cols.text!r})"
+        elif not is_str:
+            kind, reason = "text_not_string", f"text is a {type(text).__name__}, not a string"
+        elif n_chars > ing.max_text_chars:
+            kind, reason = "oversize_text", f"text has {n_chars} characters, over ingest.max_text_chars={ing.max_text_chars}"
+        elif not text.strip():
+            kind, reason = "empty_text", "empty text"
+        elif bad > ing.max_bad_char_share:
+            kind, reason = "binary_text", (f"{bad:.0%} of the text is control or replacement characters "
+                                           f"(over ingest.max_bad_char_share={ing.max_bad_char_share}): binary junk?")
+        elif ing.quarantine_markup and (m := _MARKUP.search(text)):
+            kind, reason = "markup", (f"text contains active HTML/JS markup ({m.group(0)!r}); extraction junk? "
+                                      f"(set ingest.quarantine_markup=false to accept it)")
+        elif date_state == DATE_BAD:
+            kind, reason = "bad_date", date_problem
+        elif prov_code == PROV_OTHER:
+            kind, reason = "bad_provenance", f"provenance {str(prov)[:40]!r} is not one of {list(PROVENANCE)}"
+        elif h in seen:
+            kind, reason = "duplicate_id", f"duplicate id {doc_id[:80]!r}"
+        else:
+            kind = reason = None
+
+        accepted = kind is None
+        if accepted:
+            seen.add(h)
+            item = (-h, doc_id, text)
+            if len(heap) < opts.sample_size:
+                heapq.heappush(heap, item)
+            elif -h > heap[0][0]:
+                heapq.heapreplace(heap, item)
+        else:
+            reject(kind, lineno, reason, raw)
+        out["id_hash"].append(h)
+        out["has_id"].append(raw_id is not None)
+        out["text_chars"].append(n_chars)
+        out["words"].append(len(text.split()) if accepted else -1)
+        out["text_hash"].append(stable_hash(text) if accepted else 0)
+        out["day"].append(days(when) if when is not None else NO_DAY)
+        out["date_state"].append(date_state)
+        out["provenance"].append(prov_code)
+        out["bad_chars"].append(bad)
+        out["accepted"].append(accepted)
+        out["line"].append(lineno)
+    out["shard"] = [shard_index] * len(out["line"])
+    sink.close()
+    return BatchProfile(
+        sample_size=opts.sample_size, cutoff=opts.cutoff,
+        cols={k: np.asarray(v, dtype=COLUMNS[k]) for k, v in out.items()},
+        sample=sorted((-nh, i, t) for nh, i, t in heap),
+        quarantined=quarantined, unparsed=unparsed,
+        quarantine_files=[sink.path] if sink.path else [], entries=sink.entries,
+    )
+
+
+def profile_shard(shard: sources.Shard, opts: ReadOptions) -> BatchProfile:
+    """Profile one shard (the unit of work a worker process gets)."""
+    sink = _Sink(shard, opts.quarantine_dir)
+    return profile_rows(sources.rows(shard), opts, file=shard.file, shard_index=shard.index, sink=sink)
+
+
+def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
+    merged = BatchProfile(sample_size=opts.sample_size, cutoff=opts.cutoff)
+    for p in parts:
+        merged = merged.merge(p)
+    return merged
+
+
+def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard]) -> Iterator[dict[str, Any]]:
+    """Quarantine entries for records whose id an earlier shard already had (re-read: a rare path)."""
+    by_shard: dict[int, set[int]] = {}
+    for s, line in profile.late_duplicates:
+        by_shard.setdefault(s, set()).add(line)
+    for index, lines in sorted(by_shard.items()):
+        shard = shards[index]
+        offset = sources.lines_before(shard) if shard.fmt == "jsonl" else 0
+        for lineno, obj, _, raw in sources.rows(shard):
+            if lineno in lines:
+                doc_id = (obj or {}).get("id")
+                yield quarantine_entry(shard.file, lineno + offset, f"duplicate id {str(doc_id)[:80]!r} (seen in an earlier file or shard)", raw)
+
+
+Mapper = Callable[[Callable, list], Iterable]
+
+
+def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
+                  shard_bytes: int = 64 << 20) -> tuple[BatchProfile, list[sources.Shard]]:
+    """Profile every shard of a batch spec (path, glob, folder or fsspec URL) and merge them in order.
+
+    ``mapper`` runs :func:`profile_shard` over the shards: the builtin ``map`` in-process, or a process
+    pool's ``map`` (the flow chooses). Raises :class:`~monitors.errors.InputError` for a spec that
+    matches nothing or a file that cannot be read at all.
+    """
+    files = sources.expand(spec)
+    shards = sources.plan_shards(files, shard_bytes)
+    parts = (mapper or map)(_ShardJob(opts), shards)
+    return merge_all(parts, opts), shards
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    opts: ReadOptions
+
+    def __call__(self, shard: sources.Shard) -> BatchProfile:
+        return profile_shard(shard, self.opts)
+
+
+def records_from_dicts(objs: Iterable[dict[str, Any]]) -> Iterator[sources.Row]:
+    """Rows from in-memory records (tests, the reference's pseudo-batches)."""
+    for i, obj in enumerate(objs, start=1):
+        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8")

@@ -1,9 +1,19 @@
-"""Mergeable partial profiles of a batch of documents.
+"""Mergeable partial profiles of a batch.
 
-A :class:`TextProfile` is computed per shard and merged exactly: counters add, the fixed-size sample is a
-bottom-k sample by a hash of the document id (the union of two bottom-k samples, cut to k, is the bottom-k
-sample of the union). ``merge(profile(a), profile(b)) == profile(a + b)`` holds exactly, which is what
-lets a large batch be split over processes or Dask workers.
+A :class:`BatchProfile` is computed per shard and merged in shard order. It holds
+
+* a few numbers per record (id and text hashes, length, date, provenance, character sanity), about 45
+  bytes each: whole-batch indicators (length, vintage, exact duplicates) and the record-quality suite are
+  computed from these exactly; the texts themselves are never kept;
+* a **bottom-k sample** of the accepted documents (the ``sample_size`` smallest 64-bit id hashes, with their
+  text): a uniform random sample that merges exactly, because the bottom-k of a union is the bottom-k of
+  the parts' bottom-k. Every text indicator (n-grams, entropy, near-duplicates, embeddings, drift) is
+  computed on it, at a fixed size, which is both what removes the length bias and what keeps the cost of a
+  batch of 10 M documents that of a few thousand.
+
+``merge(profile(a), profile(b))`` equals ``profile(a + b)``: arrays concatenate, counters add, samples
+merge. An id seen in an earlier part is quarantined in the later one, as a single pass would have done
+(see :meth:`BatchProfile.merge`).
 """
 
 from __future__ import annotations
@@ -11,77 +21,104 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from monitors.text import words
+import numpy as np
 
-MAX_N = 3
+#: Per-record columns and their dtypes. ``line`` is the line (or row) number within its shard.
+COLUMNS = {
+    "id_hash": np.uint64, "has_id": np.bool_, "text_chars": np.int64, "words": np.int32, "text_hash": np.uint64,
+    "day": np.int32, "date_state": np.int8, "provenance": np.int8, "bad_chars": np.float32,
+    "accepted": np.bool_, "shard": np.int32, "line": np.int64,
+}
+NO_DAY = np.iinfo(np.int32).min
+DATE_ABSENT, DATE_BAD, DATE_OK = -1, 0, 1
+PROVENANCE = ("human", "synthetic", "unknown")
+PROV_ABSENT, PROV_OTHER = -1, len(PROVENANCE)
+EPOCH = date(1970, 1, 1)
 
 
-def id_hash(doc_id: str) -> int:
-    """A stable 64-bit hash of a document id (the same on every machine and Python run)."""
-    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
+def stable_hash(text: str) -> int:
+    """A stable 64-bit hash (the same on every machine and Python run)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+id_hash = stable_hash
+
+
+def _empty_columns() -> dict[str, np.ndarray]:
+    return {k: np.empty(0, dtype=t) for k, t in COLUMNS.items()}
 
 
 @dataclass
-class TextProfile:
-    """Counts and a bottom-k sample of a set of documents; finalize with :mod:`monitors.indicators`."""
+class BatchProfile:
+    """What one shard (or, merged, one batch) looked like; finalize with :mod:`monitors.indicators`."""
 
     sample_size: int
-    docs: int = 0
-    tokens: int = 0
-    ngrams: tuple[Counter, ...] = field(default_factory=lambda: tuple(Counter() for _ in range(MAX_N)))
-    dated: int = 0
-    after_cutoff: int = 0
-    # (id hash, id, text) of the sample_size documents with the smallest id hash, kept sorted.
+    cutoff: date
+    cols: dict[str, np.ndarray] = field(default_factory=_empty_columns)
+    #: (id hash, id, text) of the accepted documents with the smallest id hashes, sorted, at most sample_size.
     sample: list[tuple[int, str, str]] = field(default_factory=list)
+    #: Records that were quarantined, by reason kind (the entries themselves are in quarantine files).
+    quarantined: Counter = field(default_factory=Counter)
+    #: Rows that could not be parsed at all (they have no per-record columns).
+    unparsed: int = 0
+    #: (shard, line) of accepted records whose id an earlier part already had; see :meth:`merge`.
+    late_duplicates: list[tuple[int, int]] = field(default_factory=list)
+    quarantine_files: list[str] = field(default_factory=list)
+    #: Quarantine entries kept in memory (when the reader was given no folder to write them to).
+    entries: list[dict] = field(default_factory=list)
 
-    def merge(self, other: TextProfile) -> TextProfile:
-        """A new profile of both inputs; neither input is changed."""
-        if other.sample_size != self.sample_size:
-            raise ValueError(f"cannot merge profiles with sample sizes {self.sample_size} and {other.sample_size}")
-        return TextProfile(
-            sample_size=self.sample_size,
-            docs=self.docs + other.docs,
-            tokens=self.tokens + other.tokens,
-            ngrams=tuple(a + b for a, b in zip(self.ngrams, other.ngrams)),
-            dated=self.dated + other.dated,
-            after_cutoff=self.after_cutoff + other.after_cutoff,
-            sample=heapq.nsmallest(self.sample_size, heapq.merge(self.sample, other.sample)),
+    # -- merging ---------------------------------------------------------------------------
+    def merge(self, later: BatchProfile) -> BatchProfile:
+        """A new profile of ``self`` followed by ``later``; neither input is changed.
+
+        A record of ``later`` whose id is accepted in ``self`` is moved to quarantine (reason
+        ``duplicate_id``), as one pass over both would have done; its (shard, line) is kept in
+        :attr:`late_duplicates` so that the caller can write its quarantine entry.
+        """
+        if (later.sample_size, later.cutoff) != (self.sample_size, self.cutoff):
+            raise ValueError(f"cannot merge profiles made with sample size/cutoff {self.sample_size}/{self.cutoff} "
+                             f"and {later.sample_size}/{later.cutoff}")
+        cols = {k: np.concatenate([self.cols[k], later.cols[k]]) for k in COLUMNS}
+        late = list(self.late_duplicates) + list(later.late_duplicates)
+        quarantined = self.quarantined + later.quarantined
+        mine = self.cols["id_hash"][self.cols["accepted"]]
+        theirs = later.cols["accepted"] & np.isin(later.cols["id_hash"], mine)
+        dropped_hashes: set[int] = set()
+        if theirs.any():
+            offset = len(self.cols["accepted"])
+            idx = np.flatnonzero(theirs) + offset
+            cols["accepted"][idx] = False
+            late += list(zip(cols["shard"][idx].tolist(), cols["line"][idx].tolist()))
+            quarantined["duplicate_id"] += len(idx)
+            dropped_hashes = set(later.cols["id_hash"][theirs].tolist())
+        their_sample = [s for s in later.sample if s[0] not in dropped_hashes]
+        return BatchProfile(
+            sample_size=self.sample_size, cutoff=self.cutoff, cols=cols,
+            sample=heapq.nsmallest(self.sample_size, heapq.merge(self.sample, their_sample)),
+            quarantined=quarantined, unparsed=self.unparsed + later.unparsed, late_duplicates=late,
+            quarantine_files=self.quarantine_files + later.quarantine_files, entries=self.entries + later.entries,
         )
 
+    # -- what finalizing needs ------------------------------------------------------------------
     @property
-    def undated(self) -> int:
-        return self.docs - self.dated
+    def records(self) -> int:
+        """Accepted records."""
+        return int(self.cols["accepted"].sum())
+
+    @property
+    def quarantined_total(self) -> int:
+        return int(sum(self.quarantined.values()))
+
+    def accepted(self, column: str) -> np.ndarray:
+        return self.cols[column][self.cols["accepted"]]
+
+    @property
+    def sample_texts(self) -> list[str]:
+        return [t for _, _, t in self.sample]
 
 
-def profile_documents(
-    ids: Iterable[str],
-    texts: Iterable[str],
-    created: Iterable[date | None],
-    *,
-    cutoff: date,
-    sample_size: int,
-) -> TextProfile:
-    """Profile one shard: n-gram counts (n = 1..3, within documents), vintage counts, a bottom-k sample.
-
-    >>> p = profile_documents(["a"], ["the cat sat"], [None], cutoff=date(2024, 1, 1), sample_size=10)
-    >>> p.docs, p.tokens, p.undated, len(p.ngrams[1])
-    (1, 3, 1, 2)
-    """
-    prof = TextProfile(sample_size=sample_size)
-    keyed = []
-    for doc_id, text, when in zip(ids, texts, created, strict=True):
-        toks = words(text)
-        prof.docs += 1
-        prof.tokens += len(toks)
-        for n in range(1, MAX_N + 1):
-            prof.ngrams[n - 1].update(toks if n == 1 else zip(*(toks[i:] for i in range(n))))
-        if when is not None:
-            prof.dated += 1
-            prof.after_cutoff += when >= cutoff
-        keyed.append((id_hash(doc_id), doc_id, text))
-    prof.sample = heapq.nsmallest(sample_size, keyed)
-    return prof
+def days(d: date) -> int:
+    return (d - EPOCH).days

@@ -15,7 +15,11 @@ KEY_INDICATORS = (
     "human.share",
     "tail.distinct_2.ratio",
     "tail.rare_coverage.ratio",
+    "tail.rare_coverage.z",
     "mode.compression_ratio.ratio",
+    "mode.near_duplicate_share",
+    "mode.cluster_entropy.z",
+    "drift.text_auc",
     "vintage.after_cutoff_share",
 )
 
@@ -27,6 +31,7 @@ def run_indicators(records: int, quarantined: int, values: dict[str, float], sha
     return {
         "batch.records": float(records),
         "batch.quarantined": float(quarantined),
+        "batch.quarantined_share": quarantined / (records + quarantined) if records + quarantined else nan,
         **values,
         "synthetic.share": nan if est is None else est,
         "synthetic.share_low": nan if share.low is None else share.low,
@@ -48,6 +53,7 @@ class CheckResult:
     reference_run_id: str
     detector: str | None
     notes: list[str] = field(default_factory=list)
+    record_checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def critical_firing(self) -> bool:
@@ -69,6 +75,7 @@ class CheckResult:
                         "value": num(a.value), "threshold": a.threshold, "summary": a.summary} for a in self.alerts],
             "reference_run_id": self.reference_run_id,
             "max_severity": max_severity(self.alerts),
+            "record_checks": self.record_checks,
             "notes": self.notes,
         }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from monitors.reference import ReferenceProfile
 
 EXPERIMENT_PREFIX = "collapse-monitor/"
 REFERENCE_ARTIFACT = "reference/profile.json"
+REFERENCE_ARRAYS = "reference/embedding.npz"
 KIND = "collapse.kind"
 
 
@@ -83,6 +85,7 @@ class MlflowTracker:
                 {"mlflow.note.content": f"Human reference for {ref.dataset}: {ref.documents} documents from {source}"},
             )
             self.client.log_text(run_id, ref.to_json(), REFERENCE_ARTIFACT)
+            self._log_bytes(run_id, REFERENCE_ARRAYS, ref.arrays_npz())
         except Exception:
             self.client.set_terminated(run_id, "FAILED")
             raise
@@ -119,10 +122,24 @@ class MlflowTracker:
         run_id = self.reference_run(dataset, run_id)
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = self.client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
-            except MlflowException as exc:
+                local = self.client.download_artifacts(run_id, "reference", tmp)
+                text = (Path(local) / Path(REFERENCE_ARTIFACT).name).read_text(encoding="utf-8")
+                arrays = Path(local) / Path(REFERENCE_ARRAYS).name
+                npz = arrays.read_bytes() if arrays.is_file() else None
+            except (MlflowException, OSError) as exc:
                 raise UserError(f"reference run {run_id} of dataset {dataset!r} has no readable {REFERENCE_ARTIFACT}: {exc}") from None
-            return run_id, ReferenceProfile.from_json(Path(local).read_text(encoding="utf-8"))
+            return run_id, ReferenceProfile.from_json(text, npz)
+
+    def _log_bytes(self, run_id: str, name: str, data: bytes) -> None:
+        self._log_file(run_id, name, lambda path: path.write_bytes(data))
+
+    def _log_file(self, run_id: str, name: str, write) -> None:
+        """Log an artifact called ``name`` (a path inside the run) whose content ``write(path)`` produces."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            write(path)
+            folder = str(Path(name).parent)
+            self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
     # -- checks ---------------------------------------------------------------------------
     def next_sequence(self, dataset: str) -> int:
@@ -140,7 +157,7 @@ class MlflowTracker:
         metrics: dict[str, float | None],
         params: dict[str, Any],
         tags: dict[str, str],
-        artifacts: dict[str, str | dict | list],
+        artifacts: dict[str, str | bytes | dict | list | Path],
         description: str,
     ) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset."""
@@ -149,7 +166,11 @@ class MlflowTracker:
         try:
             self._log(run_id, metrics, params, {**tags, "mlflow.note.content": description, "collapse.sequence": str(step)}, step)
             for name, content in artifacts.items():
-                if isinstance(content, str):
+                if isinstance(content, Path):  # large: copied as a file, never read into memory
+                    self._log_file(run_id, name, lambda path, src=content: shutil.copyfile(src, path))
+                elif isinstance(content, bytes):
+                    self._log_bytes(run_id, name, content)
+                elif isinstance(content, str):
                     self.client.log_text(run_id, content, name)
                 else:
                     self.client.log_dict(run_id, content, name)

@@ -1,0 +1,258 @@
+"""Where a batch comes from: a local path, a glob, a folder or any fsspec URL, cut into shards.
+
+A *shard* is a piece of one file that one process reads on its own: a byte range of an uncompressed JSONL
+file (a line belongs to the shard its first byte falls in), one Parquet row group, or a whole file (gzip,
+CSV, whose quoted newlines make byte ranges unsafe). Rows come out one at a time with their line (or row)
+number, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monitors.errors import InputError
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+CHUNK_ROWS = 10_000
+#: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes).
+Row = tuple[int, "dict[str, Any] | None", "str | None", bytes]
+
+
+@dataclass(frozen=True)
+class Shard:
+    url: str  # as fsspec opens it (a plain path for local files)
+    fmt: str
+    index: int  # position in the batch: shards are merged in this order
+    start: int = 0  # byte offset (jsonl) or row group (parquet)
+    end: int | None = None  # exclusive; None = to the end of the file
+    compressed: bool = False
+
+    @property
+    def file(self) -> str:
+        return self.url
+
+
+def file_format(path: str) -> tuple[str, bool]:
+    """``(format, gzipped)`` from a file name; raises :class:`InputError` for an unknown extension."""
+    suffixes = Path(path).suffixes
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    rest = [s for s in suffixes if s != ".gz"]
+    fmt = FORMATS.get(rest[-1].lower()) if rest else None
+    if fmt is None or (compressed and fmt != "jsonl"):
+        raise InputError(f"{path}: unknown batch format {''.join(suffixes) or '(no extension)'}; "
+                         f"use one of {', '.join(sorted(FORMATS))} (JSONL may be gzipped)")
+    return fmt, compressed
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def _fs(spec: str):
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(spec)
+    except (ImportError, ValueError) as exc:
+        raise InputError(f"{spec}: cannot open this URL: {exc}") from None
+
+
+def expand(spec: str) -> list[str]:
+    """The files a batch spec names, sorted: a file, a folder (its batch files), a glob, or an fsspec URL.
+
+    Raises :class:`InputError` naming the spec when nothing matches.
+    """
+    spec = str(spec)
+    if not _is_url(spec):
+        local = spec.removeprefix("file://")
+        if any(c in local for c in "*?["):
+            files = sorted(p for p in _glob.glob(local, recursive=True) if Path(p).is_file())
+        elif Path(local).is_dir():
+            files = sorted(str(p) for p in Path(local).iterdir() if p.is_file() and _known(p.name))
+        elif Path(local).is_file():
+            return [local]
+        else:
+            raise InputError(f"{spec}: no such batch file or folder")
+        if not files:
+            raise InputError(f"{spec}: matches no batch file ({', '.join(sorted(FORMATS))}, JSONL may be gzipped)")
+        return files
+    fs, path = _fs(spec)
+    if any(c in path for c in "*?["):
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = [p for p in fs.ls(path, detail=False) if _known(p)]
+    elif fs.isfile(path):
+        found = [path]
+    else:
+        raise InputError(f"{spec}: no such batch file or folder")
+    files = sorted(fs.unstrip_protocol(p) for p in found if fs.isfile(p))
+    if not files:
+        raise InputError(f"{spec}: matches no batch file")
+    return files
+
+
+def _known(name: str) -> bool:
+    try:
+        file_format(name)
+        return True
+    except InputError:
+        return False
+
+
+def _size(url: str) -> int:
+    if not _is_url(url):
+        return Path(url).stat().st_size
+    fs, path = _fs(url)
+    return int(fs.size(path) or 0)
+
+
+def plan_shards(files: list[str], target_bytes: int = 64 << 20) -> list[Shard]:
+    """Cut files into shards of about ``target_bytes`` (see the module docstring for what can be cut)."""
+    shards: list[Shard] = []
+    for url in files:
+        fmt, compressed = file_format(url)
+        if fmt == "jsonl" and not compressed:
+            size = _size(url)
+            cuts = list(range(0, size, target_bytes)) or [0]
+            for i, start in enumerate(cuts):
+                end = cuts[i + 1] if i + 1 < len(cuts) else None
+                shards.append(Shard(url, fmt, len(shards), start, end))
+        elif fmt == "parquet":
+            groups = _parquet_groups(url)
+            for g in range(max(groups, 1)):
+                shards.append(Shard(url, fmt, len(shards), g, g + 1))
+        else:
+            shards.append(Shard(url, fmt, len(shards), compressed=compressed))
+    return shards
+
+
+def total_bytes(files: list[str]) -> int:
+    return sum(_size(f) for f in files)
+
+
+def _open(url: str, mode: str = "rb"):
+    if not _is_url(url):
+        return open(url.removeprefix("file://"), mode)
+    import fsspec
+
+    return fsspec.open(url, mode).open()
+
+
+def _parquet_groups(url: str) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        with _open(url) as fh:
+            return pq.ParquetFile(fh).num_row_groups
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+        raise InputError(f"{url}: cannot be read as parquet: {exc}") from None
+
+
+def rows(shard: Shard) -> Iterator[Row]:
+    """The shard's rows; raises :class:`InputError` when the container itself cannot be read."""
+    try:
+        if shard.fmt == "jsonl":
+            yield from _jsonl_rows(shard)
+        elif shard.fmt == "parquet":
+            yield from _parquet_rows(shard)
+        else:
+            yield from _csv_rows(shard)
+    except InputError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise their own types for broken containers
+        if type(exc).__module__.startswith(("pyarrow", "pandas")):
+            raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+        raise
+
+
+def parse_json_line(raw: bytes) -> tuple[dict | None, str | None]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8 at byte {exc.start}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(obj, dict):
+        return None, f"a JSON {type(obj).__name__}, not an object"
+    return obj, None
+
+
+def lines_before(shard: Shard) -> int:
+    """Lines in the file before the shard's first byte (counted only when a line number is needed)."""
+    if shard.start == 0:
+        return 0
+    count, left = 0, shard.start
+    with _open(shard.url) as fh:
+        while left > 0:
+            block = fh.read(min(left, 8 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            left -= len(block)
+    return count
+
+
+def _jsonl_rows(shard: Shard) -> Iterator[Row]:
+    """Line numbers here count from the shard's start; the reader adds :func:`lines_before` when needed."""
+    raw_fh = _open(shard.url)
+    fh = gzip.open(raw_fh, "rb") if shard.compressed else raw_fh
+    with raw_fh, fh:
+        pos = shard.start
+        if pos > 0:
+            fh.seek(pos - 1)
+            if fh.read(1) != b"\n":  # mid-line: that line belongs to the previous shard
+                pos += len(fh.readline())
+        lineno = 0
+        for raw in fh:
+            if shard.end is not None and pos >= shard.end:
+                break
+            pos += len(raw)
+            lineno += 1
+            if not raw.strip():
+                continue
+            obj, problem = parse_json_line(raw)
+            yield lineno, obj, problem, raw
+
+
+def _clean(obj: dict) -> dict:
+    import math
+
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
+
+
+def _parquet_rows(shard: Shard) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    with _open(shard.url) as fh:
+        pf = pq.ParquetFile(fh)
+        first = sum(pf.metadata.row_group(g).num_rows for g in range(shard.start))
+        rowno = first
+        if pf.num_row_groups == 0:
+            return
+        for rb in pf.iter_batches(batch_size=CHUNK_ROWS, row_groups=[shard.start]):
+            for obj in rb.to_pylist():
+                rowno += 1
+                obj = _clean(obj)
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+
+
+def _csv_rows(shard: Shard) -> Iterator[Row]:
+    import pandas as pd
+
+    with _open(shard.url) as fh:
+        rowno = 0
+        for chunk in pd.read_csv(fh, dtype=str, keep_default_na=False, na_values=[""], chunksize=CHUNK_ROWS):
+            for obj in chunk.to_dict("records"):
+                rowno += 1
+                obj = _clean(obj)
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
