@@ -54,7 +54,7 @@ def check_incoming_data(
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
     with tasks.workspace() as work:
         prof, shards = tasks.profile_batch(input_path, settings, work)
-        quarantine = tasks.write_quarantine(prof, shards, work)
+        quarantine = tasks.write_quarantine(prof, shards, work, settings)
         values = tasks.compute_indicators(prof, reference, settings)
         report = tasks.drift_report(prof, reference, settings)
         if report is not None:

@@ -70,7 +70,7 @@ def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_si
 
 
 @task(cache_policy=NONE)
-def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path) -> Path | None:
+def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path, settings: Settings) -> Path | None:
     """All quarantine entries of the batch in one JSONL file, in input order; None when there are none."""
     if not prof.quarantined_total:
         return None
@@ -79,7 +79,7 @@ def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Pa
         for part in prof.quarantine_files:
             with open(part, encoding="utf-8") as src:
                 shutil.copyfileobj(src, fh)
-        for entry in [*prof.entries, *ingest.late_duplicate_entries(prof, shards)]:
+        for entry in [*prof.entries, *ingest.late_duplicate_entries(prof, shards, settings.columns.id)]:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
     return out
 

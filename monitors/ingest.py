@@ -205,7 +205,7 @@ def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
     return merged
 
 
-def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard]) -> Iterator[dict[str, Any]]:
+def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], id_column: str = "id") -> Iterator[dict[str, Any]]:
     """Quarantine entries for records whose id an earlier shard already had (re-read: a rare path)."""
     by_shard: dict[int, set[int]] = {}
     for s, line in profile.late_duplicates:
@@ -215,7 +215,7 @@ def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard]) -
         offset = sources.lines_before(shard) if shard.fmt == "jsonl" else 0
         for lineno, obj, _, raw in sources.rows(shard):
             if lineno in lines:
-                doc_id = (obj or {}).get("id")
+                doc_id = (obj or {}).get(id_column)
                 yield quarantine_entry(shard.file, lineno + offset, f"duplicate id {str(doc_id)[:80]!r} (seen in an earlier file or shard)", raw)
 
 

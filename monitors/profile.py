@@ -91,6 +91,7 @@ class BatchProfile:
             offset = len(self.cols["accepted"])
             idx = np.flatnonzero(theirs) + offset
             cols["accepted"][idx] = False
+            cols["text_hash"][idx], cols["words"][idx] = 0, -1  # as for any record quarantined at ingest
             late += list(zip(cols["shard"][idx].tolist(), cols["line"][idx].tolist()))
             quarantined["duplicate_id"] += len(idx)
             dropped_hashes = set(later.cols["id_hash"][theirs].tolist())

@@ -188,10 +188,13 @@ def parse_json_line(raw: bytes) -> tuple[dict | None, str | None]:
 
 
 def lines_before(shard: Shard) -> int:
-    """Lines in the file before the shard's first byte (counted only when a line number is needed)."""
+    """Lines in the file before the shard's first line (counted only when a line number is needed).
+
+    A line cut by the shard's start belongs to the previous shard, so it counts as before.
+    """
     if shard.start == 0:
         return 0
-    count, left = 0, shard.start
+    count, left, last = 0, shard.start, b"\n"
     with _open(shard.url) as fh:
         while left > 0:
             block = fh.read(min(left, 8 << 20))
@@ -199,7 +202,8 @@ def lines_before(shard: Shard) -> int:
                 break
             count += block.count(b"\n")
             left -= len(block)
-    return count
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _jsonl_rows(shard: Shard) -> Iterator[Row]:

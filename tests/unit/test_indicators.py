@@ -11,7 +11,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from monitors.config import IndicatorSettings
+from monitors.text import words
+from monitors.config import Columns, IndicatorSettings, IngestSettings
 from monitors.indicators import (
     compression_ratio,
     compute_indicators,
@@ -19,17 +20,24 @@ from monitors.indicators import (
     rarefied_distinct,
     rarefied_presence,
     tail_types,
+    text_indicators,
+    windowed_entropy,
     with_ratios,
 )
-from monitors.profile import TextProfile, profile_documents
+from monitors.ingest import ReadOptions, profile_rows, records_from_dicts
+from monitors.neardup import near_duplicate_share
+from monitors.profile import BatchProfile
+from monitors.reference import build_reference
 
-SETTINGS = IndicatorSettings(window=200, coverage_tokens=300, sample_size=50, compress_bytes=4096)
+SETTINGS = IndicatorSettings(window=200, coverage_tokens=300, sample_size=60, compress_bytes=4096, reference_docs=1500,
+                             embedding_dims=8, clusters=4)
 CUT = date(2024, 1, 1)
 
 
-def _profile(rows):
-    return profile_documents([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                             cutoff=CUT, sample_size=SETTINGS.sample_size)
+def _profile(rows, sample_size=SETTINGS.sample_size):
+    objs = [{"id": i, "text": t, "created_at": d.isoformat() if d else None} for i, t, d in rows]
+    opts = ReadOptions(Columns(), IngestSettings(), sample_size, CUT)
+    return profile_rows(records_from_dicts(objs), opts, file="mem")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +49,10 @@ def rows(austen):
 
 
 @pytest.fixture(scope="module")
-def tail(austen):
-    return tail_types(_profile([(p["id"], p["text"], None) for p in austen[:800]]).ngrams[0], 0.8)
+def anchors(austen):
+    ref = build_reference(_profile([(p["id"], p["text"], None) for p in austen[:1500]], SETTINGS.reference_docs),
+                          dataset="t", settings=SETTINGS)
+    return ref.anchors
 
 
 def _same(a: dict, b: dict):
@@ -51,46 +61,65 @@ def _same(a: dict, b: dict):
         assert (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-12), k
 
 
-def test_same_input_same_output(rows, tail):
-    _same(compute_indicators(_profile(rows), SETTINGS, tail), compute_indicators(_profile(rows), SETTINGS, tail))
+@pytest.fixture(scope="module")
+def every_indicator(rows, anchors):
+    """Name -> value on ``rows``: the contract below runs over each of these names."""
+    return compute_indicators(_profile(rows), SETTINGS, anchors)
 
 
-def test_merge_equals_profile_of_union_exactly(rows, tail):
-    whole = _profile(rows)
-    merged = _profile(rows[:37]).merge(_profile(rows[37:90])).merge(_profile(rows[90:]))
-    assert merged.docs == whole.docs and merged.tokens == whole.tokens
-    assert merged.ngrams == whole.ngrams
-    assert merged.sample == whole.sample
-    assert (merged.dated, merged.after_cutoff) == (whole.dated, whole.after_cutoff)
-    _same(compute_indicators(merged, SETTINGS, tail), compute_indicators(whole, SETTINGS, tail))
+INDICATOR_NAMES = [
+    "batch.records", "batch.quarantined", "length.mean_words", "length.cv_words", "length.p10_words",
+    "length.median_words", "length.p90_words", "length.mean_chars", "vintage.after_cutoff_share",
+    "vintage.undated_share", "mode.exact_duplicate_share", "provenance.declared_human_share",
+    "provenance.declared_synthetic_share", "provenance.declared_unknown_share", "tail.distinct_1", "tail.distinct_2",
+    "tail.distinct_3", "tail.entropy_1", "tail.entropy_2", "tail.rare_coverage", "tail.ref_tail_mass",
+    "mode.compression_ratio", "mode.near_duplicate_share", "mode.embedding_dispersion", "mode.cluster_entropy",
+    "drift.cluster_js",
+]
 
 
-def test_merge_is_order_independent_and_leaves_inputs_alone(rows):
-    a, b = _profile(rows[:60]), _profile(rows[60:])
-    a_docs, a_sample = a.docs, list(a.sample)
-    assert a.merge(b).sample == b.merge(a).sample
-    assert (a.docs, a.sample) == (a_docs, a_sample)
+def test_the_contract_covers_every_indicator(every_indicator):
+    assert sorted(every_indicator) == sorted(INDICATOR_NAMES)
 
 
-def test_empty_batch_gives_nan_not_a_crash(tail):
-    empty = _profile([])
-    values = compute_indicators(empty, SETTINGS, tail)
-    assert all(math.isnan(v) for v in values.values())
-    assert empty.merge(empty).docs == 0
-
-
-def test_batch_too_small_to_rarefy_is_nan_not_a_guess(tail):
-    values = compute_indicators(_profile([("a", "just a few words here", None)]), SETTINGS, tail)
-    assert math.isnan(values["tail.distinct_2"]) and math.isnan(values["tail.rare_coverage"])
-    assert values["length.mean_tokens"] == 5
-
-
-def test_no_io_during_computation(rows, tail, monkeypatch):
+@pytest.mark.parametrize("name", INDICATOR_NAMES)
+def test_indicator_contract(name, rows, anchors, every_indicator, monkeypatch):
+    """Same input, same output; merge of parts == profile of the whole; empty batch gives nan or 0; no I/O."""
     def forbidden(*a, **k):
         raise AssertionError("indicator code did I/O")
+    whole = _profile(rows)
+    merged = _profile(rows[:37]).merge(_profile(rows[37:90])).merge(_profile(rows[90:]))
+    empty = _profile([])
     monkeypatch.setattr(builtins, "open", forbidden)
     monkeypatch.setattr(socket, "socket", forbidden)
-    compute_indicators(_profile(rows), SETTINGS, tail)
+    again = compute_indicators(whole, SETTINGS, anchors)[name]
+    value = every_indicator[name]
+    assert value == again or (math.isnan(value) and math.isnan(again))
+    from_merge = compute_indicators(merged, SETTINGS, anchors)[name]
+    assert (math.isnan(value) and math.isnan(from_merge)) or from_merge == pytest.approx(value, rel=1e-12, abs=1e-12)
+    on_empty = compute_indicators(empty, SETTINGS, anchors)[name]
+    assert math.isnan(on_empty) or on_empty == 0
+
+
+def test_merge_equals_profile_of_union_exactly(rows):
+    whole = _profile(rows)
+    merged = _profile(rows[:37]).merge(_profile(rows[37:90])).merge(_profile(rows[90:]))
+    assert merged.sample == whole.sample and merged.records == whole.records
+    for col in ("id_hash", "text_hash", "words", "day", "accepted"):
+        assert np.array_equal(merged.cols[col], whole.cols[col]), col
+
+
+def test_merge_is_order_independent_for_the_sample_and_leaves_inputs_alone(rows):
+    a, b = _profile(rows[:60]), _profile(rows[60:])
+    a_records, a_sample = a.records, list(a.sample)
+    assert a.merge(b).sample == b.merge(a).sample
+    assert (a.records, a.sample) == (a_records, a_sample)
+
+
+def test_batch_too_small_to_rarefy_is_nan_not_a_guess(anchors):
+    values = compute_indicators(_profile([("a", "just a few words here", None)]), SETTINGS, anchors)
+    assert math.isnan(values["tail.distinct_2"]) and math.isnan(values["tail.rare_coverage"])
+    assert values["length.mean_words"] == 5
 
 
 def test_rarefaction_matches_brute_force_enumeration():
@@ -102,13 +131,14 @@ def test_rarefaction_matches_brute_force_enumeration():
     assert rarefied_presence(np.array([3, 2, 1]), 6, 2).tolist() == pytest.approx([12 / 15, 9 / 15, 5 / 15])
 
 
-def test_rarefaction_does_not_depend_on_batch_length(austen):
+def test_fixed_size_indicators_do_not_depend_on_batch_length(austen):
     texts = [p["text"] for p in austen]
-    small = _profile([(str(i), t, None) for i, t in enumerate(texts[:300])])
-    large = _profile([(str(i), t, None) for i, t in enumerate(texts[:3000])])
-    # Raw distinct counts grow with size; the rarefied share barely moves.
-    assert len(large.ngrams[0]) > 2 * len(small.ngrams[0])
-    assert rarefied_distinct(large.ngrams[0], 1000) == pytest.approx(rarefied_distinct(small.ngrams[0], 1000), rel=0.05)
+    small, large = [words(t) for t in texts[:300]], [words(t) for t in texts[:3000]]
+    small_c, large_c = Counter(w for t in small for w in t), Counter(w for t in large for w in t)
+    # Raw distinct counts grow with size; the rarefied share and windowed entropy barely move.
+    assert len(large_c) > 2 * len(small_c)
+    assert rarefied_distinct(large_c, 1000) == pytest.approx(rarefied_distinct(small_c, 1000), rel=0.05)
+    assert windowed_entropy(large, 1, 1000) == pytest.approx(windowed_entropy(small, 1, 1000), rel=0.02)
 
 
 def test_tail_types_leave_the_head_out():
@@ -126,8 +156,15 @@ def test_compression_ratio_rises_on_repetitive_text():
     assert compression_ratio(["the same line again"] * 200, 4096) > 2 * compression_ratio(varied, 4096)
 
 
-def test_vintage_shares(rows, tail):
-    values = compute_indicators(_profile(rows), SETTINGS, tail)
+def test_near_duplicates_are_found_and_distinct_texts_are_not(austen):
+    texts = [p["text"] for p in austen[:200] if len(p["text"].split()) > 30][:50]
+    assert near_duplicate_share(texts, 0.7) == 0
+    edited = texts + [t.replace(".", "!", 1) for t in texts[:10]]  # 10 lightly edited copies
+    assert near_duplicate_share(edited, 0.7) == pytest.approx(20 / 60)
+
+
+def test_vintage_shares(rows, anchors):
+    values = compute_indicators(_profile(rows), SETTINGS, anchors)
     assert values["vintage.undated_share"] == pytest.approx(1 / 3)
     assert values["vintage.after_cutoff_share"] == pytest.approx(1 / 3)
 
@@ -139,5 +176,15 @@ def test_ratios_to_baseline():
 
 
 def test_profile_rejects_merging_different_sample_sizes():
-    with pytest.raises(ValueError, match="sample sizes"):
-        TextProfile(sample_size=5).merge(TextProfile(sample_size=6))
+    with pytest.raises(ValueError, match="sample size"):
+        BatchProfile(sample_size=5, cutoff=CUT).merge(BatchProfile(sample_size=6, cutoff=CUT))
+
+
+def test_text_indicators_separate_human_from_recursively_generated_text(austen, anchors):
+    from monitors.simulate import recursive_generations
+
+    human = [p["text"] for p in austen[2000:2300]]
+    gen = recursive_generations([p["text"] for p in austen[3000:4000]], 5, 200, seed=1)[-1].sample(300, random.Random(0))
+    h, g = text_indicators(human, SETTINGS, anchors), text_indicators(gen, SETTINGS, anchors)
+    assert g["tail.distinct_1"] < h["tail.distinct_1"] and g["tail.rare_coverage"] < h["tail.rare_coverage"]
+    assert g["mode.compression_ratio"] > h["mode.compression_ratio"]

@@ -1,18 +1,32 @@
-import json
+"""Ingest: every unusable record is quarantined with a reason, file and line; the rest is checked."""
 
+import gzip
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+
+import fsspec
+import numpy as np
 import pandas as pd
 import pytest
 
 from monitors.config import Columns, IngestSettings
 from monitors.errors import InputError
-from monitors.ingest import read_batch
+from monitors.ingest import ReadOptions, late_duplicate_entries, profile_input
 from tests.conftest import write_jsonl
 
 COLS, ING = Columns(), IngestSettings(max_text_chars=1000)
 
 
-def _read(path):
-    return read_batch(path, COLS, ING)
+def _read(spec, cols=COLS, ing=ING, **kw):
+    prof, shards = profile_input(str(spec), ReadOptions(cols, ing, 1000, date(2024, 1, 1)), **kw)
+    entries = prof.entries + list(late_duplicate_entries(prof, shards, cols.id))
+    return prof, sorted(entries, key=lambda e: (e["file"], e["line"]))
+
+
+def _ids(prof):
+    return sorted(i for _, i, _ in prof.sample)
 
 
 def test_hostile_jsonl_quarantines_each_bad_record_with_a_reason_and_keeps_the_rest(isolated):
@@ -22,8 +36,8 @@ def test_hostile_jsonl_quarantines_each_bad_record_with_a_reason_and_keeps_the_r
         fh.write(b'{"id": "utf", "text": "bad \xff\xfe bytes"}\n')
         fh.write(b"\x00\x01\x02binary junk\x9c\n")
         for row in [
-            {"id": "script", "text": "<script>alert(1)</script> is just text and is checked"},
-            {"id": "big", "text": "x" * 5000},
+            {"id": "script", "text": "<script>alert(1)</script> hides in this text"},
+            {"id": "big", "text": "x" * 50_000_000},  # a 50 MB single record
             {"id": "empty", "text": "   "},
             {"id": "num", "text": 42},
             {"id": "notext"},
@@ -32,15 +46,17 @@ def test_hostile_jsonl_quarantines_each_bad_record_with_a_reason_and_keeps_the_r
             good[0],
             good[1],
             [1, 2],
+            {"id": "ctl", "text": "\u0000\u0001\u0002\u0003 junk \u0004\u0005"},
         ]:
             fh.write((json.dumps(row) + "\n").encode())
         fh.write((json.dumps(good[2]) + "\n").encode())
-    batch = _read(path)
-    assert [r.id for r in batch.records] == ["ok0", "script", "ok1", "ok2"]
-    reasons = {q["line"]: q["reason"] for q in batch.quarantine}
+    prof, entries = _read(path)
+    assert _ids(prof) == ["ok0", "ok1", "ok2"]
+    reasons = {q["line"]: q["reason"] for q in entries}
     assert "not valid JSON" in reasons[2]
     assert "invalid UTF-8" in reasons[3]
     assert "invalid UTF-8" in reasons[4] or "not valid JSON" in reasons[4]
+    assert "active HTML/JS markup ('<script')" in reasons[5]
     assert "over ingest.max_text_chars=1000" in reasons[6]
     assert reasons[7] == "empty text"
     assert "int, not a string" in reasons[8]
@@ -49,9 +65,16 @@ def test_hostile_jsonl_quarantines_each_bad_record_with_a_reason_and_keeps_the_r
     assert "provenance 'robot'" in reasons[11]
     assert "duplicate id 'ok0'" in reasons[12]
     assert "not an object" in reasons[14]
-    assert len(batch.records) + len(batch.quarantine) == 15  # every non-blank line is accounted for
-    assert all(q["file"] == str(path) and len(q["record"]) <= 500 for q in batch.quarantine)
-    assert next(q for q in batch.quarantine if q["line"] == 6)["truncated"] is True
+    assert "control or replacement characters" in reasons[15]
+    assert prof.records + len(entries) == 16 == prof.records + prof.quarantined_total  # every line accounted for
+    assert all(q["file"] == str(path) and len(q["record"]) <= 500 for q in entries)
+    assert next(q for q in entries if q["line"] == 6)["truncated"] is True
+
+
+def test_markup_can_be_accepted_when_configured(isolated):
+    path = write_jsonl(isolated / "b.jsonl", [{"id": "s", "text": "<script>alert(1)</script> is text here"}])
+    prof, entries = _read(path, ing=IngestSettings(quarantine_markup=False))
+    assert prof.records == 1 and not entries
 
 
 def test_csv_and_parquet_with_a_column_mapping(isolated):
@@ -61,18 +84,20 @@ def test_csv_and_parquet_with_a_column_mapping(isolated):
     frame.to_csv(isolated / "b.csv", index=False)
     frame.to_parquet(isolated / "b.parquet")
     for name in ("b.csv", "b.parquet"):
-        batch = read_batch(isolated / name, cols, ING)
-        assert [r.id for r in batch.records] == ["a", "c"]
-        assert [str(r.created_at) for r in batch.records] == ["2025-01-02", "2020-01-01"]
-        assert batch.quarantine[0]["line"] == 2 and "missing text" in batch.quarantine[0]["reason"]
+        prof, entries = _read(isolated / name, cols)
+        assert _ids(prof) == ["a", "c"]
+        assert sorted(prof.accepted("day").tolist()) == [(date(y, m, d) - date(1970, 1, 1)).days
+                                                         for y, m, d in [(2020, 1, 1), (2025, 1, 2)]]
+        assert entries[0]["line"] == 2 and "missing text" in entries[0]["reason"]
 
 
 def test_missing_ids_get_file_and_line(isolated):
-    batch = _read(write_jsonl(isolated / "b.jsonl", [{"text": "no id here"}]))
-    assert batch.records[0].id == "b.jsonl:1"
+    prof, _ = _read(write_jsonl(isolated / "b.jsonl", [{"text": "no id here"}]))
+    assert _ids(prof) == ["b.jsonl:1"]
 
 
-@pytest.mark.parametrize("name, fragment", [("nothere.jsonl", "no such batch file"), ("b.txt", "unknown batch format")])
+@pytest.mark.parametrize("name, fragment", [("nothere.jsonl", "no such batch file"), ("b.txt", "matches no batch file|unknown batch format"),
+                                            ("*.parquet", "matches no batch file")])
 def test_unreadable_inputs_name_the_file(isolated, name, fragment):
     (isolated / "b.txt").write_text("x")
     with pytest.raises(InputError, match=fragment) as exc:
@@ -84,3 +109,44 @@ def test_corrupt_parquet_names_the_file(isolated):
     (isolated / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InputError, match="bad.parquet: cannot be read as parquet"):
         _read(isolated / "bad.parquet")
+
+
+def _lines(n, start=0, bad_every=0):
+    out = []
+    for i in range(start, start + n):
+        out.append('{"id": "cut' if bad_every and i % bad_every == 0 else json.dumps({"id": f"d{i}", "text": f"text number {i} " * 3}))
+    return out
+
+
+def test_byte_range_shards_give_the_same_profile_and_global_line_numbers(isolated):
+    lines = _lines(3000, bad_every=97) + [json.dumps({"id": "d5", "text": "a late duplicate of d5"})]
+    path = write_jsonl(isolated / "big.jsonl", lines)
+    whole, whole_entries = _read(path)
+    sharded, sharded_entries = _read(path, shard_bytes=4096)  # about 30 shards, cut mid-line
+    assert sharded.records == whole.records and sharded.quarantined == whole.quarantined
+    assert sharded.sample == whole.sample
+    for col in ("id_hash", "text_hash", "words", "accepted"):
+        assert np.array_equal(sharded.cols[col], whole.cols[col]), col
+    assert [(e["line"], e["reason"][:17]) for e in sharded_entries] == [(e["line"], e["reason"][:17]) for e in whole_entries]
+    assert whole_entries[0]["line"] == 1 and whole_entries[-1]["line"] == 3001
+    assert "duplicate id 'd5'" in sharded_entries[-1]["reason"]
+
+
+def test_process_pool_folder_glob_and_gzip_agree(isolated):
+    write_jsonl(isolated / "in" / "a.jsonl", _lines(500))
+    with gzip.open(isolated / "in" / "b.jsonl.gz", "wt") as fh:
+        fh.write("\n".join(_lines(500, start=500)) + "\n")
+    serial, _ = _read(isolated / "in")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parallel, _ = _read(str(isolated / "in" / "*.jsonl*"), mapper=pool.map, shard_bytes=8192)
+    assert parallel.records == serial.records == 1000
+    assert parallel.sample == serial.sample
+
+
+def test_fsspec_url(isolated):
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/landing/x.jsonl", ("\n".join(_lines(10)) + "\n").encode())
+    prof, _ = _read("memory://landing/*.jsonl")
+    assert prof.records == 10
+    with pytest.raises(InputError, match="memory://nowhere"):
+        _read("memory://nowhere/x.jsonl")

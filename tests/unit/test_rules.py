@@ -68,7 +68,7 @@ def test_breached_threshold():
 def test_great_expectations_evaluates_the_suite():
     suite = load_rules(DEFAULT_RULES)
     row = {"batch.records": 100, "human.share": 0.2, "synthetic.share": 0.8, "tail.rare_coverage.ratio": 0.5,
-           "tail.distinct_2.ratio": 1.0, "mode.compression_ratio.ratio": float("nan")}
+           "tail.rare_coverage.z": -7.5, "tail.distinct_2.z": 1.0, "mode.compression_ratio.z": float("nan")}
     alerts = gx_rules.evaluate(suite, row, "news")
     fired = {a.rule: a for a in alerts}
     assert set(fired) == {"human_share_below_floor", "synthetic_share_high", "tail_coverage_loss", "tail_coverage_collapse"}
