@@ -7,6 +7,7 @@ artifacts are read back from MLflow itself.
 
 import asyncio
 import json
+import os
 import random
 
 import pytest
@@ -77,9 +78,21 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     history = client.get_metric_history(second.info.run_id, "tail.distinct_2")
     assert history[0].step == 1  # the run's sequence number in its dataset
     artifacts = {a.path for a in client.list_artifacts(second.info.run_id)}
-    assert {"alerts.json", "summary.json", "quarantine.jsonl"} <= artifacts
+    assert {"alerts.json", "summary.json", "quarantine.jsonl", "drift", "record_quality"} <= artifacts
     quarantine = client.download_artifacts(second.info.run_id, "quarantine.jsonl", str(isolated))
     assert "not valid JSON" in open(quarantine).read()
+    # Evidently's report and GX's results and Data Docs are artifacts; their figures are metrics.
+    drift_dir = client.download_artifacts(second.info.run_id, "drift", str(isolated / "dl"))
+    assert {"report.html", "report.json"} <= set(os.listdir(drift_dir))
+    assert second.data.metrics["drift.text_auc"] > 0.9 and second.data.metrics["drift.text_auc.z"] > 5
+    assert first.data.metrics["drift.text_auc"] < 0.75
+    rq = client.download_artifacts(second.info.run_id, "record_quality", str(isolated / "dl"))
+    checks = json.load(open(os.path.join(rq, "results.json")))
+    assert {c["rule"] for c in checks} >= {"records_duplicate_ids", "records_provenance_unknown_value"}
+    assert "<html" in open(os.path.join(rq, "data_docs.html")).read().lower()
+    for name in ("tail.entropy_1", "tail.entropy_1.z", "mode.near_duplicate_share", "mode.embedding_dispersion",
+                 "mode.cluster_entropy.z", "length.median_words", "batch.quarantined_share"):
+        assert name in second.data.metrics, name
 
     # The run history reads the same runs back, newest first.
     assert main(["history", "--dataset", "news", "--json"]) == 0
