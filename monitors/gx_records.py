@@ -8,7 +8,6 @@ a failed expectation becomes an alert with the severity from its ``meta``.
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import json
@@ -24,6 +23,7 @@ import numpy as np
 
 from monitors.errors import RulesError
 from monitors.profile import DATE_ABSENT, DATE_OK, PROV_ABSENT, PROVENANCE, BatchProfile
+from monitors.gx_rules import suite_from_json
 from monitors.rules import SEVERITIES, Alert, fingerprint
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -111,15 +111,8 @@ def validate(profile: BatchProfile, suite_raw: dict[str, Any], *, data_docs: boo
     from great_expectations.checkpoint import UpdateDataDocsAction
 
     ctx, batch_def, docs_dir = _context()
-    data = copy.deepcopy(suite_raw)
-    data.pop("id", None)
-    for exp in data.get("expectations", []):
-        exp.pop("id", None)
     name = f"incoming_batch_{os.getpid()}_{next(_SEQ)}"
-    data["name"] = name
-    suite = ctx.suites.add(gx.ExpectationSuite(**data))
-    if len(suite.expectations) != len(suite_raw["expectations"]):
-        raise RulesError("Great Expectations dropped expectations while loading the record suite")
+    suite = ctx.suites.add(suite_from_json(suite_raw, name))
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
     actions = [UpdateDataDocsAction(name="docs", site_names=["collapse_monitor"])] if data_docs else []
     cp = ctx.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[vd], actions=actions))

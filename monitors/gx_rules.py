@@ -13,19 +13,26 @@ import logging
 import math
 from typing import Any
 
+from monitors.errors import RulesError
 from monitors.rules import Alert, RuleSuite, firing_alert
 
 
-def _suite(raw: dict[str, Any]):
+def suite_from_json(raw: dict[str, Any], name: str | None = None):
+    """A GX suite from its JSON form (ids dropped, optionally renamed); the caller's dict is not changed.
+
+    GX drops an expectation it cannot load with only a logged traceback, so the count is checked.
+    """
     import great_expectations as gx
 
-    data = copy.deepcopy(raw)  # GX mutates what it is given; the caller's dict stays as it was
+    data = copy.deepcopy(raw)  # GX mutates what it is given
     data.pop("id", None)
     for exp in data.get("expectations", []):
         exp.pop("id", None)
+    if name is not None:
+        data["name"] = name
     suite = gx.ExpectationSuite(**data)
     if len(suite.expectations) != len(raw["expectations"]):
-        raise RuntimeError("Great Expectations dropped expectations while loading the rule suite")
+        raise RulesError(f"Great Expectations dropped expectations while loading suite {raw.get('name')!r}")
     return suite
 
 
@@ -54,7 +61,7 @@ def evaluate(suite: RuleSuite, indicators: dict[str, float | None], dataset: str
     row = {c: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)) for c, v in row.items()}
     frame = pd.DataFrame([row], columns=suite.columns, dtype="float64")
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(_suite(suite.raw))
+    result = batch.validate(suite_from_json(suite.raw))
     by_name = {r.name: r for r in suite.rules}
     alerts = []
     for res in result.results:

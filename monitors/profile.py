@@ -44,8 +44,6 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-id_hash = stable_hash
-
 
 def _empty_columns() -> dict[str, np.ndarray]:
     return {k: np.empty(0, dtype=t) for k, t in COLUMNS.items()}
