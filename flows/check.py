@@ -62,9 +62,11 @@ def check_incoming_data(
         values.update(tasks.band_scores(values, reference, prof.records))
         quality = tasks.validate_records(prof, record_suite)
         share = tasks.estimate_share(prof, detector, settings)
-        row = run_indicators(prof.records, prof.quarantined_total, values, share)
+        corpus = tasks.accumulate_corpus(tracker, dataset, prof.records, share)
+        row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
         alerts = tasks.evaluate_rules(suite, row, dataset) + record_alerts(quality, dataset)
-        notes = []
+        notes = [f"the synthetic share comes from detector {detector.label} ({share.method})"
+                 if not isinstance(detector, str) else f"no synthetic-share estimate: {detector}"]
         if prof.quarantined_total:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
             notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run")

@@ -19,10 +19,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import bands, drift, gx_records, gx_rules, indicators, ingest, registry, sources
+from monitors import bands, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
 from monitors.config import Settings
 from monitors.profile import BatchProfile
-from monitors.quantify import ShareEstimate, adjusted_classify_and_count
+from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
 from monitors.reference import ReferenceProfile
 from monitors.rules import RuleSuite, load_rules
 from monitors.runtime import Runtime, mlflow_client
@@ -134,11 +134,22 @@ def validate_records(prof: BatchProfile, suite_raw: dict) -> gx_records.RecordQu
 
 @compute_task
 def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, settings: Settings) -> ShareEstimate:
-    """Adjusted classify-and-count on the uniform sample (its bootstrap interval covers the sampling)."""
-    if isinstance(detector, str):
-        return ShareEstimate.unavailable(detector)
-    flags = detector.flag(prof.sample_texts)
-    return adjusted_classify_and_count(flags, detector.rates, replicates=settings.detector.bootstrap, seed=settings.detector.seed)
+    """Declared provenance counted exactly; the detector's quantification estimate for the undeclared rest
+    (on the uniform sample, whose bootstrap interval covers the sampling)."""
+    declared = Provenance(*prof.declared())
+    if declared.undeclared == 0 or isinstance(detector, str):
+        return combine_with_declared(declared, ShareEstimate.unavailable(detector if isinstance(detector, str) else ""))
+    method = detector.method if settings.detector.method == "auto" else settings.detector.method
+    texts = prof.undeclared_sample_texts()
+    undeclared = quantify.estimate_share(detector.scores(texts), detector.validation, method=method,
+                                         replicates=settings.detector.bootstrap, seed=settings.detector.seed)
+    return combine_with_declared(declared, undeclared)
+
+
+@io_task
+def accumulate_corpus(tracker: MlflowTracker, dataset: str, records: int, share: ShareEstimate) -> quantify.CorpusTotals:
+    """The dataset's running human-data totals (kept as ``corpus.*`` metrics of its checks) plus this batch."""
+    return quantify.CorpusTotals.from_metrics(tracker.previous_corpus(dataset)).add(records, share)
 
 
 @compute_task

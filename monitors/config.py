@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,6 +71,8 @@ class IndicatorSettings(_Section):
 
 class DetectorSettings(_Section):
     model_uri: str = "models:/collapse-detector@production"
+    method: Literal["auto", "acc", "pacc", "em"] = Field(
+        "auto", description="quantification estimator; auto = the one chosen on the detector's validation set")
     bootstrap: int = Field(1000, ge=100, description="bootstrap replicates for the share's interval")
     seed: int = 0
 

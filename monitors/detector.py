@@ -1,62 +1,145 @@
-"""A synthetic-text detector: a scikit-learn pipeline, trained and evaluated on held-out data.
+"""A synthetic-text detector: a calibrated scikit-learn pipeline, evaluated on held-out data.
 
-The detector's per-document flags are never reported as the synthetic share; they feed
-:func:`monitors.quantify.adjusted_classify_and_count` together with the held-out rates measured here.
+The detector's per-document scores are never reported as the synthetic share: a check turns the scores of
+a batch into a share with :func:`monitors.quantify.estimate_share`, using the detector's scores on held-out
+labelled documents (its :class:`~monitors.quantify.Validation`, stored with the model).
+
+Features: word 1-2-grams and character 2-4-grams (TF-IDF, sublinear), plus a few stylometric numbers
+(:class:`Stylometry`: word and sentence length, type-token ratio, punctuation, zlib compressibility), into a
+logistic regression whose scores are calibrated by cross-validated Platt scaling. Calibrated scores are what
+the EM estimator needs; the other estimators only need the held-out scores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import StandardScaler
 
-from monitors.quantify import DetectorRates
+from monitors.quantify import Validation, select_method
 
 THRESHOLD = 0.5
+MIN_PER_CLASS = 50
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_SENT = re.compile(r"[.!?]+(?:\s|$)")
 
 
-def make_pipeline(seed: int = 0) -> Pipeline:
-    """Word 1-2-grams and character 2-4-grams, TF-IDF weighted, into a logistic regression."""
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True)),
-    ])
-    return Pipeline([("features", features), ("clf", LogisticRegression(C=4.0, max_iter=2000, random_state=seed))])
+class Stylometry(BaseEstimator, TransformerMixin):
+    """Eight cheap per-document style numbers (stateless; ``fit`` learns nothing)."""
+
+    def fit(self, texts, y=None):
+        return self
+
+    def transform(self, texts):
+        return np.array([_style(str(t)) for t in texts], dtype=float)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array(["words", "word_len", "sentence_len", "sentence_len_cv", "type_token",
+                         "punct_share", "upper_share", "zlib_ratio"], dtype=object)
+
+
+def _style(text: str) -> list[float]:
+    words = _WORD.findall(text)
+    n = max(len(words), 1)
+    sentences = [s for s in _SENT.split(text) if s.strip()]
+    lengths = np.array([len(_WORD.findall(s)) for s in sentences] or [0], dtype=float)
+    raw = text.encode("utf-8")
+    return [
+        np.log1p(len(words)),
+        sum(map(len, words)) / n,
+        lengths.mean(),
+        lengths.std() / lengths.mean() if lengths.mean() else 0.0,
+        len({w.lower() for w in words}) / n,
+        sum(not (c.isalnum() or c.isspace()) for c in text) / max(len(text), 1),
+        sum(c.isupper() for c in text) / max(len(text), 1),
+        len(zlib.compress(raw, 9)) / max(len(raw), 1),
+    ]
+
+
+def make_pipeline(seed: int = 0, *, stylometry: bool = True) -> CalibratedClassifierCV:
+    parts = [
+        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True,
+                                  max_features=200_000)),
+    ]
+    if stylometry:
+        parts.append(("style", Pipeline([("numbers", Stylometry()), ("scale", StandardScaler())])))
+    base = Pipeline([("features", FeatureUnion(parts)),
+                     ("clf", LogisticRegression(C=4.0, max_iter=3000, random_state=seed))])
+    # ensemble=False: one pipeline fitted on all the training data, scores calibrated on its cross-validated ones
+    return CalibratedClassifierCV(base, method="sigmoid", cv=5, ensemble=False)
+
+
+def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed synthetic rate - mean score| over equal-width score bins, weighted by bin size."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float)
+    idx = np.minimum((scores * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            err += m.mean() * abs(labels[m].mean() - scores[m].mean())
+    return float(err)
+
+
+def data_hash(texts: list[str]) -> str:
+    """Order-independent SHA-256 of a list of texts (the training data's identity)."""
+    h = hashlib.sha256()
+    for digest in sorted(hashlib.sha256(t.encode("utf-8")).digest() for t in texts):
+        h.update(digest)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
 class TrainedDetector:
-    pipeline: Pipeline
-    rates: DetectorRates
+    model: CalibratedClassifierCV
+    validation: Validation
+    method: str
+    selection_mae: dict[str, float]
     roc_auc: float
-    threshold: float = THRESHOLD
+    ece: float
+    trained_on: dict[str, int] = field(default_factory=dict)
 
-    def flag(self, texts: list[str]) -> np.ndarray:
-        """True where a document scores as synthetic at the operating threshold."""
-        return self.pipeline.predict_proba(np.asarray(texts, dtype=object))[:, 1] >= self.threshold
+    def scores(self, texts: list[str]) -> np.ndarray:
+        return self.model.predict_proba(np.asarray(texts, dtype=object))[:, 1]
 
     def metrics(self) -> dict[str, float]:
-        r = self.rates
-        return {"roc_auc": self.roc_auc, "tpr": r.tpr, "fpr": r.fpr,
-                "val_positives": r.positives, "val_negatives": r.negatives, "threshold": self.threshold}
+        v = self.validation
+        return {"roc_auc": self.roc_auc, "tpr": v.tpr, "fpr": v.fpr, "ece": self.ece, "threshold": v.threshold,
+                "train_prior": v.train_prior, "val_positives": float(v.labels.sum()),
+                "val_negatives": float((~v.labels).sum()),
+                **{f"selection_mae.{m}": e for m, e in self.selection_mae.items()},
+                **{f"train_{k}": float(n) for k, n in self.trained_on.items()}}
 
 
-def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, held_out: float = 0.3) -> TrainedDetector:
-    """Fit on (1 - held_out) of the labelled texts; measure TPR, FPR and ROC AUC on the rest."""
-    if min(len(human), len(synthetic)) < 20:
-        raise ValueError(f"need at least 20 human and 20 synthetic texts, got {len(human)} and {len(synthetic)}")
+def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, held_out: float = 0.4,
+                   stylometry: bool = True) -> TrainedDetector:
+    """Fit on (1 - held_out) of the labelled texts; keep the rest as the detector's validation set.
+
+    On the held-out part: ROC AUC, TPR and FPR at the operating threshold, calibration error, and the choice
+    of quantification estimator (:func:`monitors.quantify.select_method`).
+    """
+    if min(len(human), len(synthetic)) < MIN_PER_CLASS:
+        raise ValueError(f"need at least {MIN_PER_CLASS} human and {MIN_PER_CLASS} synthetic texts, "
+                         f"got {len(human)} and {len(synthetic)}")
     texts = np.asarray(human + synthetic, dtype=object)
     labels = np.array([0] * len(human) + [1] * len(synthetic))
     x_tr, x_va, y_tr, y_va = train_test_split(texts, labels, test_size=held_out, stratify=labels, random_state=seed)
-    pipeline = make_pipeline(seed).fit(x_tr, y_tr)
-    scores = pipeline.predict_proba(x_va)[:, 1]
-    flags = scores >= THRESHOLD
-    pos, neg = y_va == 1, y_va == 0
-    rates = DetectorRates(tpr=float(flags[pos].mean()), fpr=float(flags[neg].mean()),
-                          positives=int(pos.sum()), negatives=int(neg.sum()))
-    return TrainedDetector(pipeline=pipeline, rates=rates, roc_auc=float(roc_auc_score(y_va, scores)))
+    model = make_pipeline(seed, stylometry=stylometry).fit(x_tr, y_tr)
+    scores = model.predict_proba(x_va)[:, 1]
+    val = Validation(scores, y_va, THRESHOLD, float(y_tr.mean()))
+    method, mae = select_method(val, seed=seed)
+    return TrainedDetector(model=model, validation=val, method=method, selection_mae=mae,
+                           roc_auc=float(roc_auc_score(y_va, scores)), ece=expected_calibration_error(scores, y_va),
+                           trained_on={"human": int((y_tr == 0).sum()), "synthetic": int((y_tr == 1).sum())})

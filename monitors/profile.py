@@ -118,6 +118,24 @@ class BatchProfile:
     def sample_texts(self) -> list[str]:
         return [t for _, _, t in self.sample]
 
+    def declared(self) -> tuple[int, int, int]:
+        """Accepted records that declare themselves (human, synthetic), and the undeclared rest
+        (no provenance, or ``unknown``)."""
+        prov = self.accepted("provenance")
+        human, synthetic = int((prov == 0).sum()), int((prov == 1).sum())
+        return human, synthetic, len(prov) - human - synthetic
+
+    def undeclared_sample_texts(self) -> list[str]:
+        """Texts of the sample whose records do not declare a provenance (what the detector must judge).
+
+        Accepted ids are unique, so each sampled id hash finds exactly its own record.
+        """
+        hashes, prov = self.accepted("id_hash"), self.accepted("provenance")
+        order = np.argsort(hashes)
+        wanted = np.fromiter((h for h, _, _ in self.sample), dtype=np.uint64, count=len(self.sample))
+        codes = prov[order][np.searchsorted(hashes[order], wanted)] if len(wanted) else np.empty(0, np.int8)
+        return [t for (_, _, t), c in zip(self.sample, codes) if c not in (0, 1)]
+
 
 def days(d: date) -> int:
     return (d - EPOCH).days

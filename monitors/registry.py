@@ -1,38 +1,44 @@
 """MLflow model-registry adapter for the synthetic-text detector.
 
 The detector is stored in MLflow's skops format (loading it does not unpickle arbitrary code) and its
-held-out figures travel with the model version as tags, so a check knows the error rates to correct for.
+held-out scores travel with it (``validation/scores.json`` in its run), so a check knows how the detector
+behaves on labelled text it was not trained on. Its figures (ROC AUC, TPR, FPR, calibration error, the chosen
+quantifier) and training-data hashes are tags of the model version.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from monitors.detector import TrainedDetector
 from monitors.errors import UserError
-from monitors.quantify import DetectorRates
+from monitors.quantify import Validation
 
-RATE_TAGS = ("collapse.tpr", "collapse.fpr", "collapse.val_positives", "collapse.val_negatives", "collapse.threshold")
+VALIDATION_ARTIFACT = "validation/scores.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 class DetectorUnavailable(UserError):
-    """No usable detector at the configured URI (none registered yet, or it lacks held-out rates)."""
+    """No usable detector at the configured URI (none registered yet, or it lacks its validation scores)."""
 
 
 @dataclass(frozen=True)
 class LoadedDetector:
     uri: str
     version: str
-    model: object  # a fitted sklearn pipeline
-    rates: DetectorRates
-    threshold: float
+    model: object  # a fitted, calibrated sklearn classifier over raw texts
+    validation: Validation
+    method: str
 
-    def flag(self, texts: list[str]) -> np.ndarray:
-        return self.model.predict_proba(np.asarray(texts, dtype=object))[:, 1] >= self.threshold
+    def scores(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.empty(0)
+        return self.model.predict_proba(np.asarray(texts, dtype=object))[:, 1]
 
     @property
     def label(self) -> str:
@@ -40,40 +46,59 @@ class LoadedDetector:
 
 
 def register_detector(client, detector: TrainedDetector, *, experiment_id: str, name: str,
-                      alias: str | None, data_hashes: dict[str, str]) -> str:
-    """Log the pipeline as a skops model in a new run, register it, tag its rates; returns the version."""
+                      alias: str | None, data: dict[str, str], artifacts: dict[str, Path] | None = None) -> str:
+    """Log the detector as a skops model with its figures and validation scores, register it; returns the version.
+
+    ``data`` describes the training data (hashes, counts, where it came from) and becomes run params and
+    version tags. ``artifacts`` (run path -> local file) are logged too, e.g. quarantine entries of the input.
+    """
     import mlflow
     import mlflow.sklearn
 
     example = np.array(["A short example of a document."], dtype=object)
+    v = detector.validation
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"detector {name}",
                           tags={"collapse.kind": "detector"}) as run:
         mlflow.log_metrics(detector.metrics())
-        mlflow.log_params({f"data.{k}": v for k, v in data_hashes.items()})
+        mlflow.log_params({f"data.{k}": str(val)[:500] for k, val in data.items()} | {"quantifier": detector.method})
+        mlflow.log_dict({"scores": [round(float(x), 6) for x in v.scores], "labels": v.labels.astype(int).tolist(),
+                         "threshold": v.threshold, "train_prior": v.train_prior, "method": detector.method},
+                        VALIDATION_ARTIFACT)
+        for path, local in (artifacts or {}).items():
+            folder = str(Path(path).parent)
+            mlflow.log_artifact(str(local), None if folder == "." else folder)
         info = mlflow.sklearn.log_model(
-            detector.pipeline, name="detector", serialization_format="skops",
-            skops_trusted_types=_trusted_types(detector.pipeline),
+            detector.model, name="detector", serialization_format="skops",
+            skops_trusted_types=_trusted_types(detector.model),
             input_example=example, pip_requirements=["scikit-learn", "skops"],
         )
-    version = mlflow.register_model(info.model_uri, name, tags={"collapse.run_id": run.info.run_id}).version
-    r = detector.rates
-    for key, value in zip(RATE_TAGS, (r.tpr, r.fpr, r.positives, r.negatives, detector.threshold)):
-        client.set_model_version_tag(name, version, key, str(value))
-    client.set_model_version_tag(name, version, "collapse.roc_auc", str(detector.roc_auc))
+    figures = {"collapse.run_id": run.info.run_id, "collapse.quantifier": detector.method,
+               **{f"collapse.{k}": f"{val:.4g}" for k, val in detector.metrics().items()
+                  if k in ("roc_auc", "tpr", "fpr", "ece", "threshold")},
+               **{f"collapse.data.{k}": str(val)[:500] for k, val in data.items()}}
+    version = mlflow.register_model(info.model_uri, name, tags=figures).version
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return str(version)
 
 
-def _trusted_types(pipeline) -> list[str]:
-    """The types skops will not load unless told to; ours are scikit-learn's and numpy's own."""
+def _trusted_types(model) -> list[str]:
+    """The types skops will not load unless told to: scikit-learn's, numpy's and our own Stylometry."""
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+def model_name(uri: str) -> str:
+    """The registered model's name in a models:/NAME@ALIAS or models:/NAME/VERSION URI."""
+    m = _URI.match(uri)
+    if not m:
+        raise DetectorUnavailable(f"detector.model_uri {uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
+    return m["name"]
 
 
 def load_detector(client, uri: str) -> LoadedDetector:
-    """Load a registered detector and its held-out rates, or raise :class:`DetectorUnavailable`."""
+    """Load a registered detector and its validation scores, or raise :class:`DetectorUnavailable`."""
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
@@ -87,16 +112,16 @@ def load_detector(client, uri: str) -> LoadedDetector:
             mv = client.get_model_version(m["name"], m["version"])
     except MlflowException:
         raise DetectorUnavailable(
-            f"no detector is registered at {uri}; point detector.model_uri "
-            f"(COLLAPSE_MONITOR_DETECTOR__MODEL_URI) at a registered one, e.g. models:/collapse-demo-detector@production "
-            f"after `collapse-monitor demo`"
+            f"no detector is registered at {uri}; train one with `collapse-monitor detector train --human H "
+            f"--synthetic S --alias production`, or point detector.model_uri (COLLAPSE_MONITOR_DETECTOR__MODEL_URI) "
+            f"at a registered one, e.g. models:/collapse-demo-detector@production after `collapse-monitor demo`"
         ) from None
-    missing = [t for t in RATE_TAGS if t not in mv.tags]
-    if missing:
-        raise DetectorUnavailable(f"detector {uri} (version {mv.version}) lacks its held-out rates (tags {missing}); retrain it")
-    t = mv.tags
-    rates = DetectorRates(float(t["collapse.tpr"]), float(t["collapse.fpr"]),
-                          int(t["collapse.val_positives"]), int(t["collapse.val_negatives"]))
+    try:
+        raw = json.loads(Path(client.download_artifacts(mv.run_id, VALIDATION_ARTIFACT)).read_text())
+        val = Validation(np.asarray(raw["scores"]), np.asarray(raw["labels"]), float(raw["threshold"]),
+                         float(raw["train_prior"]))
+    except (MlflowException, OSError, KeyError, ValueError) as exc:
+        raise DetectorUnavailable(f"detector {uri} (version {mv.version}) has no usable {VALIDATION_ARTIFACT} in "
+                                  f"run {mv.run_id} ({exc}); retrain it with `collapse-monitor detector train`") from None
     model = mlflow.sklearn.load_model(f"models:/{m['name']}/{mv.version}")
-    return LoadedDetector(uri=uri, version=str(mv.version), model=model, rates=rates,
-                          threshold=float(t["collapse.threshold"]))
+    return LoadedDetector(uri=uri, version=str(mv.version), model=model, validation=val, method=str(raw["method"]))

@@ -13,6 +13,7 @@ from monitors.rules import Alert, max_severity
 KEY_INDICATORS = (
     "synthetic.share",
     "human.share",
+    "corpus.human_share",
     "tail.distinct_2.ratio",
     "tail.rare_coverage.ratio",
     "tail.rare_coverage.z",
@@ -24,19 +25,31 @@ KEY_INDICATORS = (
 )
 
 
-def run_indicators(records: int, quarantined: int, values: dict[str, float], share: ShareEstimate) -> dict[str, float]:
-    """The one-row indicator table of a run: batch counts, text indicators and the synthetic/human shares."""
+def run_indicators(records: int, quarantined: int, values: dict[str, float], share: ShareEstimate,
+                   corpus: dict[str, float] | None = None) -> dict[str, float]:
+    """The one-row indicator table of a run: batch counts, text indicators, the synthetic/human shares of the
+    batch and the accumulated corpus's human share (``corpus.*``, see :class:`~monitors.quantify.CorpusTotals`)."""
     nan = float("nan")
-    est = share.estimate
+
+    def num(v):
+        return nan if v is None else float(v)
+
+    est, low, high = num(share.estimate), num(share.low), num(share.high)
     return {
         "batch.records": float(records),
         "batch.quarantined": float(quarantined),
         "batch.quarantined_share": quarantined / (records + quarantined) if records + quarantined else nan,
         **values,
-        "synthetic.share": nan if est is None else est,
-        "synthetic.share_low": nan if share.low is None else share.low,
-        "synthetic.share_high": nan if share.high is None else share.high,
-        "human.share": nan if est is None else 1.0 - est,
+        "synthetic.share": est,
+        "synthetic.share_low": low,
+        "synthetic.share_high": high,
+        "synthetic.out_of_range": float(share.out_of_range) if share.estimate is not None else nan,
+        "synthetic.fit_p": share.fit_p,
+        **{f"synthetic.by_method.{m}": v for m, v in share.by_method.items()},
+        "human.share": 1.0 - est,
+        "human.share_low": 1.0 - high,
+        "human.share_high": 1.0 - low,
+        **(corpus or {}),
     }
 
 
@@ -70,7 +83,9 @@ class CheckResult:
             "indicators": {k: num(v) for k, v in sorted(self.indicators.items())},
             "synthetic_share": {"estimate": num(self.share.estimate), "low": num(self.share.low),
                                 "high": num(self.share.high), "method": self.share.method,
-                                "detector": self.detector, "note": self.share.note},
+                                "detector": self.detector, "note": self.share.note,
+                                "out_of_range": self.share.out_of_range, "fit_p": num(self.share.fit_p),
+                                "by_method": self.share.by_method},
             "alerts": [{"rule": a.rule, "severity": a.severity, "status": a.status, "fingerprint": a.fingerprint,
                         "value": num(a.value), "threshold": a.threshold, "summary": a.summary} for a in self.alerts],
             "reference_run_id": self.reference_run_id,
@@ -84,8 +99,14 @@ class CheckResult:
         def fmt(v):
             return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
         s = self.share
-        share = (f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, detector {self.detector})"
-                 if s.estimate is not None else f"n/a ({s.note})")
+        if s.estimate is not None:
+            share = f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, detector {self.detector})"
+            if s.note:
+                share += f"\n    {'WARNING: ' if s.out_of_range else ''}{s.note}"
+        elif s.low is not None:
+            share = f"n/a, between {fmt(s.low)} and {fmt(s.high)} by declared provenance ({s.note})"
+        else:
+            share = f"n/a ({s.note})"
         lines = [
             f"check of {self.batch_file} against dataset {self.dataset!r} (MLflow run {self.run_id})",
             f"  records: {self.records} checked, {self.quarantined} quarantined",

@@ -149,6 +149,14 @@ class MlflowTracker:
             [exp_id], filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=1)
         return int(runs[0].data.tags.get("collapse.sequence", "-1")) + 1 if runs else 0
 
+    def previous_corpus(self, dataset: str) -> dict[str, float]:
+        """The ``corpus.*`` running totals of the dataset's newest finished check (empty for the first)."""
+        exp_id = self.experiment_id(dataset, create=False)
+        runs = [] if exp_id is None else self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return {k: v for k, v in runs[0].data.metrics.items() if k.startswith("corpus.")} if runs else {}
+
     def log_check(
         self,
         dataset: str,

@@ -21,7 +21,7 @@ def test_top_level_help_lists_every_command(capsys):
     assert "demo --quick" in out and "Exit codes" in out
 
 
-@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["history"], ["demo"], ["ui"]])
+@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["detector", "train"], ["history"], ["demo"], ["ui"]])
 def test_every_command_help_has_an_example(argv, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
@@ -37,6 +37,19 @@ def test_usage_errors_exit_2(capsys):
 def test_missing_batch_file_exits_2_and_names_it(isolated, capsys):
     assert main(["check", "--input", "nothere.jsonl"]) == 2
     assert "nothere.jsonl: no such batch file" in capsys.readouterr().err
+
+
+def test_detector_train_on_a_missing_file_exits_2_and_names_it(isolated, capsys):
+    human = write_jsonl(isolated / "h.jsonl", [{"id": "1", "text": "some text"}])
+    assert main(["detector", "train", "--human", str(human), "--synthetic", "gone.jsonl"]) == 2
+    assert "gone.jsonl: no such batch file" in capsys.readouterr().err
+
+
+def test_detector_train_on_too_little_text_exits_2_and_says_how_much_it_needs(isolated, capsys):
+    human = write_jsonl(isolated / "h.jsonl", [{"id": str(i), "text": f"human text {i}"} for i in range(10)])
+    synthetic = write_jsonl(isolated / "s.jsonl", [{"id": str(i), "text": f"machine text {i}"} for i in range(60)])
+    assert main(["detector", "train", "--human", str(human), "--synthetic", str(synthetic)]) == 2
+    assert "need at least 50 human and 50 synthetic texts, got 10 and 60" in capsys.readouterr().err
 
 
 def test_check_without_reference_exits_2_and_names_the_command(isolated, capsys):

@@ -150,3 +150,18 @@ def test_fsspec_url(isolated):
     assert prof.records == 10
     with pytest.raises(InputError, match="memory://nowhere"):
         _read("memory://nowhere/x.jsonl")
+
+
+def test_declared_provenance_is_counted_and_only_undeclared_texts_go_to_the_detector(isolated):
+    rows = [{"id": f"d{i}", "text": f"text number {i}", "provenance": p}
+            for i, p in enumerate(["human", "synthetic", "unknown", None, "human"] * 20)]
+    for r in rows:
+        if r["provenance"] is None:
+            del r["provenance"]
+    spec = str(write_jsonl(isolated / "p.jsonl", rows))
+    prof, _ = profile_input(spec, ReadOptions(COLS, ING, 30, date(2024, 1, 1)))
+    assert prof.declared() == (40, 20, 40)
+    undeclared = prof.undeclared_sample_texts()
+    sampled = {t for _, _, t in prof.sample}
+    want = {r["text"] for r in rows if r.get("provenance") in (None, "unknown")} & sampled
+    assert set(undeclared) == want and 0 < len(undeclared) < 30

@@ -1,0 +1,68 @@
+"""``train_detector``: fit the synthetic-text detector on labelled text and register it in MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows import tasks
+from monitors import registry
+from monitors.config import Settings
+from monitors.detector import TrainedDetector, data_hash, train_detector
+from monitors.errors import InputError
+from monitors.runtime import Runtime
+
+EXPERIMENT = "detectors"  # MLflow experiment collapse-monitor/detectors
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    name: str
+    version: str
+    alias: str | None
+    detector: TrainedDetector
+    documents: dict[str, int]
+    quarantined: dict[str, int]
+
+
+@tasks.compute_task
+def fit(human: list[str], synthetic: list[str], seed: int) -> TrainedDetector:
+    try:
+        return train_detector(human, synthetic, seed=seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@tasks.io_task
+def register(runtime: Runtime, detector: TrainedDetector, name: str, alias: str | None, data: dict,
+             artifacts: dict[str, Path]) -> str:
+    tracker = tasks.tracker_for(runtime)
+    return registry.register_detector(tracker.client, detector, experiment_id=tracker.experiment_id(EXPERIMENT),
+                                      name=name, alias=alias, data=data, artifacts=artifacts)
+
+
+@flow(name="train_detector", flow_run_name="detector {name}", validate_parameters=False)
+def train_detector_flow(human_path: str, synthetic_path: str, name: str, alias: str | None, settings: Settings,
+                        runtime: Runtime, max_docs: int = 100_000, seed: int = 0) -> TrainingResult:
+    """Read both labelled inputs (records that cannot be used are quarantined, as in a check), train and
+    evaluate the detector on a held-out split, register it with its figures and data hashes."""
+    logger = get_run_logger()
+    texts, counts, quarantined, data, artifacts = {}, {}, {}, {}, {}
+    with tasks.workspace() as work:
+        for label, spec in (("human", human_path), ("synthetic", synthetic_path)):
+            folder = work / label
+            folder.mkdir()
+            prof, shards = tasks.profile_batch(spec, settings, folder, sample_size=max_docs)
+            texts[label] = prof.sample_texts
+            counts[label], quarantined[label] = prof.records, prof.quarantined_total
+            if prof.records > max_docs:
+                logger.warning(f"{spec}: {prof.records} usable records, training on a uniform sample of {max_docs}")
+            if prof.quarantined_total:
+                artifacts[f"quarantine/{label}/quarantine.jsonl"] = tasks.write_quarantine(prof, shards, folder, settings)
+            data |= {f"{label}_source": spec, f"{label}_docs": len(texts[label]), f"{label}_sha256": data_hash(texts[label]),
+                     f"{label}_quarantined": prof.quarantined_total}
+        detector = fit(texts["human"], texts["synthetic"], seed)
+        version = register(runtime, detector, name, alias, data, artifacts)
+    return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined)
