@@ -68,6 +68,22 @@ def test_em_follows_quapys_published_algorithm():
     assert rows.shape == (2,) and np.allclose(rows, qs[1], atol=1e-5)
 
 
+# Golden values computed with QuaPy 0.2.3 itself (pip install quapy==0.2.3 in a separate venv):
+#   ACC.solve_adjustment(M, [1-q, q], "inversion", "exact-raise") + F.normalize_prevalence(p, "clip"), with
+#   M = [[1-fpr, 1-tpr], [fpr, tpr]] from flag rates (ACC) or mean scores (PACC);
+#   EMQ.EM([1-prior, prior], c_[1-batch, batch], epsilon=1e-10).
+_QP_POS = np.array([0.91, 0.83, 0.77, 0.64, 0.58, 0.95, 0.49, 0.72, 0.88, 0.35, 0.69, 0.81])
+_QP_NEG = np.array([0.12, 0.33, 0.05, 0.41, 0.22, 0.57, 0.18, 0.09, 0.27, 0.62, 0.15, 0.31])
+_QP_BATCH = np.array([0.93, 0.14, 0.66, 0.21, 0.08, 0.74, 0.52, 0.39, 0.85, 0.11, 0.29, 0.61, 0.47, 0.19, 0.71, 0.03])
+
+
+def test_estimators_reproduce_quapy_0_2_3():
+    assert acc(_QP_BATCH, _QP_POS, _QP_NEG, 0.5) == pytest.approx(0.40625, abs=1e-9)
+    assert pacc(_QP_BATCH, _QP_POS, _QP_NEG) == pytest.approx(0.3542452830188679, abs=1e-9)
+    assert em(_QP_BATCH, 0.5) == pytest.approx(0.2980119246844878, abs=1e-8)
+    assert em(_QP_BATCH, 0.3) == pytest.approx(0.7148138406916009, abs=1e-8)
+
+
 def test_acc_and_pacc_follow_the_adjustment_formulas_and_clip():
     pos, neg = np.array([0.9, 0.8, 0.7, 0.2]), np.array([0.1, 0.3, 0.6, 0.2])
     batch = np.array([0.9, 0.1, 0.55, 0.4])
