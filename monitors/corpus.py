@@ -1,6 +1,11 @@
-"""Human text shipped with the project: 7,087 paragraphs of Jane Austen's six novels (public domain).
+"""Text shipped with the project, for the demo, the tests and the benchmarks.
 
-Rebuilt from Debian's ``r-cran-janeaustenr`` by ``monitors/data/rebuild_austen.py``.
+* ``austen_paragraphs.jsonl.gz``: 7,087 paragraphs of Jane Austen's six novels (public domain), rebuilt
+  from Debian's ``r-cran-janeaustenr`` by ``monitors/data/rebuild_austen.py``.
+* ``detector_set.jsonl.gz``: labelled human and machine text for the synthetic-share detector. Human:
+  prose paragraphs of the Python 3.11 documentation (PSF licence, Debian ``python3.11-doc``) and of Austen;
+  machine: SmolLM2-135M-Instruct (Apache-2.0) prompted with the opening words of other such paragraphs, at
+  two decoding settings. Rebuilt by ``monitors/data/rebuild_detector_set.py``.
 """
 
 from __future__ import annotations
@@ -9,10 +14,25 @@ import gzip
 import json
 from pathlib import Path
 
-AUSTEN = Path(__file__).resolve().parent / "data" / "austen_paragraphs.jsonl.gz"
+DATA = Path(__file__).resolve().parent / "data"
+AUSTEN = DATA / "austen_paragraphs.jsonl.gz"
+DETECTOR_SET = DATA / "detector_set.jsonl.gz"
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
 
 
 def austen_paragraphs() -> list[dict[str, str]]:
     """``[{"id", "book", "text"}, ...]`` in book order."""
-    with gzip.open(AUSTEN, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+    return _read(AUSTEN)
+
+
+def detector_set() -> list[dict[str, str]]:
+    """``[{"id", "label": "human"|"synthetic", "domain", "generator", "text"}, ...]`` sorted by id.
+
+    ``generator`` is ``human``, ``smollm2-t0.8`` (the decoding setting to train on) or ``smollm2-t1.3``
+    (held back: a decoding setting a detector trained on the other has not seen).
+    """
+    return _read(DETECTOR_SET)
