@@ -4,10 +4,15 @@ The detector's per-document scores are never reported as the synthetic share: a 
 a batch into a share with :func:`monitors.quantify.estimate_share`, using the detector's scores on held-out
 labelled documents (its :class:`~monitors.quantify.Validation`, stored with the model).
 
-Features: word 1-2-grams and character 2-4-grams (TF-IDF, sublinear), plus a few stylometric numbers
-(:class:`Stylometry`: word and sentence length, type-token ratio, punctuation, zlib compressibility), into a
-logistic regression whose scores are calibrated by cross-validated Platt scaling. Calibrated scores are what
-the EM estimator needs; the other estimators only need the held-out scores.
+Features: word 1-2-grams and character 2-4-grams (TF-IDF, sublinear) into a logistic regression whose scores
+are calibrated by cross-validated Platt scaling. Calibrated scores are what the EM estimator needs; the other
+estimators only need the held-out scores.
+
+Cheap stylometric and compression features (:class:`Stylometry`: word and sentence length, type-token
+ratio, punctuation, zlib compressibility) were tried and are off by default. On the shipped set they
+lowered the held-out ROC AUC from 0.9977 to 0.9932. They also cut the share of unseen temperature-1.3 text
+that was flagged from 82 % to 57 %. Turn them on with ``stylometry=True`` or
+``benchmarks/share_accuracy.py --stylometry``.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def _style(text: str) -> list[float]:
     ]
 
 
-def make_pipeline(seed: int = 0, *, stylometry: bool = True) -> CalibratedClassifierCV:
+def make_pipeline(seed: int = 0, *, stylometry: bool = False) -> CalibratedClassifierCV:
     parts = [
         ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)),
         ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True,
@@ -124,7 +129,7 @@ class TrainedDetector:
 
 
 def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, held_out: float = 0.4,
-                   stylometry: bool = True) -> TrainedDetector:
+                   stylometry: bool = False) -> TrainedDetector:
     """Fit on (1 - held_out) of the labelled texts; keep the rest as the detector's validation set.
 
     On the held-out part: ROC AUC, TPR and FPR at the operating threshold, calibration error, and the choice

@@ -19,12 +19,13 @@ The 95 % interval is a percentile bootstrap over the batch's documents *and* ove
 (stratified), so a detector validated on few examples gets a wider interval. :func:`estimate_share` also
 tests whether the batch's scores look like a mixture of the validated human and synthetic score
 distributions (:func:`goodness_of_fit`, a Kolmogorov-Smirnov distance against its parametric-bootstrap null).
-When they do not (an unseen generator, a new domain), the estimate is outside the detector's validated range.
-The interval is then widened to span every estimator's interval (their disagreement is evidence about the
-bias) plus the KS distance on each side (at least that much of the batch's mass is unlike either validated
-class), and the estimate says why. This is a warning, not a correction: text from an unseen generator
-that the detector scores like human text lowers the estimate, and no score-based test can see it when
-its scores look exactly like the human ones (benchmarks/share_accuracy.py measures how often it does).
+A second test asks whether the batch's mean score lies outside the two classes' means, which no mixture
+of them can produce. When either test fails (an unseen generator, a new domain), the estimate is outside
+the detector's validated range. Nothing in the scores then bounds how much of the batch is unlike
+anything validated, so the interval becomes [0, 1] (declared provenance still narrows it), the point
+estimate is kept for the record, and the note says why. Text from an unseen generator that the detector
+scores like human text lowers the estimate. No score-based test can see it when its scores look exactly
+like the human ones; benchmarks/share_accuracy.py measures how often that happens.
 """
 
 from __future__ import annotations
@@ -111,11 +112,11 @@ class ShareEstimate:
 
 
 # -- the estimators, vectorised over rows (one row per bootstrap replicate) ---------------------------------
-def _ratio(q, neg, pos):
+def _ratio(q, neg, pos, clip: bool = True):
     gap = pos - neg
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(gap > 1e-9, (q - neg) / np.where(gap > 1e-9, gap, 1.0), np.nan)
-    return np.clip(p, 0.0, 1.0)
+    return np.clip(p, 0.0, 1.0) if clip else p
 
 
 def cc(scores, threshold):
@@ -180,6 +181,8 @@ def _replicates(scores, val: Validation, rng: np.random.Generator, replicates: i
         "acc": acc(sb, pb, nb, val.threshold),
         "pacc": pacc(sb, pb, nb),
         "em": em(sb, val.train_prior),
+        # unclipped: a mean score outside the two classes' means cannot come from a mixture of them
+        "pacc_raw": _ratio(sb.mean(axis=1), nb.mean(axis=1), pb.mean(axis=1), clip=False),
     }
 
 
@@ -248,17 +251,25 @@ def estimate_share(scores: np.ndarray, val: Validation, *, method: str = "pacc",
     reps = _replicates(s, val, rng, replicates)
     low, high = _interval(reps[method], level)
     distance, fit_p = goodness_of_fit(s, val, rng, fit_replicates)
-    note = ""
-    out = fit_p < OUT_OF_RANGE_P
+    raw = reps["pacc_raw"][np.isfinite(reps["pacc_raw"])]
+    # one-sided bootstrap p-values of "the batch's mean score is below the human class's / above the synthetic's"
+    below = (1 + (raw >= 0).sum()) / (1 + raw.size)
+    above = (1 + (raw <= 1).sum()) / (1 + raw.size)
+    note, why = "", []
+    if fit_p < OUT_OF_RANGE_P:
+        why.append(f"their distribution does not fit any mix of the validated human and synthetic scores "
+                   f"(KS distance {distance:.3f}, p = {fit_p:.3f})")
+    if min(below, above) < OUT_OF_RANGE_P / 2:
+        side = "below the human" if below < above else "above the synthetic"
+        why.append(f"their mean is {side} validation texts' (p = {min(below, above):.3f})")
+    out = bool(why)
     if out:
-        bounds = [_interval(reps[m], level) for m in METHODS]
-        low = max(0.0, min(low, *(b[0] for b in bounds)) - distance)
-        high = min(1.0, max(high, *(b[1] for b in bounds)) + distance)
-        note = (f"the batch's detector scores do not fit the validated human/synthetic mixture (KS distance "
-                f"{distance:.3f}, p = {fit_p:.3f}): text unlike the detector's validation data (an unseen generator "
-                f"or domain?). The interval was widened to span every estimator "
-                f"({', '.join(f'{m} {points[m]:.2f}' for m in METHODS)}) plus that distance; "
-                f"retrain the detector on this kind of text.")
+        low, high = 0.0, 1.0
+        note = (f"detector out of its validated range: the batch's scores are unlike its validation data "
+                f"({'; '.join(why)}). Text from an unseen generator or domain? The estimate "
+                f"({', '.join(f'{m} {points[m]:.2f}' for m in METHODS)}) cannot be trusted, so the interval is "
+                f"[0, 1]; retrain the detector on this kind of text.")
+    fit_p = min(fit_p, 2 * min(below, above))
     return ShareEstimate(points[method], low, high, method, int(s.size), note, out, fit_p, points)
 
 
