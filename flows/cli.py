@@ -130,8 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Build a human reference from Jane Austen's novels, then check batches in which text "
                                    "from a recursively retrained generator replaces more and more human text. Each batch "
                                    "is a Prefect flow run and an MLflow run in experiment collapse-monitor/demo.",
-                       epilog="examples:\n  collapse-monitor demo            # 10 batches, about 2 minutes\n"
-                              "  collapse-monitor demo --quick    # 5 smaller batches, under a minute")
+                       epilog="examples:\n  collapse-monitor demo            # 10 batches, about 1.5 minutes\n"
+                              "  collapse-monitor demo --quick    # 5 smaller batches, about a minute")
     d.add_argument("--quick", action="store_true", help="5 smaller batches")
 
     u = sub.add_parser("ui", parents=[common], formatter_class=_Formatter,
