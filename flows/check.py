@@ -13,13 +13,15 @@ from monitors.gx_records import alerts as record_alerts
 from monitors.results import CheckResult, run_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
-from monitors.tracking import MlflowTracker, to_json_text
+from monitors import alerting
+from monitors.tracking import ALERT_STATE, MlflowTracker, to_json_text
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
 def log_check(tracker: MlflowTracker, result: CheckResult, settings: Settings, artifacts: dict) -> str:
     firing = [a for a in result.alerts if a.status == "firing"]
     tags = {
+        "collapse.notifications": str(len(result.notifications)),
         "collapse.reference_run": result.reference_run_id,
         "collapse.detector": result.detector or "none",
         "collapse.alerts.firing": str(len(firing)),
@@ -52,6 +54,7 @@ def check_incoming_data(
     suite = tasks.read_rules(settings)
     record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
+    saved_alerts = tasks.load_alert_state(tracker, dataset)
     with tasks.workspace() as work:
         prof, shards = tasks.profile_batch(input_path, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
@@ -64,7 +67,9 @@ def check_incoming_data(
         share = tasks.estimate_share(prof, detector, settings)
         corpus = tasks.accumulate_corpus(tracker, dataset, prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
-        alerts = tasks.evaluate_rules(suite, row, dataset) + record_alerts(quality, dataset)
+        breached = tasks.evaluate_rules(suite, row, dataset)
+        stepped = tasks.advance_alerts(saved_alerts, suite, row, breached, dataset, settings)
+        alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"the synthetic share comes from detector {detector.label} ({share.method})"
                  if not isinstance(detector, str) else f"no synthetic-share estimate: {detector}"]
         if prof.quarantined_total:
@@ -78,8 +83,12 @@ def check_incoming_data(
             quarantined=prof.quarantined_total, indicators=row, share=share, alerts=alerts,
             reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
             record_checks=[c.to_dict() for c in quality.checks],
+            notifications=[n.to_dict() for n in stepped.notifications],
+            silenced=[n.to_dict() for n in stepped.silenced],
         )
-        artifacts: dict = {"record_quality/results.json": result.record_checks}
+        artifacts: dict = {"record_quality/results.json": result.record_checks,
+                           ALERT_STATE: alerting.states_to_json(stepped.states),
+                           "alerts/notifications.json": {"notify": result.notifications, "silenced": result.silenced}}
         if quality.data_docs_html:
             artifacts["record_quality/data_docs.html"] = quality.data_docs_html
         if report is not None:

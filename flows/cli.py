@@ -117,6 +117,29 @@ def _parser() -> argparse.ArgumentParser:
                      help="train on a uniform sample of at most N texts per class (default 100000)")
     dtr.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split (default 0)")
 
+    al = sub.add_parser("alerts", parents=[common], formatter_class=_Formatter,
+                        help="list alert states and silences; silence an alert for a while",
+                        description="Alert states live in MLflow: each check stores the state of every rule "
+                                    "(alerts/state.json) and silences are tags of the dataset's experiment.")
+    asub = al.add_subparsers(dest="action", metavar="ACTION", required=True)
+    al_list = asub.add_parser("list", parents=[common], formatter_class=_Formatter,
+                              help="pending and firing alerts and silences, per dataset",
+                              description="Pending and firing alerts (as of each dataset's newest check) and silences.",
+                              epilog="examples:\n  collapse-monitor alerts list\n  collapse-monitor alerts list --dataset news --json")
+    al_list.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all)")
+    al_list.add_argument("--json", action="store_true", help="print a JSON object")
+    al_sil = asub.add_parser("silence", parents=[common], formatter_class=_Formatter,
+                             help="hold back an alert's notifications until the silence expires",
+                             description="Silence one alert (by the fingerprint `alerts list` shows): its state still "
+                                         "changes and is logged, but nothing is sent until the silence expires.",
+                             epilog="example:\n  collapse-monitor alerts silence 3f2a9c0d1e4b5a6f --for 24h "
+                                    "--reason 'known vendor backfill'")
+    al_sil.add_argument("fingerprint", metavar="FINGERPRINT")
+    al_sil.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 90m, 24h, 7d")
+    al_sil.add_argument("--reason", required=True, metavar="TEXT", help="why (kept with the silence)")
+    al_sil.add_argument("--dataset", metavar="NAME",
+                        help="the alert's dataset (default: the dataset whose newest check has this fingerprint)")
+
     h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
                        help="past checks from MLflow with key indicators and alerts, newest first",
                        description="List past checks from MLflow, newest first, with key indicators and firing alerts.",
@@ -232,6 +255,67 @@ def _detector(args) -> int:
     return EXIT_OK
 
 
+def _datasets(tracker, only: str | None) -> list[str]:
+    if only:
+        return [only]
+    from monitors.tracking import EXPERIMENT_PREFIX
+
+    exps = tracker.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
+    return sorted(e.name.removeprefix(EXPERIMENT_PREFIX) for e in exps)
+
+
+def _alerts(args) -> int:
+    settings, rt = _setup(args)
+    from flows.tasks import tracker_for
+    from monitors.alerting import parse_duration
+
+    tracker = tracker_for(rt)
+    now = time.time()
+    if args.action == "silence":
+        try:
+            seconds = parse_duration(args.duration)
+        except ValueError as exc:
+            raise UserError(f"--for: {exc}") from None
+        dataset = args.dataset
+        if dataset is None:
+            owners = [d for d in _datasets(tracker, None)
+                      if any(s["fingerprint"] == args.fingerprint for s in tracker.previous_alert_state(d))]
+            if len(owners) != 1:
+                raise UserError(f"no current alert has fingerprint {args.fingerprint!r} (see `collapse-monitor alerts "
+                                f"list`); give --dataset to silence it before it fires" if not owners else
+                                f"fingerprint {args.fingerprint!r} is current in several datasets {owners}; give --dataset")
+            dataset = owners[0]
+        silence = {"fingerprint": args.fingerprint, "until": now + seconds, "reason": args.reason, "created": now}
+        tracker.add_silence(dataset, silence)
+        until = datetime.utcfromtimestamp(silence["until"]).strftime("%Y-%m-%d %H:%M UTC")
+        print(f"silenced {args.fingerprint} on dataset {dataset!r} until {until}: {args.reason}")
+        return EXIT_OK
+    report = {}
+    for dataset in _datasets(tracker, args.dataset):
+        states = tracker.previous_alert_state(dataset)
+        silences = tracker.silences(dataset)
+        for s in silences:
+            s["active"] = now < s["until"]
+        report[dataset] = {"alerts": states, "silences": silences}
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    if not any(v["alerts"] or v["silences"] for v in report.values()):
+        print("no pending or firing alerts and no silences")
+        return EXIT_OK
+    for dataset, v in report.items():
+        muted = {s["fingerprint"] for s in v["silences"] if s["active"]}
+        for a in v["alerts"]:
+            since = datetime.utcfromtimestamp(a["since"]).strftime("%Y-%m-%d %H:%M")
+            print(f"{dataset:<12} {a['fingerprint']}  {a['status']:<8} {a['severity']:<8} {a['rule']:<28} "
+                  f"since {since} UTC, {a['breaches']} run(s)" + ("  [silenced]" if a["fingerprint"] in muted else ""))
+        for s in v["silences"]:
+            until = datetime.utcfromtimestamp(s["until"]).strftime("%Y-%m-%d %H:%M")
+            print(f"{dataset:<12} {s['fingerprint']}  silence {'active' if s['active'] else 'expired'} until {until} UTC: "
+                  f"{s['reason']}")
+    return EXIT_OK
+
+
 def _history(args) -> int:
     settings, rt = _setup(args)
     from flows.tasks import tracker_for
@@ -283,7 +367,7 @@ def _ui(args) -> int:
     return EXIT_INTERNAL  # not reached
 
 
-COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "history": _history, "demo": _demo, "ui": _ui}
+COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import bands, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
+from monitors import alerting, bands, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
 from monitors.config import Settings
 from monitors.profile import BatchProfile
 from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
@@ -150,6 +151,22 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
 def accumulate_corpus(tracker: MlflowTracker, dataset: str, records: int, share: ShareEstimate) -> quantify.CorpusTotals:
     """The dataset's running human-data totals (kept as ``corpus.*`` metrics of its checks) plus this batch."""
     return quantify.CorpusTotals.from_metrics(tracker.previous_corpus(dataset)).add(records, share)
+
+
+@io_task
+def load_alert_state(tracker: MlflowTracker, dataset: str) -> tuple[list[dict], list[dict]]:
+    """The dataset's alert states (from its newest finished check) and its silences."""
+    return tracker.previous_alert_state(dataset), tracker.silences(dataset)
+
+
+@compute_task
+def advance_alerts(saved: tuple[list[dict], list[dict]], suite: RuleSuite, row: dict[str, float],
+                   breached: list, dataset: str, settings: Settings) -> alerting.StepResult:
+    states, silences = saved
+    return alerting.step(alerting.states_from_json(states), suite.rules, row, dataset, time.time(),
+                         [alerting.Silence(**s) for s in silences],
+                         repeat_interval=settings.alerts.repeat_interval_hours * 3600,
+                         breached={a.rule for a in breached})
 
 
 @compute_task

@@ -77,6 +77,10 @@ class DetectorSettings(_Section):
     seed: int = 0
 
 
+class AlertSettings(_Section):
+    repeat_interval_hours: float = Field(24.0, gt=0, description="re-notify a still-firing alert after this long")
+
+
 class Settings(BaseSettings):
     """Everything collapse-monitor can be told. See the README's configuration reference."""
 
@@ -95,6 +99,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     indicators: IndicatorSettings = IndicatorSettings()
     detector: DetectorSettings = DetectorSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("dataset")
     @classmethod

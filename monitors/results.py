@@ -67,6 +67,10 @@ class CheckResult:
     detector: str | None
     notes: list[str] = field(default_factory=list)
     record_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: what the alert state machine says to deliver for this run (firing / repeat / resolved), and what a
+    #: silence held back
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    silenced: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def critical_firing(self) -> bool:
@@ -91,6 +95,8 @@ class CheckResult:
             "reference_run_id": self.reference_run_id,
             "max_severity": max_severity(self.alerts),
             "record_checks": self.record_checks,
+            "notifications": self.notifications,
+            "silenced": self.silenced,
             "notes": self.notes,
         }
 
@@ -119,5 +125,13 @@ class CheckResult:
             lines += [f"    [{a.severity}] {a.rule}: value {fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
         else:
             lines.append("  alerts: none firing")
+        pending = [a.rule for a in self.alerts if a.status == "pending"]
+        resolved = [a.rule for a in self.alerts if a.status == "resolved"]
+        if pending:
+            lines.append(f"  pending (breached, not yet for enough runs to fire): {', '.join(pending)}")
+        if resolved:
+            lines.append(f"  resolved: {', '.join(resolved)}")
+        if self.notifications:
+            lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in self.notifications))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

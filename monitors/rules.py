@@ -1,7 +1,8 @@
 """Alert rules: the batch-level expectation suite in ``expectations/``, read and checked.
 
 Each expectation is one rule over one column of the one-row-per-run indicator table, with
-``meta.rule`` (its name), ``meta.severity`` (warning | critical) and ``meta.summary``.
+``meta.rule`` (its name), ``meta.severity`` (warning | critical), ``meta.summary`` and optionally
+``meta.for_runs`` (consecutive breaching runs before it fires; default 1 for critical, 2 for warning).
 Great Expectations evaluates the suite (see :mod:`monitors.gx_rules`); this module holds the pure parts.
 """
 
@@ -28,6 +29,11 @@ class Rule:
     max_value: float | None
     severity: str
     summary: str
+    #: consecutive breaching runs before the alert fires (meta.for_runs; default 1 critical, 2 warning)
+    for_runs: int = 1
+
+
+DEFAULT_FOR_RUNS = {"critical": 1, "warning": 2}
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,12 @@ def load_rules(path: str | Path) -> RuleSuite:
         bounds = [kwargs.get("min_value"), kwargs.get("max_value")]
         if all(b is None for b in bounds) or any(b is not None and not isinstance(b, (int, float)) for b in bounds):
             raise RulesError(f"{label}: give a numeric kwargs.min_value and/or kwargs.max_value")
+        for_runs = meta.get("for_runs", DEFAULT_FOR_RUNS[meta["severity"]])
+        if not isinstance(for_runs, int) or isinstance(for_runs, bool) or for_runs < 1:
+            raise RulesError(f"{label}: meta.for_runs must be a whole number of runs >= 1, not {for_runs!r}")
         names.add(meta["rule"])
-        rules.append(Rule(meta["rule"], kwargs["column"], bounds[0], bounds[1], meta["severity"], meta.get("summary", "")))
+        rules.append(Rule(meta["rule"], kwargs["column"], bounds[0], bounds[1], meta["severity"],
+                          meta.get("summary", ""), for_runs))
     return RuleSuite(path=path, raw=raw, rules=tuple(rules))
 
 

@@ -28,6 +28,8 @@ EXPERIMENT_PREFIX = "collapse-monitor/"
 REFERENCE_ARTIFACT = "reference/profile.json"
 REFERENCE_ARRAYS = "reference/embedding.npz"
 KIND = "collapse.kind"
+ALERT_STATE = "alerts/state.json"
+SILENCE_TAG = "collapse.silence."
 
 
 def experiment_name(dataset: str) -> str:
@@ -149,13 +151,41 @@ class MlflowTracker:
             [exp_id], filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=1)
         return int(runs[0].data.tags.get("collapse.sequence", "-1")) + 1 if runs else 0
 
-    def previous_corpus(self, dataset: str) -> dict[str, float]:
-        """The ``corpus.*`` running totals of the dataset's newest finished check (empty for the first)."""
+    def _newest_finished_check(self, dataset: str):
         exp_id = self.experiment_id(dataset, create=False)
         runs = [] if exp_id is None else self.client.search_runs(
             [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1)
-        return {k: v for k, v in runs[0].data.metrics.items() if k.startswith("corpus.")} if runs else {}
+        return runs[0] if runs else None
+
+    def previous_corpus(self, dataset: str) -> dict[str, float]:
+        """The ``corpus.*`` running totals of the dataset's newest finished check (empty for the first)."""
+        run = self._newest_finished_check(dataset)
+        return {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")} if run else {}
+
+    def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
+        """The alert state record (``alerts/state.json``) of the dataset's newest finished check."""
+        run = self._newest_finished_check(dataset)
+        if run is None:
+            return []
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run.info.run_id, ALERT_STATE, tmp)
+            except (MlflowException, OSError):
+                return []  # a check from before alert state existed
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    def silences(self, dataset: str) -> list[dict[str, Any]]:
+        """Silences of the dataset's alerts: experiment tags ``collapse.silence.<fingerprint>``."""
+        exp_id = self.experiment_id(dataset, create=False)
+        if exp_id is None:
+            return []
+        tags = self.client.get_experiment(exp_id).tags
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(SILENCE_TAG)]
+
+    def add_silence(self, dataset: str, silence: dict[str, Any]) -> None:
+        self.client.set_experiment_tag(self.experiment_id(dataset), SILENCE_TAG + silence["fingerprint"],
+                                       json.dumps(silence))
 
     def log_check(
         self,

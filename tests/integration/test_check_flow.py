@@ -71,14 +71,20 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert first.data.tags["collapse.alerts.firing"] == "0" and first.data.tags["collapse.alerts.max_severity"] == "none"
     assert second.data.tags["collapse.alerts.max_severity"] == "critical"
     assert second.data.tags["collapse.alert.tail_coverage_collapse"] == "firing"
-    assert int(second.data.tags["collapse.alerts.firing"]) == len(fired["alerts"])
+    assert int(second.data.tags["collapse.alerts.firing"]) == sum(a["status"] == "firing" for a in fired["alerts"])
+    # Critical rules fire at the first breach; warnings wait for a second breaching run (meta.for_runs).
+    assert rules["tail_coverage_loss"]["status"] == "pending" and rules["tail_coverage_collapse"]["status"] == "firing"
+    assert second.data.tags["collapse.alert.tail_coverage_loss"] == "pending"
+    assert {(n["kind"], n["rule"]) for n in fired["notifications"]} == {("firing", "tail_coverage_collapse")}
     assert second.data.metrics["tail.rare_coverage.ratio"] == pytest.approx(fired["indicators"]["tail.rare_coverage.ratio"])
     assert second.data.metrics["batch.quarantined"] == 1
     assert second.info.run_name == "check news collapsed.jsonl" and second.info.status == "FINISHED"
     history = client.get_metric_history(second.info.run_id, "tail.distinct_2")
     assert history[0].step == 1  # the run's sequence number in its dataset
     artifacts = {a.path for a in client.list_artifacts(second.info.run_id)}
-    assert {"alerts.json", "summary.json", "quarantine.jsonl", "drift", "record_quality"} <= artifacts
+    assert {"alerts.json", "summary.json", "quarantine.jsonl", "drift", "record_quality", "alerts"} <= artifacts
+    state = json.load(open(client.download_artifacts(second.info.run_id, "alerts/state.json", str(isolated / "st"))))
+    assert {s["rule"]: s["status"] for s in state}["tail_coverage_loss"] == "pending"
     quarantine = client.download_artifacts(second.info.run_id, "quarantine.jsonl", str(isolated))
     assert "not valid JSON" in open(quarantine).read()
     # Evidently's report and GX's results and Data Docs are artifacts; their figures are metrics.
@@ -107,6 +113,8 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert main(["check", "--input", str(bad), "--dataset", "news"]) == 3
     text = capsys.readouterr().out
     assert "[critical] tail_coverage_collapse" in text and "1 quarantined" in text
+    assert "firing tail_coverage_loss" in text  # its second breaching run: it fires and is to be notified
+    assert "firing tail_coverage_collapse" not in text  # already firing: no repeat within 24 h
 
     # --reference must name a reference run; anything else is a usage error before any flow starts.
     assert main(["check", "--input", str(bad), "--dataset", "news", "--reference", ok["run_id"]]) == 2
@@ -115,6 +123,21 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert "no such MLflow run" in capsys.readouterr().err
     code, pinned = _run_json(["check", "--input", str(human), "--dataset", "news", "--reference", ok["reference_run_id"]], capsys)
     assert code == 0 and pinned["reference_run_id"] == ok["reference_run_id"]
+    resolved = {(n["kind"], n["rule"]) for n in pinned["notifications"]}
+    assert {("resolved", "tail_coverage_collapse"), ("resolved", "tail_coverage_loss")} <= resolved
+    assert {n["kind"] for n in pinned["notifications"]} == {"resolved"}
+
+    # alerts list shows no current alert after the resolve; a silence is kept as an experiment tag.
+    assert main(["alerts", "list", "--dataset", "news", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["news"]
+    assert listed["alerts"] == [] and listed["silences"] == []
+    fp = rules["tail_coverage_collapse"]["fingerprint"]
+    assert main(["alerts", "silence", fp, "--for", "2h", "--reason", "vendor backfill", "--dataset", "news"]) == 0
+    assert f"silenced {fp} on dataset 'news'" in capsys.readouterr().out
+    assert main(["alerts", "list"]) == 0
+    assert f"{fp}  silence active" in capsys.readouterr().out
+    assert main(["alerts", "silence", "feedfacefeedface", "--for", "2h", "--reason", "x"]) == 2
+    assert "no current alert has fingerprint" in capsys.readouterr().err
 
     # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
     found = asyncio.run(_flow_runs("check_incoming_data"))

@@ -21,7 +21,7 @@ def test_top_level_help_lists_every_command(capsys):
     assert "demo --quick" in out and "Exit codes" in out
 
 
-@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["detector", "train"], ["history"], ["demo"], ["ui"]])
+@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["detector", "train"], ["alerts", "list"], ["alerts", "silence"], ["history"], ["demo"], ["ui"]])
 def test_every_command_help_has_an_example(argv, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
@@ -124,7 +124,7 @@ def test_layering_monitors_never_imports_flows_or_prefect():
         assert not _imports(path) & {"flows", "prefect"}, path
 
 
-PURE = ["text", "profile", "indicators", "quantify", "rules", "simulate", "reference", "results"]
+PURE = ["text", "profile", "indicators", "quantify", "alerting", "rules", "simulate", "reference", "results"]
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -1,0 +1,150 @@
+"""The alert state machine, after Prometheus Alertmanager and PagerDuty Events v2. Pure: no I/O.
+
+Each rule on each dataset (model, slice) has a stable fingerprint. Per run, every rule is either
+breached, not breached, or unknown (its indicator is missing or nan: no evidence either way, the state is
+kept). Transitions:
+
+* breached for fewer than ``for_runs`` consecutive runs: ``pending`` (nobody is paged for one noisy batch);
+* breached for ``for_runs`` runs: ``firing``, and a ``firing`` notification;
+* still firing ``repeat_interval`` after the last notification: a ``repeat`` notification;
+* not breached while firing: ``resolved``, and a ``resolved`` notification; while pending: forgotten.
+
+A silence suppresses the notifications of one fingerprint until it expires; the state machine still moves.
+An alert that fired under a silence and is still firing when it expires notifies (as ``firing``) at the
+next run; one that resolved meanwhile sends its ``resolved`` (held back while silenced) not at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from monitors.rules import Alert, Rule, breached_threshold, fingerprint
+
+DEFAULT_REPEAT_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class AlertState:
+    fingerprint: str
+    rule: str
+    severity: str
+    dataset: str
+    summary: str
+    status: str  # pending | firing
+    breaches: int  # consecutive breaching runs
+    value: float | None
+    threshold: float | None
+    since: float  # when the current episode began (first breach)
+    last_notified: float | None = None
+
+
+@dataclass(frozen=True)
+class Silence:
+    fingerprint: str
+    until: float
+    reason: str
+    created: float
+
+    def active(self, now: float) -> bool:
+        return now < self.until
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: str  # firing | repeat | resolved
+    alert: Alert
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.alert.to_dict()}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    states: dict[str, AlertState]
+    alerts: list[Alert]  # this run's alerts: pending, firing and just-resolved ones
+    notifications: list[Notification]  # to deliver, grouped for this run
+    silenced: list[Notification] = field(default_factory=list)  # would have been sent
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, float | None], dataset: str,
+         now: float, silences: list[Silence] = (), repeat_interval: float = DEFAULT_REPEAT_SECONDS,
+         breached: set[str] | None = None) -> StepResult:
+    """Advance every rule's state by one run whose indicator table is ``row``.
+
+    ``breached`` (rule names) is what the rule engine (Great Expectations) decided; without it, the bounds
+    are compared here. Either way, a rule whose indicator is missing or nan keeps its state.
+    """
+    silenced_fps = {s.fingerprint for s in silences if s.active(now)}
+    new: dict[str, AlertState] = {}
+    alerts, notes, held = [], [], []
+
+    def emit(kind: str, alert: Alert) -> None:
+        (held if alert.fingerprint in silenced_fps else notes).append(Notification(kind, alert))
+
+    for rule in rules:
+        fp = fingerprint(rule.name, dataset)
+        old = states.get(fp)
+        value = row.get(rule.column)
+        if not _known(value):
+            if old is not None:
+                new[fp] = old
+                alerts.append(_alert(old, old.status))
+            continue
+        is_breached = (rule.name in breached) if breached is not None else breached_threshold(rule, value) is not None
+        if is_breached:
+            breaches = (old.breaches if old else 0) + 1
+            st = AlertState(fp, rule.name, rule.severity, dataset, rule.summary,
+                            old.status if old else "pending", breaches, float(value),
+                            breached_threshold(rule, value), old.since if old else now,
+                            old.last_notified if old else None)
+            muted = fp in silenced_fps
+            if st.status == "pending" and breaches >= rule.for_runs:
+                st = replace(st, status="firing", last_notified=None if muted else now)
+                emit("firing", _alert(st, "firing"))
+            elif st.status == "firing" and (st.last_notified is None or now - st.last_notified >= repeat_interval):
+                # never told anyone (it fired under a silence): this is its first notification
+                kind = "firing" if st.last_notified is None else "repeat"
+                st = replace(st, last_notified=st.last_notified if muted else now)
+                emit(kind, _alert(st, "firing"))
+            new[fp] = st
+            alerts.append(_alert(st, st.status))
+        elif old is not None and old.status == "firing":
+            done = _alert(replace(old, value=float(value), threshold=None), "resolved")
+            alerts.append(done)
+            emit("resolved", done)
+        # not breached and pending or unknown: forgotten without a word
+    # states of rules no longer in the suite are dropped: their rule is gone
+    return StepResult(new, alerts, notes, held)
+
+
+def _alert(st: AlertState, status: str) -> Alert:
+    return Alert(rule=st.rule, severity=st.severity, status=status, fingerprint=st.fingerprint, value=st.value,
+                 threshold=st.threshold, summary=st.summary, dataset=st.dataset)
+
+
+# -- (de)serialisation of the state record kept in MLflow --------------------------------------------------
+def states_to_json(states: dict[str, AlertState]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in sorted(states.values(), key=lambda s: s.rule)]
+
+
+def states_from_json(data: list[dict[str, Any]] | None) -> dict[str, AlertState]:
+    return {d["fingerprint"]: AlertState(**d) for d in data or []}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30m``, ``24h``, ``7d``, ``90s`` (a number with one unit)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) if t and t[-1] in units else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"duration {text!r} is not a positive number with a unit (s, m, h, d, w), e.g. 24h")
+    return value * units[t[-1]]
