@@ -97,4 +97,18 @@ def check_incoming_data(
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         result.run_id = log_check(tracker, result, settings, artifacts)
+    outcome = tasks.deliver_notifications(settings, result.notifications, result.run_id)
+    if outcome is not None:
+        result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
+        record_delivery(tracker, result.run_id, result.delivery)
+    elif result.notifications:
+        result.delivery = {"sent": 0, "queued": 0, "errors": [
+            f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
     return result
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
+def record_delivery(tracker: MlflowTracker, run_id: str, outcome: dict) -> None:
+    tracker.client.set_tag(run_id, "collapse.delivery.sent", str(outcome["sent"]))
+    tracker.client.set_tag(run_id, "collapse.delivery.queued", str(outcome["queued"]))
+    tracker.client.log_dict(run_id, outcome, "alerts/delivery.json")

@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import alerting, bands, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
+from monitors import alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
 from monitors.config import Settings
 from monitors.profile import BatchProfile
 from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
@@ -167,6 +167,26 @@ def advance_alerts(saved: tuple[list[dict], list[dict]], suite: RuleSuite, row: 
                          [alerting.Silence(**s) for s in silences],
                          repeat_interval=settings.alerts.repeat_interval_hours * 3600,
                          breached={a.rule for a in breached})
+
+
+ALERT_URLS_ENV = "COLLAPSE_MONITOR_ALERT_URLS"
+
+
+def channel_urls(settings: Settings) -> list[str]:
+    """On-call channel URLs: the environment's COLLAPSE_MONITOR_ALERT_URLS, else the config's alerts.urls."""
+    env = delivery.parse_urls(os.environ.get(ALERT_URLS_ENV))
+    return env or [u.get_secret_value() for u in settings.alerts.urls]
+
+
+@task(cache_policy=NONE)  # retries happen inside, per notification, with backoff; the outbox keeps the rest
+def deliver_notifications(settings: Settings, notifications: list[dict], run_id: str) -> delivery.Outcome | None:
+    """Send this run's notifications (and whatever earlier runs left in the outbox) to every channel."""
+    urls = channel_urls(settings)
+    outbox = delivery.Outbox(settings.state_path / "outbox")
+    if not urls:
+        return None
+    return delivery.deliver(outbox, urls, [{**n, "run_id": run_id} for n in notifications],
+                            retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
 
 
 @compute_task

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitors.errors import ConfigError
@@ -79,6 +79,12 @@ class DetectorSettings(_Section):
 
 class AlertSettings(_Section):
     repeat_interval_hours: float = Field(24.0, gt=0, description="re-notify a still-firing alert after this long")
+    #: On-call channels (Apprise URLs, or pdevents://ROUTING_KEY). Secrets: kept as SecretStr so that they
+    #: print and serialise (Prefect flow parameters, logs) as '**********'. COLLAPSE_MONITOR_ALERT_URLS
+    #: (whitespace- or comma-separated) replaces them.
+    urls: list[SecretStr] = Field(default_factory=list, description="on-call channel URLs (secret)")
+    delivery_retries: int = Field(3, ge=1, description="tries per notification and run before it waits in the outbox")
+    delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
 
 
 class Settings(BaseSettings):

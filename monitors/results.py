@@ -71,6 +71,8 @@ class CheckResult:
     #: silence held back
     notifications: list[dict[str, Any]] = field(default_factory=list)
     silenced: list[dict[str, Any]] = field(default_factory=list)
+    #: what delivery to on-call did: sent, still queued in the outbox, errors (no URLs in them)
+    delivery: dict[str, Any] = field(default_factory=dict)
 
     @property
     def critical_firing(self) -> bool:
@@ -97,6 +99,7 @@ class CheckResult:
             "record_checks": self.record_checks,
             "notifications": self.notifications,
             "silenced": self.silenced,
+            "delivery": self.delivery,
             "notes": self.notes,
         }
 
@@ -133,5 +136,9 @@ class CheckResult:
             lines.append(f"  resolved: {', '.join(resolved)}")
         if self.notifications:
             lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in self.notifications))
+        if self.delivery:
+            d = self.delivery
+            lines.append(f"  delivery: {d['sent']} sent, {d['queued']} waiting in the outbox"
+                         + "".join(f"\n    {e}" for e in d["errors"]))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -60,3 +60,55 @@ def write_jsonl(path: Path, rows) -> Path:
         for row in rows:
             fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every POST; ``fail_next(n)`` answers the next n with 500."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []  # accepted requests only, in order
+        self.attempts = 0
+        self._fail = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    outer.attempts += 1
+                    failing = outer._fail > 0
+                    if failing:
+                        outer._fail -= 1
+                    else:
+                        outer.received.append({"path": self.path, "json": json.loads(body or b"null")})
+                self.send_response(500 if failing else 202)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail_next(self, n: int) -> None:
+        self._fail = n
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()

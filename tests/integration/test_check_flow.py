@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -38,8 +39,13 @@ def _run_json(argv, capsys):
     return code, json.loads(lines[0])
 
 
-def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys):
+SECRET = "pdROUTINGkey0secret"
+
+
+def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys, receiver, monkeypatch):
     reference, human_batch, collapsed = data
+    # On-call: PagerDuty Events v2 to a real receiver on 127.0.0.1, the routing key a secret.
+    monkeypatch.setenv("COLLAPSE_MONITOR_ALERT_URLS", f"pdevents+http://{SECRET}@127.0.0.1:{receiver.port}/v2/enqueue")
     ref_file = write_jsonl(isolated / "ref.jsonl", [{"id": p["id"], "text": p["text"], "created_at": "2020-01-01"} for p in reference])
     assert main(["reference", "build", "--input", str(ref_file), "--dataset", "news"]) == 0
     assert "reference for dataset 'news'" in capsys.readouterr().out
@@ -138,6 +144,20 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert f"{fp}  silence active" in capsys.readouterr().out
     assert main(["alerts", "silence", "feedfacefeedface", "--for", "2h", "--reason", "x"]) == 2
     assert "no current alert has fingerprint" in capsys.readouterr().err
+
+    # The receiver saw the lifecycle: the critical alert at its first breach, the warning at its second, both
+    # resolved by the human batch, each once, with the fingerprint as PagerDuty's dedup key.
+    events = [(e["json"]["event_action"], e["json"]["dedup_key"]) for e in receiver.received]
+    fps = {a["rule"]: a["fingerprint"] for a in fired["alerts"]}
+    assert events[0] == ("trigger", fps["tail_coverage_collapse"])
+    assert ("trigger", fps["tail_coverage_loss"]) in events and events.count(("trigger", fps["tail_coverage_collapse"])) == 1
+    resolves = [fp for action, fp in events if action == "resolve"]
+    assert {fps["tail_coverage_collapse"], fps["tail_coverage_loss"]} <= set(resolves) and len(resolves) == len(set(resolves))
+    assert pinned["delivery"]["queued"] == 0 and pinned["delivery"]["sent"] == len(pinned["notifications"])
+    # The secret never reached the MLflow store, its artifacts, Prefect's database or the outbox.
+    stores = [isolated / ".collapse-monitor", Path(os.environ["PREFECT_HOME"])]
+    leaks = [p for root in stores for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaks == [] and any(p.suffix == ".db" for p in stores[1].rglob("*"))
 
     # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
     found = asyncio.run(_flow_runs("check_incoming_data"))

@@ -1,0 +1,175 @@
+"""On-call delivery of alert notifications, with an outbox so that none is lost.
+
+Channels are URLs (from the config file's ``alerts.urls`` or ``COLLAPSE_MONITOR_ALERT_URLS``, whitespace- or
+comma-separated). Two kinds:
+
+* ``pdevents://ROUTING_KEY`` — PagerDuty Events v2, sent here (Apprise's PagerDuty plugin can only trigger):
+  ``dedup_key`` = the alert's fingerprint, ``event_action`` = ``trigger`` for firing/repeat and ``resolve``
+  for resolved, so PagerDuty opens and closes one incident per alert. ``pdevents+http://KEY@HOST:PORT/PATH``
+  (or ``+https``) posts the same events to another endpoint (a proxy, a test receiver).
+* anything else goes through Apprise (``slack://``, ``json://`` generic webhook, ``mailto://``, ...).
+  Apprise reports failure by returning False; that is checked, never ignored.
+
+Every (notification, channel) pair is first written to the outbox (a folder of small JSON files under the
+state directory), then sent with retries and backoff, and removed only once the channel accepted it. What
+still fails stays in the outbox and the next run sends it first (:func:`flush`). Channel URLs hold secrets:
+outbox files store the channel's index and a redacted label, never the URL, and nothing here logs a URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PD_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+_PD = re.compile(r"^pdevents(?:\+(?P<proto>https?))?://(?P<key>[^@/]+)(?:@(?P<rest>.+))?$")
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def parse_urls(text: str | None) -> list[str]:
+    """Channel URLs from a whitespace- or comma-separated string."""
+    return [u for u in _SPLIT.split(text or "") if u]
+
+
+def redact(url: str) -> str:
+    """A label for a channel that is safe to log: its scheme only."""
+    return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sent: int
+    queued: int  # still in the outbox after this attempt
+    errors: list[str]
+
+
+def _message(n: dict[str, Any]) -> tuple[str, str]:
+    kind = {"firing": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"}[n["kind"]]
+    title = f"[{kind}] {n['severity']} {n['rule']} on {n['dataset']}"
+    value = "n/a" if n.get("value") is None else f"{n['value']:.4g}"
+    body = (f"{n['summary']}\nvalue {value}, threshold {n.get('threshold')}; "
+            f"fingerprint {n['fingerprint']}; run {n.get('run_id', '')}")
+    return title, body
+
+
+def _post_json(url: str, payload: dict, timeout: float) -> None:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from the operator's config
+        if resp.status >= 300:
+            raise OSError(f"HTTP {resp.status}")
+
+
+def send_one(url: str, n: dict[str, Any], timeout: float = 10.0) -> None:
+    """Deliver one notification to one channel, or raise OSError saying why (without the URL)."""
+    title, body = _message(n)
+    m = _PD.match(url)
+    if m:
+        endpoint = PD_EVENTS_URL if not m["rest"] else f"{m['proto'] or 'https'}://{m['rest']}"
+        event = {"routing_key": m["key"], "dedup_key": n["fingerprint"],
+                 "event_action": "resolve" if n["kind"] == "resolved" else "trigger"}
+        if event["event_action"] == "trigger":
+            event["payload"] = {"summary": title, "source": f"collapse-monitor/{n['dataset']}",
+                                "severity": "critical" if n["severity"] == "critical" else "warning",
+                                "custom_details": {"summary": n["summary"], "value": n.get("value"),
+                                                   "threshold": n.get("threshold"), "run_id": n.get("run_id")}}
+        try:
+            _post_json(endpoint, event, timeout)
+        except urllib.error.HTTPError as exc:
+            raise OSError(f"PagerDuty events endpoint answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise OSError(f"PagerDuty events endpoint unreachable ({getattr(exc, 'reason', exc)})") from None
+        return
+    import apprise
+
+    ap = apprise.Apprise()
+    if not ap.add(url):
+        raise OSError(f"{redact(url)} is not a channel URL Apprise understands")
+    kind = apprise.NotifyType.SUCCESS if n["kind"] == "resolved" else (
+        apprise.NotifyType.FAILURE if n["severity"] == "critical" else apprise.NotifyType.WARNING)
+    if not ap.notify(title=title, body=body, notify_type=kind):
+        raise OSError(f"{redact(url)} did not accept the notification")
+
+
+class Outbox:
+    """Pending deliveries, one JSON file each, named by a stable id (the same delivery is never queued twice)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def delivery_id(n: dict[str, Any], channel: int) -> str:
+        key = json.dumps([n.get("run_id"), n["fingerprint"], n["kind"], channel])
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    def put(self, n: dict[str, Any], channel: int, label: str) -> str:
+        did = self.delivery_id(n, channel)
+        path = self.folder / f"{did}.json"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"id": did, "queued": time.time(), "channel": channel, "label": label,
+                                       "attempts": 0, "last_error": None, "notification": n}))
+            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one, not half of one
+        return did
+
+    def pending(self) -> list[dict[str, Any]]:
+        items = []
+        for p in self.folder.glob("*.json"):
+            try:
+                items.append(json.loads(p.read_text()))
+            except (OSError, json.JSONDecodeError):
+                continue  # a file being replaced right now; the next flush sees it
+        return sorted(items, key=lambda d: (d["queued"], d["id"]))
+
+    def done(self, did: str) -> None:
+        (self.folder / f"{did}.json").unlink(missing_ok=True)
+
+    def failed(self, item: dict[str, Any], error: str) -> None:
+        item = {**item, "attempts": item["attempts"] + 1, "last_error": error}
+        path = self.folder / f"{item['id']}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(item))
+        os.replace(tmp, path)
+
+
+def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float = 1.0,
+          send: Callable[[str, dict], None] = send_one, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """Send everything in the outbox, oldest first, each with ``retries`` tries and exponential backoff."""
+    sent, errors = 0, []
+    for item in outbox.pending():
+        if item["channel"] >= len(urls):
+            outbox.failed(item, f"channel #{item['channel'] + 1} is no longer configured")
+            errors.append(f"{item['label']}: channel #{item['channel'] + 1} is no longer configured")
+            continue
+        for attempt in range(retries):
+            try:
+                send(urls[item["channel"]], item["notification"])
+            except OSError as exc:
+                if attempt + 1 == retries:
+                    outbox.failed(item, str(exc))
+                    errors.append(f"{item['label']}: {exc}")
+                else:
+                    sleep(backoff * 2 ** attempt)
+                continue
+            outbox.done(item["id"])
+            sent += 1
+            break
+    return Outcome(sent, len(outbox.pending()), errors)
+
+
+def deliver(outbox: Outbox, urls: list[str], notifications: list[dict[str, Any]], **kw) -> Outcome:
+    """Queue this run's notifications on every channel, then flush the whole outbox (older ones first)."""
+    for n in notifications:
+        for i, url in enumerate(urls):
+            outbox.put(n, i, redact(url))
+    return flush(outbox, urls, **kw)
