@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
 from prefect.cache_policies import NONE
 
 from flows import tasks
@@ -97,6 +100,7 @@ def check_incoming_data(
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         result.run_id = log_check(tracker, result, settings, artifacts)
+    publish_to_prefect(result)
     outcome = tasks.deliver_notifications(settings, result.notifications, result.run_id)
     if outcome is not None:
         result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
@@ -105,6 +109,30 @@ def check_incoming_data(
         result.delivery = {"sent": 0, "queued": 0, "errors": [
             f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
     return result
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "dataset"
+
+
+@task(cache_policy=NONE)
+def publish_to_prefect(result: CheckResult) -> None:
+    """The run's alerts in the Prefect UI (a table artifact) and one Prefect event per firing or resolved
+    alert, ``collapse.alert.firing`` / ``collapse.alert.resolved``, for teams to hang automations on."""
+    rows = [{"rule": a.rule, "severity": a.severity, "status": a.status,
+             "value": None if a.value is None or a.value != a.value else round(a.value, 4),
+             "threshold": a.threshold, "fingerprint": a.fingerprint} for a in result.alerts]
+    create_table_artifact(rows or [{"rule": "-", "severity": "-", "status": "no alert"}],
+                          key=f"collapse-alerts-{_slug(result.dataset)}",
+                          description=f"Alerts of check {result.run_id} ({result.dataset}, {Path(result.batch_file).name})")
+    for a in result.alerts:
+        if a.status in ("firing", "resolved"):
+            emit_event(event=f"collapse.alert.{a.status}",
+                       resource={"prefect.resource.id": f"collapse.alert.{a.fingerprint}",
+                                 "prefect.resource.name": a.rule, "collapse.dataset": result.dataset,
+                                 "collapse.severity": a.severity},
+                       payload={"value": rows[result.alerts.index(a)]["value"], "threshold": a.threshold,
+                                "summary": a.summary, "mlflow_run_id": result.run_id})
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)

@@ -46,6 +46,8 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     reference, human_batch, collapsed = data
     # On-call: PagerDuty Events v2 to a real receiver on 127.0.0.1, the routing key a secret.
     monkeypatch.setenv("COLLAPSE_MONITOR_ALERT_URLS", f"pdevents+http://{SECRET}@127.0.0.1:{receiver.port}/v2/enqueue")
+    # A still-firing alert re-notifies after repeat_interval (24 h by default; 0.7 s here).
+    monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__REPEAT_INTERVAL_HOURS", "0.0002")
     ref_file = write_jsonl(isolated / "ref.jsonl", [{"id": p["id"], "text": p["text"], "created_at": "2020-01-01"} for p in reference])
     assert main(["reference", "build", "--input", str(ref_file), "--dataset", "news"]) == 0
     assert "reference for dataset 'news'" in capsys.readouterr().out
@@ -120,7 +122,7 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     text = capsys.readouterr().out
     assert "[critical] tail_coverage_collapse" in text and "1 quarantined" in text
     assert "firing tail_coverage_loss" in text  # its second breaching run: it fires and is to be notified
-    assert "firing tail_coverage_collapse" not in text  # already firing: no repeat within 24 h
+    assert "repeat tail_coverage_collapse" in text  # still firing after repeat_interval: notified again
 
     # --reference must name a reference run; anything else is a usage error before any flow starts.
     assert main(["check", "--input", str(bad), "--dataset", "news", "--reference", ok["run_id"]]) == 2
@@ -145,12 +147,13 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert main(["alerts", "silence", "feedfacefeedface", "--for", "2h", "--reason", "x"]) == 2
     assert "no current alert has fingerprint" in capsys.readouterr().err
 
-    # The receiver saw the lifecycle: the critical alert at its first breach, the warning at its second, both
-    # resolved by the human batch, each once, with the fingerprint as PagerDuty's dedup key.
+    # The receiver saw the lifecycle: the critical alert at its first breach and its repeat, the warning at its
+    # second breach, both resolved by the human batch, each once, with the fingerprint as PagerDuty's dedup key.
     events = [(e["json"]["event_action"], e["json"]["dedup_key"]) for e in receiver.received]
     fps = {a["rule"]: a["fingerprint"] for a in fired["alerts"]}
     assert events[0] == ("trigger", fps["tail_coverage_collapse"])
-    assert ("trigger", fps["tail_coverage_loss"]) in events and events.count(("trigger", fps["tail_coverage_collapse"])) == 1
+    assert ("trigger", fps["tail_coverage_loss"]) in events
+    assert events.count(("trigger", fps["tail_coverage_collapse"])) == 2  # firing, then its repeat
     resolves = [fp for action, fp in events if action == "resolve"]
     assert {fps["tail_coverage_collapse"], fps["tail_coverage_loss"]} <= set(resolves) and len(resolves) == len(set(resolves))
     assert pinned["delivery"]["queued"] == 0 and pinned["delivery"]["sent"] == len(pinned["notifications"])
@@ -163,6 +166,34 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     found = asyncio.run(_flow_runs("check_incoming_data"))
     assert len(found) >= 3 and {r.state.type.value for r in found} == {"COMPLETED"}
     assert any(r.name == "check news: collapsed.jsonl" for r in found)
+    # ... with the alerts as a Prefect table artifact and one Prefect event per firing / resolved alert.
+    table = asyncio.run(_artifact("collapse-alerts-news"))
+    assert table is not None and table.type == "table"
+    names = asyncio.run(_events({"collapse.alert.firing", "collapse.alert.resolved"}, expect=4))
+    assert {"collapse.alert.firing", "collapse.alert.resolved"} <= names
+
+
+async def _artifact(key):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return found[0] if found else None
+
+
+async def _events(names, expect, timeout=20.0):
+    """Event names seen (events reach the API asynchronously: poll a little)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = asyncio.get_event_loop().time() + timeout
+    async with get_client() as client:
+        while True:
+            page = await client.read_events(filter=EventFilter(event=EventNameFilter(name=sorted(names))), limit=50)
+            if len(page.events) >= expect or asyncio.get_event_loop().time() > deadline:
+                return {e.event for e in page.events}
+            await asyncio.sleep(0.5)
 
 
 async def _flow_runs(name):
