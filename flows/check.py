@@ -13,7 +13,7 @@ from prefect.cache_policies import NONE
 from flows import tasks
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
-from monitors.results import CheckResult, run_indicators
+from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
 from monitors import alerting
@@ -51,13 +51,38 @@ def check_incoming_data(
 ) -> CheckResult:
     """Ingest a batch, check its records (GX), compute its collapse indicators and drift against the
     reference with bands fitted on the reference, estimate its synthetic share, evaluate the alert rules
-    and log one MLflow run. Alerts are data, not failures: the flow completes and says what fired."""
+    and log one MLflow run. Alerts are data, not failures: the flow completes and says what fired.
+
+    A check that fails (bad input, an unreachable store, a bug) is itself an alert, ``check_failed``, sent to
+    on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check."""
+    try:
+        result = _check(input_path, dataset, settings, runtime, reference_run_id)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            tasks.report_failure(settings, dataset, batch_name or input_path, exc)
+        raise
+    resolved = tasks.clear_failure(settings, dataset, result.run_id)
+    notifications = result.notifications + resolved
+    outcome = tasks.deliver_notifications(settings, notifications, result.run_id)
+    if outcome is not None:
+        result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
+        record_delivery(tasks.tracker_for(runtime), result.run_id, result.delivery)
+    elif notifications:
+        result.delivery = {"sent": 0, "queued": 0, "errors": [
+            f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
+    result.notifications = notifications
+    return result
+
+
+def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
+           reference_run_id: str | None) -> CheckResult:
     tracker = tasks.tracker_for(runtime)
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
     suite = tasks.read_rules(settings)
     record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
     saved_alerts = tasks.load_alert_state(tracker, dataset)
+    gap_hours = tasks.hours_since_last_check(tracker, dataset)
     with tasks.workspace() as work:
         prof, shards = tasks.profile_batch(input_path, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
@@ -66,6 +91,7 @@ def check_incoming_data(
         if report is not None:
             values.update(report.values)
         values.update(tasks.band_scores(values, reference, prof.records))
+        values.update(schedule_indicators(gap_hours, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
         share = tasks.estimate_share(prof, detector, settings)
         corpus = tasks.accumulate_corpus(tracker, dataset, prof.records, share)
@@ -101,13 +127,6 @@ def check_incoming_data(
             artifacts["quarantine.jsonl"] = quarantine
         result.run_id = log_check(tracker, result, settings, artifacts)
     publish_to_prefect(result)
-    outcome = tasks.deliver_notifications(settings, result.notifications, result.run_id)
-    if outcome is not None:
-        result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
-        record_delivery(tracker, result.run_id, result.delivery)
-    elif result.notifications:
-        result.delivery = {"sent": 0, "queued": 0, "errors": [
-            f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
     return result
 
 

@@ -7,6 +7,7 @@ every time it is asked to.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -157,6 +158,48 @@ def accumulate_corpus(tracker: MlflowTracker, dataset: str, records: int, share:
 def load_alert_state(tracker: MlflowTracker, dataset: str) -> tuple[list[dict], list[dict]]:
     """The dataset's alert states (from its newest finished check) and its silences."""
     return tracker.previous_alert_state(dataset), tracker.silences(dataset)
+
+
+@io_task
+def hours_since_last_check(tracker: MlflowTracker, dataset: str) -> float | None:
+    return tracker.hours_since_last_check(dataset)
+
+
+def _failure_file(settings: Settings, dataset: str) -> Path:
+    return settings.state_path / "alerts" / f"check_failed-{alerting.fingerprint('check_failed', dataset)}.json"
+
+
+def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception) -> None:
+    """A failed check is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
+    Not a task: it runs when the flow is already failing, and must not fail itself."""
+    from monitors.errors import UserError
+
+    try:
+        path = _failure_file(settings, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open_since = json.loads(path.read_text())["since"] if path.exists() else time.time()
+        severity = "warning" if isinstance(exc, UserError) else "critical"
+        message = delivery.scrub(f"{type(exc).__name__}: {exc}")[:500]
+        note = alerting.failure_notification("firing", dataset, severity, f"the check of {batch} failed: {message}")
+        path.write_text(json.dumps({**note, "since": open_since}))
+        urls = channel_urls(settings)
+        if urls:
+            delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,
+                             [{**note, "run_id": f"failed-{int(time.time())}"}],
+                             retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
+    except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
+        logging.getLogger(__name__).exception("could not report the failed check")
+
+
+def clear_failure(settings: Settings, dataset: str, run_id: str) -> list[dict]:
+    """The ``resolved`` notification of an open check_failed alert of the dataset (and forget it)."""
+    path = _failure_file(settings, dataset)
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    path.unlink()
+    return [alerting.failure_notification("resolved", dataset, old["severity"],
+                                          f"the check of dataset {dataset} succeeded again (run {run_id})")]
 
 
 @compute_task

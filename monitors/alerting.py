@@ -123,6 +123,14 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
     return StepResult(new, alerts, notes, held)
 
 
+def failure_notification(kind: str, dataset: str, severity: str, summary: str) -> dict[str, Any]:
+    """A ``check_failed`` notification: the check itself failed (or, resolved, works again)."""
+    alert = Alert(rule="check_failed", severity=severity, status="resolved" if kind == "resolved" else "firing",
+                  fingerprint=fingerprint("check_failed", dataset), value=None, threshold=None, summary=summary,
+                  dataset=dataset)
+    return Notification(kind, alert).to_dict()
+
+
 def _alert(st: AlertState, status: str) -> Alert:
     return Alert(rule=st.rule, severity=st.severity, status=status, fingerprint=st.fingerprint, value=st.value,
                  threshold=st.threshold, summary=st.summary, dataset=st.dataset)

@@ -83,6 +83,8 @@ class AlertSettings(_Section):
     #: print and serialise (Prefect flow parameters, logs) as '**********'. COLLAPSE_MONITOR_ALERT_URLS
     #: (whitespace- or comma-separated) replaces them.
     urls: list[SecretStr] = Field(default_factory=list, description="on-call channel URLs (secret)")
+    expected_interval_hours: float | None = Field(
+        None, gt=0, description="the dataset's check schedule; no successful check for twice this long alerts")
     delivery_retries: int = Field(3, ge=1, description="tries per notification and run before it waits in the outbox")
     delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
 

@@ -40,6 +40,11 @@ def parse_urls(text: str | None) -> list[str]:
     return [u for u in _SPLIT.split(text or "") if u]
 
 
+def scrub(text: str) -> str:
+    """Credentials in URLs inside a message (``scheme://user:password@host``) replaced by ``***``."""
+    return re.sub(r"://[^/@\s]+@", "://***@", text)
+
+
 def redact(url: str) -> str:
     """A label for a channel that is safe to log: its scheme only."""
     return url.split("://", 1)[0] + "://***" if "://" in url else "***"

@@ -53,6 +53,15 @@ def run_indicators(records: int, quarantined: int, values: dict[str, float], sha
     }
 
 
+def schedule_indicators(hours_since_last: float | None, expected_hours: float | None) -> dict[str, float]:
+    """``schedule.hours_since_last_check`` and ``schedule.gap_ratio`` (that / the expected interval): the
+    missed-run rule fires when no successful check happened within twice the schedule's interval."""
+    nan = float("nan")
+    gap = nan if hours_since_last is None else float(hours_since_last)
+    ratio = gap / expected_hours if expected_hours and hours_since_last is not None else nan
+    return {"schedule.hours_since_last_check": gap, "schedule.gap_ratio": ratio}
+
+
 @dataclass
 class CheckResult:
     run_id: str

@@ -163,6 +163,13 @@ class MlflowTracker:
         run = self._newest_finished_check(dataset)
         return {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")} if run else {}
 
+    def hours_since_last_check(self, dataset: str) -> float | None:
+        """Hours since the dataset's newest finished check ended (None before the first)."""
+        run = self._newest_finished_check(dataset)
+        if run is None or not run.info.end_time:
+            return None
+        return max(0.0, (time.time() * 1000 - run.info.end_time) / 3.6e6)
+
     def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
         """The alert state record (``alerts/state.json``) of the dataset's newest finished check."""
         run = self._newest_finished_check(dataset)

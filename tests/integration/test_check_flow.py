@@ -135,10 +135,25 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert {("resolved", "tail_coverage_collapse"), ("resolved", "tail_coverage_loss")} <= resolved
     assert {n["kind"] for n in pinned["notifications"]} == {"resolved"}
 
+    # A failed check is an alert too (no MLflow needed to send it); the next good check resolves it.
+    (isolated / "broken.parquet").write_bytes(b"not a parquet file")
+    assert main(["check", "--input", str(isolated / "broken.parquet"), "--dataset", "news"]) == 2
+    capsys.readouterr()
+    failed = [e["json"] for e in receiver.received if e["json"]["event_action"] == "trigger"][-1]
+    assert "check_failed" in failed["payload"]["summary"] and "cannot be read as parquet" in failed["payload"]["custom_details"]["summary"]
+    # ... and a schedule that expected a check every 0.36 s finds the gap since the last one too long.
+    monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__EXPECTED_INTERVAL_HOURS", "0.0001")
+    code, again = _run_json(["check", "--input", str(human), "--dataset", "news"], capsys)
+    kinds = {(n["kind"], n["rule"]) for n in again["notifications"]}
+    assert ("resolved", "check_failed") in kinds and ("firing", "checks_missed") in kinds
+    assert again["indicators"]["schedule.gap_ratio"] > 2
+    assert receiver.received[-1]["json"]["event_action"] in ("trigger", "resolve") and again["delivery"]["queued"] == 0
+    monkeypatch.delenv("COLLAPSE_MONITOR_ALERTS__EXPECTED_INTERVAL_HOURS")
+
     # alerts list shows no current alert after the resolve; a silence is kept as an experiment tag.
     assert main(["alerts", "list", "--dataset", "news", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["news"]
-    assert listed["alerts"] == [] and listed["silences"] == []
+    assert [a["rule"] for a in listed["alerts"]] == ["checks_missed"] and listed["silences"] == []
     fp = rules["tail_coverage_collapse"]["fingerprint"]
     assert main(["alerts", "silence", fp, "--for", "2h", "--reason", "vendor backfill", "--dataset", "news"]) == 0
     assert f"silenced {fp} on dataset 'news'" in capsys.readouterr().out
@@ -164,7 +179,8 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
 
     # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
     found = asyncio.run(_flow_runs("check_incoming_data"))
-    assert len(found) >= 3 and {r.state.type.value for r in found} == {"COMPLETED"}
+    states = sorted(r.state.type.value for r in found)
+    assert len(found) >= 5 and states.count("FAILED") == 1 and set(states) == {"COMPLETED", "FAILED"}  # broken.parquet
     assert any(r.name == "check news: collapsed.jsonl" for r in found)
     # ... with the alerts as a Prefect table artifact and one Prefect event per firing / resolved alert.
     table = asyncio.run(_artifact("collapse-alerts-news"))

@@ -78,3 +78,10 @@ def test_channel_urls_from_the_config_file_are_secret_when_settings_are_printed_
     assert s.alerts.urls[0].get_secret_value() == f"slack://{SECRET}/B/C"
     for text in (repr(s), str(s), s.model_dump_json(), json.dumps(s.model_dump(mode="json"))):
         assert SECRET not in text
+
+
+def test_credentials_in_messages_are_scrubbed():
+    from monitors.delivery import scrub
+
+    msg = "OperationalError: could not connect to postgresql://mlflow:hunter2@db:5432/mlflow (timeout)"
+    assert scrub(msg) == "OperationalError: could not connect to postgresql://***@db:5432/mlflow (timeout)"
