@@ -11,17 +11,19 @@ from prefect.events import emit_event
 from prefect.cache_policies import NONE
 
 from flows import tasks
+from monitors import alerting, delivery, spool
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
 from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
-from monitors import alerting
-from monitors.tracking import ALERT_STATE, MlflowTracker, to_json_text
+from monitors.quantify import CorpusTotals
+from monitors.spool import LogRequest
+from monitors.tracking import ALERT_STATE, MlflowTracker
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
-def log_check(tracker: MlflowTracker, result: CheckResult, settings: Settings, artifacts: dict) -> str:
+def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:
+    """The MLflow run a check consists of: metrics, params, tags, artifacts, description."""
     firing = [a for a in result.alerts if a.status == "firing"]
     tags = {
         "collapse.notifications": str(len(result.notifications)),
@@ -34,14 +36,17 @@ def log_check(tracker: MlflowTracker, result: CheckResult, settings: Settings, a
     params = {"input": result.batch_file, "contamination_cutoff": settings.contamination_cutoff.isoformat(),
               "share_method": result.share.method,
               **{f"indicators.{k}": v for k, v in settings.indicators.model_dump().items()}}
-    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts], **artifacts}
     description = (f"{result.records} records ({result.quarantined} quarantined) from {result.batch_file}; "
                    f"{len(firing)} alert(s) firing, max severity {max_severity(result.alerts)}")
-    run_id = tracker.log_check(result.dataset, Path(result.batch_file).name, metrics=result.indicators, params=params,
-                               tags=tags, artifacts=artifacts, description=description)
-    # summary.json is the --json contract, with its own run id, for readers of the run's artifacts.
-    tracker.client.log_text(run_id, to_json_text({**result.to_dict(), "run_id": run_id}), "summary.json")
-    return run_id
+    # summary.json is the --json contract, with its own run id (filled in when the run exists).
+    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts], **artifacts, "summary.json": result.to_dict()}
+    return LogRequest(result.dataset, Path(result.batch_file).name, result.indicators, params, tags, artifacts,
+                      description)
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
+def log_check(tracker: MlflowTracker, req: LogRequest) -> str:
+    return tracker.log_check(req)
 
 
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
@@ -63,10 +68,11 @@ def check_incoming_data(
         raise
     resolved = tasks.clear_failure(settings, dataset, result.run_id)
     notifications = result.notifications + resolved
-    outcome = tasks.deliver_notifications(settings, notifications, result.run_id)
+    outcome = tasks.deliver_notifications(settings, notifications, result.run_id or f"spooled-{Path(result.spooled).name}")
     if outcome is not None:
         result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
-        record_delivery(tasks.tracker_for(runtime), result.run_id, result.delivery)
+        if result.run_id:
+            record_delivery(tasks.tracker_for(runtime), result.run_id, result.delivery)
     elif notifications:
         result.delivery = {"sent": 0, "queued": 0, "errors": [
             f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
@@ -77,12 +83,14 @@ def check_incoming_data(
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
            reference_run_id: str | None) -> CheckResult:
     tracker = tasks.tracker_for(runtime)
+    replayed = tasks.replay_spool(tracker, settings)  # before any state is read: spooled runs come first
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
     suite = tasks.read_rules(settings)
     record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
     saved_alerts = tasks.load_alert_state(tracker, dataset)
     gap_hours = tasks.hours_since_last_check(tracker, dataset)
+    corpus_before = tasks.previous_corpus(tracker, dataset)  # every read of MLflow happens before the work
     with tasks.workspace() as work:
         prof, shards = tasks.profile_batch(input_path, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
@@ -94,12 +102,13 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         values.update(schedule_indicators(gap_hours, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
         share = tasks.estimate_share(prof, detector, settings)
-        corpus = tasks.accumulate_corpus(tracker, dataset, prof.records, share)
+        corpus = CorpusTotals.from_metrics(corpus_before).add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
         breached = tasks.evaluate_rules(suite, row, dataset)
         stepped = tasks.advance_alerts(saved_alerts, suite, row, breached, dataset, settings)
         alerts = stepped.alerts + record_alerts(quality, dataset)
-        notes = [f"the synthetic share comes from detector {detector.label} ({share.method})"
+        notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []
+        notes += [f"the synthetic share comes from detector {detector.label} ({share.method})"
                  if not isinstance(detector, str) else f"no synthetic-share estimate: {detector}"]
         if prof.quarantined_total:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
@@ -125,7 +134,13 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             artifacts["drift/report.json"] = report.json
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
-        result.run_id = log_check(tracker, result, settings, artifacts)
+        req = log_request(result, settings, artifacts)
+        try:
+            result.run_id = log_check(tracker, req)
+        except Exception as exc:  # noqa: BLE001 - the store went away mid-run: keep the results, replay later
+            result.spooled = str(spool.save(settings.state_path / "spool", req))
+            result.notes.append(f"MLflow could not take the results ({delivery.scrub(str(exc))[:200]}); they are "
+                                f"spooled in {result.spooled} and the next check replays them")
     publish_to_prefect(result)
     return result
 

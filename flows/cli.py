@@ -209,7 +209,11 @@ def _check(args) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(result.summary())
-        print(f"MLflow: {rt.tracking_uri} (run {result.run_id}); open it with `collapse-monitor ui`")
+        if result.spooled:
+            print(f"MLflow at {rt.tracking_uri} was unreachable: the run waits in {result.spooled} and the next "
+                  f"check replays it")
+        else:
+            print(f"MLflow: {rt.tracking_uri} (run {result.run_id}); open it with `collapse-monitor ui`")
     return EXIT_CRITICAL if result.critical_firing else EXIT_OK
 
 

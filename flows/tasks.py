@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
+from monitors import alerting, bands, delivery, spool, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
 from monitors.config import Settings
 from monitors.profile import BatchProfile
 from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
@@ -149,15 +149,26 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
 
 
 @io_task
-def accumulate_corpus(tracker: MlflowTracker, dataset: str, records: int, share: ShareEstimate) -> quantify.CorpusTotals:
-    """The dataset's running human-data totals (kept as ``corpus.*`` metrics of its checks) plus this batch."""
-    return quantify.CorpusTotals.from_metrics(tracker.previous_corpus(dataset)).add(records, share)
+def previous_corpus(tracker: MlflowTracker, dataset: str) -> dict[str, float]:
+    """The dataset's running human-data totals (``corpus.*`` metrics of its newest finished check)."""
+    return tracker.previous_corpus(dataset)
 
 
 @io_task
 def load_alert_state(tracker: MlflowTracker, dataset: str) -> tuple[list[dict], list[dict]]:
     """The dataset's alert states (from its newest finished check) and its silences."""
     return tracker.previous_alert_state(dataset), tracker.silences(dataset)
+
+
+@io_task
+def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
+    """Log every spooled check (oldest first) and remove it; returns the run ids. Stops at the first that
+    fails, leaving it and the rest for the next run."""
+    done = []
+    for entry in spool.entries(settings.state_path / "spool"):
+        done.append(tracker.replay(spool.load(entry)))
+        shutil.rmtree(entry)
+    return done
 
 
 @io_task

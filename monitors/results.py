@@ -82,6 +82,8 @@ class CheckResult:
     silenced: list[dict[str, Any]] = field(default_factory=list)
     #: what delivery to on-call did: sent, still queued in the outbox, errors (no URLs in them)
     delivery: dict[str, Any] = field(default_factory=dict)
+    #: where the results wait when MLflow could not take them (replayed by the next check)
+    spooled: str = ""
 
     @property
     def critical_firing(self) -> bool:
@@ -109,6 +111,7 @@ class CheckResult:
             "notifications": self.notifications,
             "silenced": self.silenced,
             "delivery": self.delivery,
+            "spooled": self.spooled,
             "notes": self.notes,
         }
 

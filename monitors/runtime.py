@@ -31,6 +31,9 @@ def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
     tracking = settings.mlflow_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow writes "View run ... at: URL" to stdout when a run ends on a tracking server: that would break
+    # the one-JSON-object contract of --json (and is noise in a scheduled job).
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

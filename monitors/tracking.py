@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from monitors.errors import ReferenceNotFound, UserError
 from monitors.reference import ReferenceProfile
+from monitors.spool import SPOOL_TAG, LogRequest
 
 EXPERIMENT_PREFIX = "collapse-monitor/"
 REFERENCE_ARTIFACT = "reference/profile.json"
@@ -194,23 +195,18 @@ class MlflowTracker:
         self.client.set_experiment_tag(self.experiment_id(dataset), SILENCE_TAG + silence["fingerprint"],
                                        json.dumps(silence))
 
-    def log_check(
-        self,
-        dataset: str,
-        batch_name: str,
-        *,
-        metrics: dict[str, float | None],
-        params: dict[str, Any],
-        tags: dict[str, str],
-        artifacts: dict[str, str | bytes | dict | list | Path],
-        description: str,
-    ) -> str:
-        """One finished run holding a whole check; its step is the run's sequence number in the dataset."""
-        step = self.next_sequence(dataset)
-        run_id = self._start(dataset, "check", f"check {dataset} {batch_name}", {"collapse.batch": batch_name})
+    def log_check(self, req: LogRequest) -> str:
+        """One finished run holding a whole check; its step is the run's sequence number in the dataset.
+
+        JSON artifacts are written with nan as null; a ``summary.json`` dict gets the new run's id.
+        """
+        step = self.next_sequence(req.dataset)
+        run_id = self._start(req.dataset, "check", f"check {req.dataset} {req.batch_name}",
+                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id})
         try:
-            self._log(run_id, metrics, params, {**tags, "mlflow.note.content": description, "collapse.sequence": str(step)}, step)
-            for name, content in artifacts.items():
+            self._log(run_id, req.metrics, req.params, {**req.tags, "mlflow.note.content": req.description,
+                                                        "collapse.sequence": str(step)}, step)
+            for name, content in req.artifacts.items():
                 if isinstance(content, Path):  # large: copied as a file, never read into memory
                     self._log_file(run_id, name, lambda path, src=content: shutil.copyfile(src, path))
                 elif isinstance(content, bytes):
@@ -218,12 +214,27 @@ class MlflowTracker:
                 elif isinstance(content, str):
                     self.client.log_text(run_id, content, name)
                 else:
-                    self.client.log_dict(run_id, content, name)
+                    if name == "summary.json" and isinstance(content, dict):
+                        content = {**content, "run_id": run_id}
+                    self.client.log_text(run_id, to_json_text(content), name)
         except Exception:
-            self.client.set_terminated(run_id, "FAILED")
+            try:
+                self.client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: BLE001 - the store is what failed; a replay replaces this run
+                pass
             raise
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def replay(self, req: LogRequest) -> str:
+        """Log a spooled check unless a finished run with its spool id exists; a half-logged one is replaced."""
+        exp_id = self.experiment_id(req.dataset, create=False)
+        if exp_id is not None:
+            for run in self.client.search_runs([exp_id], filter_string=f"tags.`{SPOOL_TAG}` = '{req.spool_id}'"):
+                if run.info.status == "FINISHED":
+                    return run.info.run_id
+                self.client.delete_run(run.info.run_id)
+        return self.log_check(req)
 
     def history(self, dataset: str | None = None, last: int = 20) -> list[dict[str, Any]]:
         """Check runs, newest first, as flat rows (run id, dataset, time, metrics, alert tags)."""

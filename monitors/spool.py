@@ -1,0 +1,93 @@
+"""A local spool for check results that could not reach MLflow, replayed by a later run.
+
+A check whose MLflow logging fails (the server went away mid-run) writes everything ``log_check`` needs into
+``<state dir>/spool/<id>/``: ``request.json`` (dataset, batch, metrics, params, tags, description) and its
+artifacts as files. The next check replays the spool before it reads any state from MLflow, oldest first.
+Every check run carries the tag ``collapse.spool_id``, so a replay first looks for a finished run with that
+id (the original attempt may have got through after all, or an earlier replay may have): nothing is logged
+twice, and a half-logged run from the failed attempt is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPOOL_TAG = "collapse.spool_id"
+
+
+@dataclass
+class LogRequest:
+    """Everything one check run in MLflow consists of."""
+
+    dataset: str
+    batch_name: str
+    metrics: dict[str, float | None]
+    params: dict[str, Any]
+    tags: dict[str, str]
+    artifacts: dict[str, str | bytes | dict | list | Path]
+    description: str
+    spool_id: str = ""
+
+    def __post_init__(self):
+        self.spool_id = self.spool_id or uuid.uuid4().hex
+
+
+def _nan_safe(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: (None if v is None or v != v else v) for k, v in metrics.items()}
+
+
+def save(folder: Path, req: LogRequest) -> Path:
+    """Write the request under ``folder/<spool_id>`` (atomically: a half-written spool entry is never read)."""
+    final = Path(folder) / req.spool_id
+    tmp = Path(folder) / f".{req.spool_id}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "artifacts").mkdir(parents=True)
+    kinds = {}
+    for i, (name, content) in enumerate(req.artifacts.items()):
+        target = tmp / "artifacts" / f"{i:03d}"
+        if isinstance(content, Path):
+            shutil.copyfile(content, target)
+            kinds[name] = ["file", target.name]
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+            kinds[name] = ["bytes", target.name]
+        elif isinstance(content, str):
+            target.write_text(content, encoding="utf-8")
+            kinds[name] = ["text", target.name]
+        else:
+            target.write_text(json.dumps(content), encoding="utf-8")
+            kinds[name] = ["json", target.name]
+    (tmp / "request.json").write_text(json.dumps({
+        "spooled": time.time(), "spool_id": req.spool_id, "dataset": req.dataset, "batch_name": req.batch_name,
+        "metrics": _nan_safe(req.metrics), "params": {k: str(v) for k, v in req.params.items()}, "tags": req.tags,
+        "description": req.description, "artifacts": kinds}))
+    os.replace(tmp, final)
+    return final
+
+
+def load(entry: Path) -> LogRequest:
+    raw = json.loads((entry / "request.json").read_text())
+    artifacts: dict[str, Any] = {}
+    for name, (kind, file) in raw["artifacts"].items():
+        path = entry / "artifacts" / file
+        artifacts[name] = {"file": lambda p=path: p, "bytes": path.read_bytes, "text": lambda p=path: p.read_text("utf-8"),
+                           "json": lambda p=path: json.loads(p.read_text("utf-8"))}[kind]()
+    metrics = {k: (float("nan") if v is None else v) for k, v in raw["metrics"].items()}
+    return LogRequest(raw["dataset"], raw["batch_name"], metrics, raw["params"], raw["tags"], artifacts,
+                      raw["description"], raw["spool_id"])
+
+
+def entries(folder: Path) -> list[Path]:
+    """Spooled requests, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "request.json").exists()]
+    return sorted(found, key=lambda p: json.loads((p / "request.json").read_text())["spooled"])
