@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,20 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     stores = [isolated / ".collapse-monitor", Path(os.environ["PREFECT_HOME"])]
     leaks = [p for root in stores for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaks == [] and any(p.suffix == ".db" for p in stores[1].rglob("*"))
+
+    # A silence holds back the page while the alert fires again, and lets it through once it has expired.
+    before = len(receiver.received)
+    code, muted = _run_json(["check", "--input", str(bad), "--dataset", "news"], capsys)
+    assert code == 3 and ("firing", "tail_coverage_collapse") in {(n["kind"], n["rule"]) for n in muted["silenced"]}
+    assert fp not in [e["json"]["dedup_key"] for e in receiver.received[before:]]
+    assert main(["alerts", "silence", fp, "--for", "1s", "--reason", "shorten it", "--dataset", "news"]) == 0
+    capsys.readouterr()
+    time.sleep(1.5)
+    code, loud = _run_json(["check", "--input", str(bad), "--dataset", "news"], capsys)
+    assert ("firing", "tail_coverage_collapse") in {(n["kind"], n["rule"]) for n in loud["notifications"]}
+    assert ("trigger", fp) in [(e["json"]["event_action"], e["json"]["dedup_key"]) for e in receiver.received[before:]]
+    # what the receiver saw, for people reading the test output
+    (isolated / "receiver.jsonl").write_text("".join(json.dumps(e["json"]) + "\n" for e in receiver.received))
 
     # The checks really went through Prefect: their flow runs are in the (ephemeral) API, completed.
     found = asyncio.run(_flow_runs("check_incoming_data"))
