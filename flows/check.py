@@ -62,9 +62,8 @@ def check_incoming_data(
     on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check."""
     try:
         result = _check(input_path, dataset, settings, runtime, reference_run_id)
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            tasks.report_failure(settings, dataset, batch_name or input_path, exc)
+    except Exception as exc:
+        tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
     resolved = tasks.clear_failure(settings, dataset, result.run_id)
     notifications = result.notifications + resolved
@@ -88,9 +87,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
     suite = tasks.read_rules(settings)
     record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
-    saved_alerts = tasks.load_alert_state(tracker, dataset)
-    gap_hours = tasks.hours_since_last_check(tracker, dataset)
-    corpus_before = tasks.previous_corpus(tracker, dataset)  # every read of MLflow happens before the work
+    previous, silences = tasks.load_previous(tracker, dataset)  # every read of MLflow happens before the work
     with tasks.workspace() as work:
         prof, shards = tasks.profile_batch(input_path, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
@@ -99,13 +96,13 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         if report is not None:
             values.update(report.values)
         values.update(tasks.band_scores(values, reference, prof.records))
-        values.update(schedule_indicators(gap_hours, settings.alerts.expected_interval_hours))
+        values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
         share = tasks.estimate_share(prof, detector, settings)
-        corpus = CorpusTotals.from_metrics(corpus_before).add(prof.records, share)
+        corpus = CorpusTotals.from_metrics(previous.corpus).add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
         breached = tasks.evaluate_rules(suite, row, dataset)
-        stepped = tasks.advance_alerts(saved_alerts, suite, row, breached, dataset, settings)
+        stepped = tasks.advance_alerts(previous.alert_states, silences, suite, row, breached, dataset, settings)
         alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []
         notes += [f"the synthetic share comes from detector {detector.label} ({share.method})"

@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     dtr = dsub.add_parser(
         "train", parents=[common], formatter_class=_Formatter,
         help="train, evaluate and register a detector from labelled human and machine text",
-        description="Train a calibrated word/character n-gram + stylometry detector on labelled text, evaluate it on "
+        description="Train a calibrated word and character n-gram detector on labelled text, evaluate it on "
                     "a held-out 40 % (ROC AUC, TPR and FPR at the operating point, calibration error), choose the "
                     "quantification estimator (ACC, PACC or EM) on that held-out part, and register it in the MLflow "
                     "model registry (skops format) with those figures, its held-out scores and the hashes of its "

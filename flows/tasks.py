@@ -28,7 +28,7 @@ from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
 from monitors.reference import ReferenceProfile
 from monitors.rules import RuleSuite, load_rules
 from monitors.runtime import Runtime, mlflow_client
-from monitors.tracking import MlflowTracker
+from monitors.tracking import MlflowTracker, PreviousCheck
 
 io_task = task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
 compute_task = task(cache_policy=NONE)
@@ -149,15 +149,9 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
 
 
 @io_task
-def previous_corpus(tracker: MlflowTracker, dataset: str) -> dict[str, float]:
-    """The dataset's running human-data totals (``corpus.*`` metrics of its newest finished check)."""
-    return tracker.previous_corpus(dataset)
-
-
-@io_task
-def load_alert_state(tracker: MlflowTracker, dataset: str) -> tuple[list[dict], list[dict]]:
-    """The dataset's alert states (from its newest finished check) and its silences."""
-    return tracker.previous_alert_state(dataset), tracker.silences(dataset)
+def load_previous(tracker: MlflowTracker, dataset: str) -> tuple[PreviousCheck, list[dict]]:
+    """What this check continues from (corpus totals, time since, alert states) and the dataset's silences."""
+    return tracker.previous_check(dataset), tracker.silences(dataset)
 
 
 @io_task
@@ -169,11 +163,6 @@ def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
         done.append(tracker.replay(spool.load(entry)))
         shutil.rmtree(entry)
     return done
-
-
-@io_task
-def hours_since_last_check(tracker: MlflowTracker, dataset: str) -> float | None:
-    return tracker.hours_since_last_check(dataset)
 
 
 def _failure_file(settings: Settings, dataset: str) -> Path:
@@ -214,9 +203,8 @@ def clear_failure(settings: Settings, dataset: str, run_id: str) -> list[dict]:
 
 
 @compute_task
-def advance_alerts(saved: tuple[list[dict], list[dict]], suite: RuleSuite, row: dict[str, float],
+def advance_alerts(states: list[dict], silences: list[dict], suite: RuleSuite, row: dict[str, float],
                    breached: list, dataset: str, settings: Settings) -> alerting.StepResult:
-    states, silences = saved
     return alerting.step(alerting.states_from_json(states), suite.rules, row, dataset, time.time(),
                          [alerting.Silence(**s) for s in silences],
                          repeat_interval=settings.alerts.repeat_interval_hours * 3600,

@@ -33,6 +33,15 @@ ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 
 
+@dataclass(frozen=True)
+class PreviousCheck:
+    """The running state a check carries on from the dataset's newest finished check."""
+
+    corpus: dict[str, float]  # corpus.* running totals
+    hours_since: float | None  # since it ended (None: there is none)
+    alert_states: list[dict[str, Any]]  # its alerts/state.json
+
+
 def experiment_name(dataset: str) -> str:
     return EXPERIMENT_PREFIX + dataset
 
@@ -159,26 +168,24 @@ class MlflowTracker:
             order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
-    def previous_corpus(self, dataset: str) -> dict[str, float]:
-        """The ``corpus.*`` running totals of the dataset's newest finished check (empty for the first)."""
+    def previous_check(self, dataset: str) -> PreviousCheck:
+        """What a check continues from: the dataset's newest finished check (one query, one download)."""
         run = self._newest_finished_check(dataset)
-        return {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")} if run else {}
-
-    def hours_since_last_check(self, dataset: str) -> float | None:
-        """Hours since the dataset's newest finished check ended (None before the first)."""
-        run = self._newest_finished_check(dataset)
-        if run is None or not run.info.end_time:
-            return None
-        return max(0.0, (time.time() * 1000 - run.info.end_time) / 3.6e6)
+        if run is None:
+            return PreviousCheck({}, None, [])
+        corpus = {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")}
+        hours = max(0.0, (time.time() * 1000 - run.info.end_time) / 3.6e6) if run.info.end_time else None
+        return PreviousCheck(corpus, hours, self._alert_state(run.info.run_id))
 
     def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
         """The alert state record (``alerts/state.json``) of the dataset's newest finished check."""
         run = self._newest_finished_check(dataset)
-        if run is None:
-            return []
+        return [] if run is None else self._alert_state(run.info.run_id)
+
+    def _alert_state(self, run_id: str) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self.client.download_artifacts(run.info.run_id, ALERT_STATE, tmp)
+                path = self.client.download_artifacts(run_id, ALERT_STATE, tmp)
             except (MlflowException, OSError):
                 return []  # a check from before alert state existed
             return json.loads(Path(path).read_text(encoding="utf-8"))
