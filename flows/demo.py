@@ -135,13 +135,14 @@ def table(results: list[tuple[float, CheckResult]]) -> str:
     for share, r in results:
         s, ind = r.share, r.indicators
         ci = f"{f(s.estimate, 4)} [{f(s.low, 4)}-{f(s.high, 4)}]" if s.estimate is not None else "n/a"
-        firing = [a for a in r.alerts if a.status == "firing"]
-        alerts = ", ".join(f"{a.rule} ({a.severity[0].upper()})" for a in firing) or "-"
+        shown = [a for a in r.alerts if a.status in ("firing", "pending")]
+        alerts = ", ".join(f"{a.rule} ({a.severity[0].upper()}{', pending' if a.status == 'pending' else ''})"
+                           for a in shown) or "-"
         lines.append(f"{Path(r.batch_file).stem:<14} {share:>8.2f} {ci:>18} {f(ind.get('human.share'))} "
                      f"{f(ind.get('corpus.human_share'), 6)} {f(ind.get('tail.distinct_2.ratio'), 6)} {f(ind.get('tail.rare_coverage.ratio'), 8)} "
                      f"{f(ind.get('mode.compression_ratio.ratio'), 6)}  {alerts}")
     lines.append("human: the batch's estimated human share; corpus: the human share of every batch so far (floor 0.30). "
                  "dist-2, rare cov, compr.: distinct bigrams per window, coverage of the reference's rare words, "
                  "compression ratio; each as a ratio to the human reference (1.00 = like the reference). "
-                 "Severity: W warning, C critical.")
+                 "Severity: W warning, C critical; pending: breached, but a warning fires only at its second breaching run.")
     return "\n".join(lines)
