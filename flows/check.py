@@ -7,17 +7,17 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
-from prefect.events import emit_event
 from prefect.cache_policies import NONE
+from prefect.events import emit_event
 
 from flows import tasks
 from monitors import alerting, delivery, spool
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
+from monitors.quantify import CorpusTotals
 from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
-from monitors.quantify import CorpusTotals
 from monitors.spool import LogRequest
 from monitors.tracking import ALERT_STATE, MlflowTracker
 
@@ -156,14 +156,14 @@ def publish_to_prefect(result: CheckResult) -> None:
     create_table_artifact(rows or [{"rule": "-", "severity": "-", "status": "no alert"}],
                           key=f"collapse-alerts-{_slug(result.dataset)}",
                           description=f"Alerts of check {result.run_id} ({result.dataset}, {Path(result.batch_file).name})")
-    for a in result.alerts:
+    for a, row in zip(result.alerts, rows):
         if a.status in ("firing", "resolved"):
             emit_event(event=f"collapse.alert.{a.status}",
                        resource={"prefect.resource.id": f"collapse.alert.{a.fingerprint}",
                                  "prefect.resource.name": a.rule, "collapse.dataset": result.dataset,
                                  "collapse.severity": a.severity},
-                       payload={"value": rows[result.alerts.index(a)]["value"], "threshold": a.threshold,
-                                "summary": a.summary, "mlflow_run_id": result.run_id})
+                       payload={"value": row["value"], "threshold": a.threshold, "summary": a.summary,
+                                "mlflow_run_id": result.run_id})
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)

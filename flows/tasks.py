@@ -21,7 +21,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import alerting, bands, delivery, spool, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources
+from monitors import (
+    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources, spool,
+)
 from monitors.config import Settings
 from monitors.profile import BatchProfile
 from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
@@ -182,11 +184,7 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception)
         message = delivery.scrub(f"{type(exc).__name__}: {exc}")[:500]
         note = alerting.failure_notification("firing", dataset, severity, f"the check of {batch} failed: {message}")
         path.write_text(json.dumps({**note, "since": open_since}))
-        urls = channel_urls(settings)
-        if urls:
-            delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,
-                             [{**note, "run_id": f"failed-{int(time.time())}"}],
-                             retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
+        send_notifications(settings, [note], f"failed-{int(time.time())}")
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
         logging.getLogger(__name__).exception("could not report the failed check")
 
@@ -220,15 +218,18 @@ def channel_urls(settings: Settings) -> list[str]:
     return env or [u.get_secret_value() for u in settings.alerts.urls]
 
 
-@task(cache_policy=NONE)  # retries happen inside, per notification, with backoff; the outbox keeps the rest
-def deliver_notifications(settings: Settings, notifications: list[dict], run_id: str) -> delivery.Outcome | None:
-    """Send this run's notifications (and whatever earlier runs left in the outbox) to every channel."""
+def send_notifications(settings: Settings, notifications: list[dict], run_id: str) -> delivery.Outcome | None:
+    """Send notifications (and whatever earlier runs left in the outbox) to every channel; None without any."""
     urls = channel_urls(settings)
-    outbox = delivery.Outbox(settings.state_path / "outbox")
     if not urls:
         return None
-    return delivery.deliver(outbox, urls, [{**n, "run_id": run_id} for n in notifications],
+    return delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,
+                            [{**n, "run_id": run_id} for n in notifications],
                             retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
+
+
+#: retries happen inside, per notification, with backoff; the outbox keeps the rest
+deliver_notifications = task(send_notifications, name="deliver_notifications", cache_policy=NONE)
 
 
 @compute_task
