@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NONE
-from prefect.events import emit_event
+from prefect import flow
 
 from flows import tasks
-from monitors import alerting, delivery, spool
+from monitors import alerting
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
 from monitors.quantify import CorpusTotals
@@ -19,7 +15,7 @@ from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
 from monitors.spool import LogRequest
-from monitors.tracking import ALERT_STATE, MlflowTracker
+from monitors.tracking import ALERT_STATE
 
 
 def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:
@@ -44,11 +40,6 @@ def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> Log
                       description)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
-def log_check(tracker: MlflowTracker, req: LogRequest) -> str:
-    return tracker.log_check(req)
-
-
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
 def check_incoming_data(
     input_path: str, dataset: str, settings: Settings, runtime: Runtime,
@@ -65,17 +56,8 @@ def check_incoming_data(
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
-    resolved = tasks.clear_failure(settings, dataset, result.run_id)
-    notifications = result.notifications + resolved
-    outcome = tasks.deliver_notifications(settings, notifications, result.run_id or f"spooled-{Path(result.spooled).name}")
-    if outcome is not None:
-        result.delivery = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
-        if result.run_id:
-            record_delivery(tasks.tracker_for(runtime), result.run_id, result.delivery)
-    elif notifications:
-        result.delivery = {"sent": 0, "queued": 0, "errors": [
-            f"no alert channel configured ({tasks.ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
-    result.notifications = notifications
+    result.notifications, result.delivery = tasks.deliver_and_record(
+        settings, runtime, dataset, result.run_id, result.spooled, result.notifications)
     return result
 
 
@@ -131,43 +113,8 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             artifacts["drift/report.json"] = report.json
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
-        req = log_request(result, settings, artifacts)
-        try:
-            result.run_id = log_check(tracker, req)
-        except Exception as exc:  # noqa: BLE001 - the store went away mid-run: keep the results, replay later
-            result.spooled = str(spool.save(settings.state_path / "spool", req))
-            result.notes.append(f"MLflow could not take the results ({delivery.scrub(str(exc))[:200]}); they are "
-                                f"spooled in {result.spooled} and the next check replays them")
-    publish_to_prefect(result)
+        result.run_id, result.spooled, note = tasks.log_or_spool(tracker, log_request(result, settings, artifacts), settings)
+        result.notes += [note] if note else []
+    tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
+                             f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
     return result
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "dataset"
-
-
-@task(cache_policy=NONE)
-def publish_to_prefect(result: CheckResult) -> None:
-    """The run's alerts in the Prefect UI (a table artifact) and one Prefect event per firing or resolved
-    alert, ``collapse.alert.firing`` / ``collapse.alert.resolved``, for teams to hang automations on."""
-    rows = [{"rule": a.rule, "severity": a.severity, "status": a.status,
-             "value": None if a.value is None or a.value != a.value else round(a.value, 4),
-             "threshold": a.threshold, "fingerprint": a.fingerprint} for a in result.alerts]
-    create_table_artifact(rows or [{"rule": "-", "severity": "-", "status": "no alert"}],
-                          key=f"collapse-alerts-{_slug(result.dataset)}",
-                          description=f"Alerts of check {result.run_id} ({result.dataset}, {Path(result.batch_file).name})")
-    for a, row in zip(result.alerts, rows):
-        if a.status in ("firing", "resolved"):
-            emit_event(event=f"collapse.alert.{a.status}",
-                       resource={"prefect.resource.id": f"collapse.alert.{a.fingerprint}",
-                                 "prefect.resource.name": a.rule, "collapse.dataset": result.dataset,
-                                 "collapse.severity": a.severity},
-                       payload={"value": row["value"], "threshold": a.threshold, "summary": a.summary,
-                                "mlflow_run_id": result.run_id})
-
-
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
-def record_delivery(tracker: MlflowTracker, run_id: str, outcome: dict) -> None:
-    tracker.client.set_tag(run_id, "collapse.delivery.sent", str(outcome["sent"]))
-    tracker.client.set_tag(run_id, "collapse.delivery.queued", str(outcome["queued"]))
-    tracker.client.log_dict(run_id, outcome, "alerts/delivery.json")

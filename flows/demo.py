@@ -1,4 +1,5 @@
-"""``collapse-monitor demo``: the whole job on embedded defaults, on a simulated collapsing data stream.
+"""``collapse-monitor demo``: the whole job on embedded defaults, on a simulated collapsing data stream,
+then model lineages audited on long-tail probes (:mod:`flows.demo_probes`).
 
 A human reference is built from Austen's novels; then batches arrive in which text from a recursively
 retrained generator (generation g is fitted on generation g-1's output) replaces more and more of the
@@ -16,12 +17,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from flows.check import check_incoming_data
+from flows.demo_probes import run_probe_demo
 from flows.reference import build_reference_flow
 from monitors import registry
 from monitors.config import Settings
 from monitors.corpus import austen_paragraphs
 from monitors.detector import data_hash, train_detector
-from monitors.results import CheckResult
+from monitors.results import CheckResult, ProbeResult
 from monitors.runtime import Runtime, mlflow_client
 from monitors.simulate import recursive_generations
 from monitors.tracking import MlflowTracker
@@ -61,7 +63,8 @@ def _dated(rng: random.Random, start: date, end: date) -> str:
     return (start + timedelta(days=rng.randrange((end - start).days))).isoformat()
 
 
-def run_demo(settings: Settings, runtime: Runtime, quick: bool = False) -> list[tuple[float, CheckResult]]:
+def run_demo(settings: Settings, runtime: Runtime, quick: bool = False
+             ) -> tuple[list[tuple[float, CheckResult]], dict[tuple[str, str], list[ProbeResult]]]:
     plan = QUICK if quick else FULL
     started = time.monotonic()
     rng = random.Random(7)
@@ -122,7 +125,9 @@ def run_demo(settings: Settings, runtime: Runtime, quick: bool = False) -> list[
         firing = ", ".join(a.rule for a in result.alerts if a.status == "firing") or "none"
         _progress(f"batch {i + 1}/{len(plan.shares)}: true synthetic share {share:.2f}, alerts: {firing}", started)
         results.append((share, result))
-    return results
+    probed = run_probe_demo(settings, runtime, [p["text"] for p in reference], work,
+                            lambda msg: _progress(msg, started), quick=quick)
+    return results, probed
 
 
 def table(results: list[tuple[float, CheckResult]]) -> str:

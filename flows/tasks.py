@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -32,7 +33,14 @@ from monitors.rules import RuleSuite, load_rules
 from monitors.runtime import Runtime, mlflow_client
 from monitors.tracking import MlflowTracker, PreviousCheck
 
-io_task = task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O that failed by chance; a user's error (a missing model, a bad alias) fails at once."""
+    from monitors.errors import UserError
+
+    return not isinstance(state.data, UserError)
+
+
+io_task = task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE, retry_condition_fn=_transient)
 compute_task = task(cache_policy=NONE)
 #: Below this many input bytes, worker processes cost more than they save.
 PARALLEL_MIN_BYTES = 16 << 20
@@ -167,37 +175,39 @@ def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
     return done
 
 
-def _failure_file(settings: Settings, dataset: str) -> Path:
-    return settings.state_path / "alerts" / f"check_failed-{alerting.fingerprint('check_failed', dataset)}.json"
+def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
+    return settings.state_path / "alerts" / f"{rule}-{alerting.fingerprint(rule, scope)}.json"
 
 
-def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception) -> None:
-    """A failed check is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
+def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
+                   what: str = "check") -> None:
+    """A failed run is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
     Not a task: it runs when the flow is already failing, and must not fail itself."""
     from monitors.errors import UserError
 
     try:
-        path = _failure_file(settings, dataset)
+        path = _failure_file(settings, dataset, rule)
         path.parent.mkdir(parents=True, exist_ok=True)
         open_since = json.loads(path.read_text())["since"] if path.exists() else time.time()
-        severity = "warning" if isinstance(exc, UserError) else "critical"
+        severity = "warning" if isinstance(exc, UserError) and rule == "check_failed" else "critical"
         message = delivery.scrub(f"{type(exc).__name__}: {exc}")[:500]
-        note = alerting.failure_notification("firing", dataset, severity, f"the check of {batch} failed: {message}")
+        note = alerting.failure_notification("firing", dataset, severity, f"the {what} of {batch} failed: {message}", rule)
         path.write_text(json.dumps({**note, "since": open_since}))
         send_notifications(settings, [note], f"failed-{int(time.time())}")
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
-        logging.getLogger(__name__).exception("could not report the failed check")
+        logging.getLogger(__name__).exception("could not report the failed %s", what)
 
 
-def clear_failure(settings: Settings, dataset: str, run_id: str) -> list[dict]:
-    """The ``resolved`` notification of an open check_failed alert of the dataset (and forget it)."""
-    path = _failure_file(settings, dataset)
+def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "check_failed",
+                  what: str = "check") -> list[dict]:
+    """The ``resolved`` notification of an open check_failed (probe_failed) alert of the scope (and forget it)."""
+    path = _failure_file(settings, dataset, rule)
     if not path.exists():
         return []
     old = json.loads(path.read_text())
     path.unlink()
     return [alerting.failure_notification("resolved", dataset, old["severity"],
-                                          f"the check of dataset {dataset} succeeded again (run {run_id})")]
+                                          f"the {what} of {dataset} succeeded again (run {run_id})", rule)]
 
 
 @compute_task
@@ -235,3 +245,72 @@ deliver_notifications = task(send_notifications, name="deliver_notifications", c
 @compute_task
 def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
     return gx_rules.evaluate(suite, row, dataset)
+
+
+@io_task
+def log_check(tracker: MlflowTracker, req: spool.LogRequest) -> str:
+    return tracker.log_check(req)
+
+
+def log_or_spool(tracker: MlflowTracker, req: spool.LogRequest, settings: Settings) -> tuple[str, str, str]:
+    """Log the run; when MLflow cannot take it, keep it in the spool for the next run to replay.
+
+    Returns (run id, spool folder, a note for the user); exactly one of the first two is set."""
+    try:
+        return log_check(tracker, req), "", ""
+    except Exception as exc:  # noqa: BLE001 - the store went away mid-run: keep the results, replay later
+        spooled = str(spool.save(settings.state_path / "spool", req))
+        return "", spooled, (f"MLflow could not take the results ({delivery.scrub(str(exc))[:200]}); they are "
+                             f"spooled in {spooled} and the next run replays them")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "scope"
+
+
+@task(cache_policy=NONE)
+def publish_to_prefect(alerts: list, scope: str, run_id: str, description: str) -> None:
+    """The run's alerts in the Prefect UI (a table artifact ``collapse-alerts-<scope>``) and one Prefect event
+    per firing or resolved alert, ``collapse.alert.firing`` / ``collapse.alert.resolved``, for teams to hang
+    automations on."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.events import emit_event
+
+    rows = [{"rule": a.rule, "severity": a.severity, "status": a.status,
+             "value": None if a.value is None or a.value != a.value else round(a.value, 4),
+             "threshold": a.threshold, "fingerprint": a.fingerprint} for a in alerts]
+    create_table_artifact(rows or [{"rule": "-", "severity": "-", "status": "no alert"}],
+                          key=f"collapse-alerts-{_slug(scope)}", description=description)
+    for a, row in zip(alerts, rows):
+        if a.status in ("firing", "resolved"):
+            emit_event(event=f"collapse.alert.{a.status}",
+                       resource={"prefect.resource.id": f"collapse.alert.{a.fingerprint}",
+                                 "prefect.resource.name": a.rule, "collapse.dataset": scope,
+                                 "collapse.severity": a.severity},
+                       payload={"value": row["value"], "threshold": a.threshold, "summary": a.summary,
+                                "mlflow_run_id": run_id})
+
+
+@io_task
+def record_delivery(tracker: MlflowTracker, run_id: str, outcome: dict) -> None:
+    tracker.client.set_tag(run_id, "collapse.delivery.sent", str(outcome["sent"]))
+    tracker.client.set_tag(run_id, "collapse.delivery.queued", str(outcome["queued"]))
+    tracker.client.log_dict(run_id, outcome, "alerts/delivery.json")
+
+
+def deliver_and_record(settings: Settings, runtime: Runtime, scope: str, run_id: str, spooled: str,
+                       notifications: list[dict], rule: str = "check_failed", what: str = "check"
+                       ) -> tuple[list[dict], dict]:
+    """After a successful run: resolve an open ``rule`` failure alert, deliver the run's notifications (and
+    the outbox's), and record what delivery did with the run. Returns (all notifications, delivery)."""
+    notifications = notifications + clear_failure(settings, scope, run_id or "(spooled)", rule, what)
+    outcome = deliver_notifications(settings, notifications, run_id or f"spooled-{Path(spooled).name}")
+    if outcome is not None:
+        result = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
+        if run_id:
+            record_delivery(tracker_for(runtime), run_id, result)
+        return notifications, result
+    if notifications:
+        return notifications, {"sent": 0, "queued": 0, "errors": [
+            f"no alert channel configured ({ALERT_URLS_ENV} or alerts.urls): logged to MLflow only"]}
+    return notifications, {}

@@ -123,10 +123,11 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
     return StepResult(new, alerts, notes, held)
 
 
-def failure_notification(kind: str, dataset: str, severity: str, summary: str) -> dict[str, Any]:
-    """A ``check_failed`` notification: the check itself failed (or, resolved, works again)."""
-    alert = Alert(rule="check_failed", severity=severity, status="resolved" if kind == "resolved" else "firing",
-                  fingerprint=fingerprint("check_failed", dataset), value=None, threshold=None, summary=summary,
+def failure_notification(kind: str, dataset: str, severity: str, summary: str,
+                         rule: str = "check_failed") -> dict[str, Any]:
+    """A ``check_failed`` (or ``probe_failed``) notification: the run itself failed (or, resolved, works again)."""
+    alert = Alert(rule=rule, severity=severity, status="resolved" if kind == "resolved" else "firing",
+                  fingerprint=fingerprint(rule, dataset), value=None, threshold=None, summary=summary,
                   dataset=dataset)
     return Notification(kind, alert).to_dict()
 

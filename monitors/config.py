@@ -31,6 +31,7 @@ DEFAULT_CONFIG_FILE = "collapse-monitor.yaml"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = PACKAGE_ROOT / "expectations" / "collapse_indicators.json"
 DEFAULT_RECORD_RULES = PACKAGE_ROOT / "expectations" / "incoming_batch.json"
+DEFAULT_PROBE_RULES = PACKAGE_ROOT / "expectations" / "probe_indicators.json"
 
 
 class _Section(BaseModel):
@@ -89,6 +90,15 @@ class AlertSettings(_Section):
     delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
 
 
+class ProbeSettings(_Section):
+    rules_path: Path = Field(DEFAULT_PROBE_RULES, description="the probe alert rule suite (GX JSON)")
+    head_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="the head 'holds' while its quality fell by no more than this share")
+    ece_bins: int = Field(10, ge=2, description="confidence bins of the expected calibration error")
+    prompt_words: int = Field(8, ge=1, description="a generator's prompt: the first words of a probe text")
+    seed: int = Field(0, description="seed passed to a generator's predict")
+
+
 class Settings(BaseSettings):
     """Everything collapse-monitor can be told. See the README's configuration reference."""
 
@@ -108,6 +118,7 @@ class Settings(BaseSettings):
     indicators: IndicatorSettings = IndicatorSettings()
     detector: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
+    probes: ProbeSettings = ProbeSettings()
 
     @field_validator("dataset")
     @classmethod

@@ -154,3 +154,101 @@ class CheckResult:
                          + "".join(f"\n    {e}" for e in d["errors"]))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+#: Per-slice metrics shown in a probe's summary, by model kind.
+PROBE_METRICS = {"classifier": ("accuracy", "macro_f1", "ece"),
+                 "generator": ("perplexity", "distinct_2.ratio", "compression_ratio.ratio", "self_similarity.ratio")}
+
+
+@dataclass
+class ProbeResult:
+    """One evaluation of a registered model on a probe set, compared with earlier versions."""
+
+    run_id: str
+    model_uri: str
+    model: str
+    version: str
+    kind: str
+    probe_set: str
+    probe_digest: str
+    examples: dict[str, int]  # per slice
+    indicators: dict[str, float]
+    previous: dict[str, Any] | None  # {"version", "run_id", "evaluated_now"} of the previous registry version
+    first: dict[str, Any] | None  # the oldest version evaluated on this probe set (None: this one)
+    lineage: dict[str, Any]
+    alerts: list[Alert]
+    notes: list[str] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    silenced: list[dict[str, Any]] = field(default_factory=list)
+    delivery: dict[str, Any] = field(default_factory=dict)
+    spooled: str = ""
+
+    @property
+    def critical_firing(self) -> bool:
+        return any(a.status == "firing" and a.severity == "critical" for a in self.alerts)
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(v):
+            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+        return {
+            "run_id": self.run_id, "model_uri": self.model_uri, "model": self.model, "version": self.version,
+            "kind": self.kind, "probe_set": {"path": self.probe_set, "sha256": self.probe_digest, "examples": self.examples},
+            "indicators": {k: num(v) for k, v in sorted(self.indicators.items())},
+            "previous": self.previous, "first": self.first, "lineage": self.lineage,
+            "alerts": [{**a.to_dict(), "value": num(a.value)} for a in self.alerts],
+            "max_severity": max_severity(self.alerts), "notifications": self.notifications,
+            "silenced": self.silenced, "delivery": self.delivery, "spooled": self.spooled, "notes": self.notes,
+        }
+
+    def summary(self) -> str:
+        def fmt(v, signed=False):
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                return "n/a"
+            return f"{v:+.3f}" if signed else f"{v:.3f}"
+        ind = self.indicators
+        lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {self.probe_set} "
+                 f"(MLflow run {self.run_id})",
+                 "  examples: " + ", ".join(f"{s} {n}" for s, n in self.examples.items())]
+        against = [f"previous version {self.previous['version']}" + (" (evaluated now)" if self.previous["evaluated_now"] else "")
+                   ] if self.previous else []
+        against += [f"first evaluated version {self.first['version']}"] if self.first else []
+        lines.append("  compared with: " + (", ".join(against) or "nothing (no earlier version on this probe set)"))
+        metrics = PROBE_METRICS[self.kind]
+        lines.append(f"  {'slice':<6} " + " ".join(f"{m:>24}" for m in metrics))
+        for sl in ("head", "torso", "tail", "all"):
+            if f"probe.{sl}.examples" not in ind:
+                continue
+            cells = []
+            for m in metrics:
+                key = f"probe.{sl}.{m}"
+                delta = ind.get(f"{key}.delta_prev")
+                cells.append(f"{fmt(ind.get(key))} ({fmt(delta, True)})" if delta is not None else fmt(ind.get(key)))
+            lines.append(f"  {sl:<6} " + " ".join(f"{c:>24}" for c in cells))
+        lines.append("  (in brackets: the change since the previous version)" if self.previous else "")
+        lines.append(f"  tail/head ratio: {fmt(ind.get('probe.tail_head_ratio'))}"
+                     + (f" (previous {fmt(ind.get('probe.tail_head_ratio') - ind['probe.tail_head_ratio.delta_prev'])})"
+                        if "probe.tail_head_ratio.delta_prev" in ind else "")
+                     + f"; tail drop while the head held: {fmt(ind.get('probe.early_collapse'))}")
+        lin = self.lineage
+        lines.append(f"  lineage: distillation depth {lin['depth']}"
+                     + (f" ({' <- '.join(lin['chain'])})" if lin["depth"] else "")
+                     + (f"; synthetic fraction {fmt(lin['synthetic_fraction'])}" if lin.get("synthetic_fraction") is not None else ""))
+        firing = [a for a in self.alerts if a.status == "firing"]
+        if firing:
+            lines.append(f"  alerts firing ({max_severity(self.alerts)}):")
+            lines += [f"    [{a.severity}] {a.rule}: value {fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
+        else:
+            lines.append("  alerts: none firing")
+        for status in ("pending", "resolved"):
+            named = [a.rule for a in self.alerts if a.status == status]
+            if named:
+                lines.append(f"  {status}: {', '.join(named)}")
+        if self.notifications:
+            lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in self.notifications))
+        if self.delivery:
+            d = self.delivery
+            lines.append(f"  delivery: {d['sent']} sent, {d['queued']} waiting in the outbox"
+                         + "".join(f"\n    {e}" for e in d["errors"]))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(line for line in lines if line)

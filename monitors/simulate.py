@@ -8,10 +8,11 @@ text stays locally fluent.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -54,11 +55,45 @@ class BigramGenerator:
         if not self.lengths_:
             raise ValueError("cannot fit a generator on no text")
         self.table_ = {}
+        self.unigram_: Counter = Counter()
         for ctx, nxt in counts.items():
             words = list(nxt)
             weights = np.fromiter(nxt.values(), dtype=float)
             self.table_[ctx] = (words, np.cumsum(weights) / weights.sum())
+            self.unigram_.update(nxt)
+        self.counts_ = {ctx: dict(nxt) for ctx, nxt in counts.items()}
+        self.context_totals_ = {ctx: sum(nxt.values()) for ctx, nxt in counts.items()}
+        self.tokens_ = sum(self.unigram_.values())
         return self
+
+    def loglik(self, text: str, mix: float = 0.7) -> tuple[float, int]:
+        """Natural-log likelihood of the text's tokens (and the end mark) and how many there are.
+
+        The bigram estimate is interpolated with an add-one unigram (one extra type for unseen words), so
+        a word the model never saw costs a lot but not infinity.
+        """
+        seq = [_START, *tokens(text), _END]
+        vocab = len(self.unigram_) + 1
+        total = 0.0
+        for a, b in zip(seq, seq[1:]):
+            uni = (self.unigram_.get(b, 0) + 1) / (self.tokens_ + vocab)
+            ctx = self.counts_.get(a)
+            bi = ctx.get(b, 0) / self.context_totals_[a] if ctx else 0.0
+            total += math.log(mix * bi + (1 - mix) * uni)
+        return total, len(seq) - 1
+
+    def continue_text(self, prompt: str, n_words: int, rng: random.Random) -> str:
+        """Up to ``n_words`` words that follow the prompt's last word (a fresh start if it never saw it)."""
+        toks = tokens(prompt)
+        ctx = toks[-1] if toks and toks[-1] in self.table_ else _START
+        out: list[str] = []
+        while len(out) < n_words:
+            word = self._next(ctx, rng)
+            if word == _END:
+                break
+            out.append(word)
+            ctx = word
+        return detokenize(out)
 
     def _next(self, ctx: str, rng: random.Random) -> str:
         words, cum = self.table_[ctx]
@@ -85,11 +120,73 @@ class BigramGenerator:
 
 
 def recursive_generations(
-    human: list[str], generations: int, refit_docs: int, seed: int = 0
+    human: list[str], generations: int, refit_docs: int, seed: int = 0, accumulate: bool = False
 ) -> list[BigramGenerator]:
-    """Generation 0 fitted on ``human``; each later one on ``refit_docs`` samples of the one before."""
+    """Generation 0 fitted on ``human``; each later one on ``refit_docs`` samples of the one before
+    (*replace*), or, with ``accumulate``, on the human text plus every generation's samples so far (the
+    setting in which Gerstgrasser et al. 2024 find that collapse does not happen)."""
     rng = random.Random(seed)
     models = [BigramGenerator().fit(human)]
+    pooled = list(human)
     for _ in range(generations):
-        models.append(BigramGenerator().fit(models[-1].sample(refit_docs, rng)))
+        fresh = models[-1].sample(refit_docs, rng)
+        pooled += fresh
+        models.append(BigramGenerator().fit(pooled if accumulate else fresh))
     return models
+
+
+def classifier_lineage(train: list[tuple[str, str]], pool: list[str], generations: int, per_generation: int,
+                       seed: int = 0, accumulate: bool = False) -> list[tuple[object, float]]:
+    """A text classifier retrained on its own labels: generation 0 learns from human labels (``train``:
+    (text, label) pairs); generation g+1 from ``per_generation`` unlabelled texts of ``pool`` labelled by
+    generation g (*replace*), or from everything so far including the human labels (*accumulate*).
+
+    Returns each generation's fitted pipeline and the synthetic (model-labelled) share of its training
+    data. Rare classes are under-predicted, so under *replace* they fade from the labels and then from the
+    model: the tail goes first.
+    """
+    rng = random.Random(seed)
+    data = list(train)
+    models = [(_fit_classifier(data), 0.0)]
+    for _ in range(generations):
+        texts = rng.sample(pool, per_generation)
+        labelled = list(zip(texts, models[-1][0].predict(texts)))
+        data = data + labelled if accumulate else labelled
+        synthetic = 1 - len(train) / len(data) if accumulate else 1.0
+        models.append((_fit_classifier(data), round(synthetic, 4)))
+    return models
+
+
+def _fit_classifier(data: list[tuple[str, str]]):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(sublinear_tf=True),
+                          LogisticRegression(C=10, max_iter=1000, class_weight="balanced"))
+    return model.fit([t for t, _ in data], [str(y) for _, y in data])
+
+
+def long_tail_split(rows: list[dict[str, str]], label: str, train_counts: Sequence[int], test_per_class: int,
+                    pool_factor: float = 1.5, seed: int = 0, min_words: int = 20) -> tuple[list[dict], list[dict], list[dict]]:
+    """Labelled rows cut into a long-tailed training set (the i-th most common label in ``rows`` gets
+    ``train_counts[i]`` examples), a balanced test set and an unlabelled pool with the training set's long
+    tail (``pool_factor`` times its counts: the stream a later generation is labelled on), each shuffled."""
+    rng = random.Random(seed)
+    by: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if len(row["text"].split()) >= min_words:
+            by[row[label]].append(row)
+    classes = sorted(by, key=lambda c: (-len(by[c]), c))[:len(train_counts)]
+    train, test, pool = [], [], []
+    for c, n in zip(classes, train_counts):
+        items = by[c][:]
+        rng.shuffle(items)
+        if len(items) < test_per_class + n + round(n * pool_factor):
+            raise ValueError(f"label {c!r} has {len(items)} rows, fewer than the split needs")
+        test += items[:test_per_class]
+        train += items[test_per_class:test_per_class + n]
+        pool += items[test_per_class + n:test_per_class + n + round(n * pool_factor)]
+    for part in (train, test, pool):
+        rng.shuffle(part)
+    return train, test, pool

@@ -34,6 +34,8 @@ class LogRequest:
     artifacts: dict[str, str | bytes | dict | list | Path]
     description: str
     spool_id: str = ""
+    kind: str = "check"  # the run's collapse.kind: check | probe | probe-baseline
+    run_name: str = ""  # default: "check <dataset> <batch>"
 
     def __post_init__(self):
         self.spool_id = self.spool_id or uuid.uuid4().hex
@@ -67,7 +69,7 @@ def save(folder: Path, req: LogRequest) -> Path:
     (tmp / "request.json").write_text(json.dumps({
         "spooled": time.time(), "spool_id": req.spool_id, "dataset": req.dataset, "batch_name": req.batch_name,
         "metrics": _nan_safe(req.metrics), "params": {k: str(v) for k, v in req.params.items()}, "tags": req.tags,
-        "description": req.description, "artifacts": kinds}))
+        "description": req.description, "artifacts": kinds, "kind": req.kind, "run_name": req.run_name}))
     os.replace(tmp, final)
     return final
 
@@ -81,7 +83,7 @@ def load(entry: Path) -> LogRequest:
                            "json": lambda p=path: json.loads(p.read_text("utf-8"))}[kind]()
     metrics = {k: (float("nan") if v is None else v) for k, v in raw["metrics"].items()}
     return LogRequest(raw["dataset"], raw["batch_name"], metrics, raw["params"], raw["tags"], artifacts,
-                      raw["description"], raw["spool_id"])
+                      raw["description"], raw["spool_id"], raw.get("kind", "check"), raw.get("run_name", ""))
 
 
 def entries(folder: Path) -> list[Path]:

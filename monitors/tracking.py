@@ -43,7 +43,21 @@ class PreviousCheck:
 
 
 def experiment_name(dataset: str) -> str:
+    """``collapse-monitor/<dataset>``; a model's probes live in scope ``models/<name>`` (a dataset name never
+    holds a '/', so the two cannot clash)."""
     return EXPERIMENT_PREFIX + dataset
+
+
+MODEL_SCOPE = "models/"
+
+
+def model_scope(name: str) -> str:
+    return MODEL_SCOPE + name
+
+
+def scope_kind(scope: str) -> str:
+    """The kind of run that carries a scope's alert state: ``probe`` for a model, ``check`` for a dataset."""
+    return "probe" if scope.startswith(MODEL_SCOPE) else "check"
 
 
 def _finite(metrics: dict[str, float | None]) -> dict[str, float]:
@@ -154,22 +168,23 @@ class MlflowTracker:
             self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
     # -- checks ---------------------------------------------------------------------------
-    def next_sequence(self, dataset: str) -> int:
-        """The next check's sequence number in its dataset: one more than the newest check's."""
+    def next_sequence(self, dataset: str, kind: str = "check") -> int:
+        """The next run's sequence number among the runs of its kind in its dataset (or model) experiment."""
         exp_id = self.experiment_id(dataset, create=False)
         runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=1)
+            [exp_id], filter_string=f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"], max_results=1)
         return int(runs[0].data.tags.get("collapse.sequence", "-1")) + 1 if runs else 0
 
     def _newest_finished_check(self, dataset: str):
+        """The newest finished run that carries alert state: a check, or for a model scope a probe."""
         exp_id = self.experiment_id(dataset, create=False)
         runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.status = 'FINISHED'",
+            [exp_id], filter_string=f"tags.`{KIND}` = '{scope_kind(dataset)}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0] if runs else None
 
     def previous_check(self, dataset: str) -> PreviousCheck:
-        """What a check continues from: the dataset's newest finished check (one query, one download)."""
+        """What a check (or probe) continues from: the scope's newest finished run (one query, one download)."""
         run = self._newest_finished_check(dataset)
         if run is None:
             return PreviousCheck({}, None, [])
@@ -207,8 +222,8 @@ class MlflowTracker:
 
         JSON artifacts are written with nan as null; a ``summary.json`` dict gets the new run's id.
         """
-        step = self.next_sequence(req.dataset)
-        run_id = self._start(req.dataset, "check", f"check {req.dataset} {req.batch_name}",
+        step = self.next_sequence(req.dataset, req.kind)
+        run_id = self._start(req.dataset, req.kind, req.run_name or f"check {req.dataset} {req.batch_name}",
                              {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id})
         try:
             self._log(run_id, req.metrics, req.params, {**req.tags, "mlflow.note.content": req.description,
@@ -242,6 +257,24 @@ class MlflowTracker:
                     return run.info.run_id
                 self.client.delete_run(run.info.run_id)
         return self.log_check(req)
+
+    def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
+        """Per model version, its newest finished result on this probe set (``probe`` or ``probe-baseline``
+        run): ``{version: {"run_id", "metrics"}}`` with the raw ``probe.*`` metrics (no deltas)."""
+        exp_id = self.experiment_id(scope, create=False)
+        if exp_id is None:
+            return {}
+        runs = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`collapse.probe_set` = '{probe_digest}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=5000)
+        out: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            version = r.data.tags.get("collapse.model_version")
+            if version and version not in out and r.data.tags.get(KIND) in ("probe", "probe-baseline"):
+                out[version] = {"run_id": r.info.run_id, "metrics": {
+                    k: v for k, v in r.data.metrics.items()
+                    if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
+        return out
 
     def history(self, dataset: str | None = None, last: int = 20) -> list[dict[str, Any]]:
         """Check runs, newest first, as flat rows (run id, dataset, time, metrics, alert tags)."""

@@ -1,0 +1,79 @@
+"""Small models registered in MLflow for the demo and the tests: a scikit-learn text classifier and the
+bigram text generator wrapped as a pyfunc that follows the generator contract of :mod:`monitors.models`.
+
+Registration goes through MLflow's fluent API (the only way it offers to log a model): the caller sets the
+tracking URI for the process first, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import random
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from monitors.models import KIND_TAG
+from monitors.simulate import BigramGenerator
+
+
+class BigramTextModel(mlflow.pyfunc.PythonModel):
+    """``task=generate``: a continuation of each prompt; ``task=loglik``: log-likelihood and token count."""
+
+    def __init__(self, generator: BigramGenerator, max_words: int = 40):
+        self.generator = generator
+        self.max_words = max_words
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        params = params or {}
+        texts = [str(t) for t in model_input["text"]]
+        if params.get("task", "generate") == "loglik":
+            scored = [self.generator.loglik(t) for t in texts]
+            return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
+        rng = random.Random(int(params.get("seed", 0)))
+        return [self.generator.continue_text(t, self.max_words, rng) for t in texts]
+
+
+def _register(info, name: str, tags: dict[str, str], alias: str | None, client) -> str:
+    version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def lineage_tags(kind: str, teacher: str | None, synthetic_fraction: float) -> dict[str, str]:
+    tags = {KIND_TAG: kind, "collapse.synthetic_fraction": f"{synthetic_fraction:.4g}"}
+    if teacher:
+        tags["collapse.teacher"] = teacher
+    return tags
+
+
+def register_classifier(client, model, *, experiment_id: str, name: str, alias: str | None = None,
+                        tags: dict[str, str] | None = None, run_name: str | None = None) -> str:
+    """Log a fitted scikit-learn text classifier (skops format) and register it; returns the version."""
+    import mlflow.sklearn
+    import skops.io
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
+                          tags={"collapse.kind": "model"}):
+        info = mlflow.sklearn.log_model(
+            model, name="model", serialization_format="skops",
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            input_example=np.array(["An example text."], dtype=object), pip_requirements=["scikit-learn", "skops"])
+    return _register(info, name, tags or {}, alias, client)
+
+
+def register_text_generator(client, generator: BigramGenerator, *, experiment_id: str, name: str,
+                            alias: str | None = None, tags: dict[str, str] | None = None,
+                            run_name: str | None = None) -> str:
+    """Log the bigram generator as a pyfunc (with a signature that declares its ``task`` and ``seed``
+    parameters) and register it; returns the version."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(pd.DataFrame({"text": ["a prompt"]}), ["a continuation"],
+                                params={"task": "generate", "seed": 0})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
+                          tags={"collapse.kind": "model"}):
+        info = mlflow.pyfunc.log_model(name="model", python_model=BigramTextModel(generator), signature=signature,
+                                       pip_requirements=["numpy", "pandas"])
+    return _register(info, name, tags or {}, alias, client)
