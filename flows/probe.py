@@ -10,6 +10,7 @@ from prefect import flow
 from flows import tasks
 from monitors import alerting, models, probes
 from monitors.config import Settings
+from monitors.errors import UserError
 from monitors.models import LoadedModel, ModelRef
 from monitors.results import ProbeResult
 from monitors.rules import RuleSuite, load_rules, max_severity
@@ -131,13 +132,19 @@ def _probe(model_uri: str, probes_path: str, settings: Settings, runtime: Runtim
     prev_info = None
     if prev_version is not None:
         if prev_version not in stored:
-            prev_ref = resolve_model(tracker, f"models:/{ref.name}/{prev_version}")
-            prev_metrics, prev_outputs, _ = evaluate_model(prev_ref, kind, probe_set, settings)
-            run_id, _, spool_note = tasks.log_or_spool(
-                tracker, _baseline_request(prev_ref, kind, probe_set, prev_metrics, prev_outputs, ref.version), settings)
-            notes += [spool_note] if spool_note else []
-            stored[prev_version] = {"run_id": run_id, "metrics": prev_metrics}
-            prev_info = {"version": prev_version, "run_id": run_id, "evaluated_now": True}
+            try:
+                prev_ref = resolve_model(tracker, f"models:/{ref.name}/{prev_version}")
+                prev_metrics, prev_outputs, _ = evaluate_model(prev_ref, kind, probe_set, settings)
+            except UserError as exc:  # the old version is broken: this one is still worth evaluating
+                notes.append(f"the previous version {prev_version} could not be evaluated, so there is no "
+                             f"comparison with it: {exc}")
+            else:
+                run_id, _, spool_note = tasks.log_or_spool(
+                    tracker, _baseline_request(prev_ref, kind, probe_set, prev_metrics, prev_outputs, ref.version),
+                    settings)
+                notes += [spool_note] if spool_note else []
+                stored[prev_version] = {"run_id": run_id, "metrics": prev_metrics}
+                prev_info = {"version": prev_version, "run_id": run_id, "evaluated_now": True}
         else:
             prev_info = {"version": prev_version, "run_id": stored[prev_version]["run_id"], "evaluated_now": False}
     first_version = min([*stored, ref.version], key=int)

@@ -39,6 +39,20 @@ def test_demo_quick_in_an_empty_folder(isolated):
     assert rows[0].rstrip().endswith("-"), "the first, human-only batch must stay green"
     assert "human_share_below_floor" in rows[-1] and "tail_coverage_loss" in rows[-1]
     assert out.rstrip().splitlines()[-1].startswith("Open the MLflow UI on the results: collapse-monitor ui")
+
+    # Model lineages on long-tail probes: the tail falls in the replace lineage and holds in the accumulate one.
+    sections = dict(re.findall(r"^(\w+ lineage '\w+') \(.*?\)\n.*?\n-+\n((?:v\d.*\n)+)", out, re.M))
+    assert set(sections) == {f"{k} lineage '{m}'" for k in ("classifier", "generator") for m in ("replace", "accumulate")}
+    versions = {name: [ln.split() for ln in rows.splitlines()] for name, rows in sections.items()}
+    assert all(len(v) == 3 for v in versions.values())
+    replace, accumulate = versions["classifier lineage 'replace'"], versions["classifier lineage 'accumulate'"]
+    assert float(replace[-1][4]) < 0.7 * float(replace[0][4]), "replace: the tail accuracy falls"
+    assert float(accumulate[-1][4]) > 0.85 * float(accumulate[0][4]), "accumulate: the tail holds"
+    assert "probe_tail_collapse (C)" in " ".join(replace[-1]) and "probe_tail_collapse" not in sections["classifier lineage 'accumulate'"]
+    gen_replace, gen_acc = versions["generator lineage 'replace'"], versions["generator lineage 'accumulate'"]
+    assert float(gen_replace[-1][4]) > 1.3 * float(gen_replace[0][4]), "replace: the tail perplexity rises"
+    assert float(gen_acc[-1][4]) < 1.1 * float(gen_acc[0][4])
+    assert all("recursive_distillation (W)" in " ".join(v[-1]) for v in versions.values()), "depth 2 at v3"
     assert re.search(r"\[\s*\d+\.\ds\] batch 5/5", proc.stderr), "progress is shown"
     assert "Traceback" not in proc.stderr
 
@@ -51,6 +65,8 @@ def test_demo_quick_in_an_empty_folder(isolated):
     refs = client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'reference'")
     assert len(checks) == 5 and len(refs) == 1
     assert str(client.get_model_version_by_alias("collapse-demo-detector", "production").version) == "1"
+    probe_exp = client.get_experiment_by_name("collapse-monitor/models/collapse-demo-classifier-replace")
+    assert len(client.search_runs([probe_exp.experiment_id], "tags.`collapse.kind` = 'probe'")) == 3
     last = max(checks, key=lambda r: r.info.start_time)
     assert last.data.tags["collapse.alerts.max_severity"] in ("warning", "critical")
     assert last.data.metrics["synthetic.share"] > 0.7

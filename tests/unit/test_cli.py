@@ -1,6 +1,7 @@
 """CLI plumbing, in-process: help texts, exit codes, error messages. No Prefect flow runs here."""
 
 import ast
+import json
 import re
 import sys
 from pathlib import Path
@@ -124,7 +125,7 @@ def test_layering_monitors_never_imports_flows_or_prefect():
         assert not _imports(path) & {"flows", "prefect"}, path
 
 
-PURE = ["text", "profile", "indicators", "quantify", "alerting", "rules", "simulate", "reference", "results"]
+PURE = ["text", "profile", "indicators", "quantify", "alerting", "rules", "simulate", "reference", "results", "probes"]
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -138,3 +139,29 @@ def test_importing_the_cli_has_no_side_effects(isolated):
     code = "import flows.cli, monitors.config, monitors.runtime, monitors.tracking; import os; print(sorted(os.listdir('.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_probes_build_by_tokens_with_edge_cases(isolated, capsys):
+    ref = write_jsonl(isolated / "ref.jsonl", [{"text": "the cat sat on the mat"}] * 20)
+    texts = ["the cat sat", "the mat", "on the cat", "the cat sat on the mat", "an okapi", "a quokka grinned"]
+    inp = write_jsonl(isolated / "in.jsonl", [{"id": f"t{i}", "text": t} for i, t in enumerate(texts)])
+    edge = write_jsonl(isolated / "edge.jsonl", [{"text": "zyzzyva", "prompt": "Write about zyzzyva"}])
+    out = isolated / "probes.jsonl"
+    assert main(["probes", "build", "--input", str(inp), "--by", "tokens", "--reference", str(ref),
+                 "--edge-cases", str(edge), "--out", str(out), "--tail", "0.34"]) == 0
+    assert "wrote 7 probes" in capsys.readouterr().out
+    rows = {r["text"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["an okapi"]["slice"] == rows["a quokka grinned"]["slice"] == "tail"
+    assert rows["zyzzyva"] == {"id": "edge-0001", "origin": "edge_case", "prompt": "Write about zyzzyva",
+                               "slice": "tail", "text": "zyzzyva"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--by", "tokens"], "--by tokens needs --reference PATH"),
+    (["--head", "0.9", "--tail", "0.2"], "need 0 < head <= 1 - tail < 1"),
+    (["--frequencies", "nope.jsonl"], "nope.jsonl: no such file"),
+])
+def test_probes_build_errors(isolated, capsys, args, message):
+    inp = write_jsonl(isolated / "in.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    assert main(["probes", "build", "--input", str(inp), "--out", str(isolated / "o.jsonl"), *args]) == 2
+    assert message in capsys.readouterr().err
