@@ -348,8 +348,8 @@ def generator_metrics(probes: ProbeSet, outputs: list[str], loglik: np.ndarray |
             out[f"probe.{sl}.quality"] = 1.0 / ppl
         gen = [outputs[i] for i in idx]
         human = [texts[i] for i in idx]
-        # the same window for both sides: the smaller side's bigram count caps it
-        window = max(1, min(sum(max(len(words(t)) - 1, 0) for t in side) for side in (gen, human)))
+        # the same window for every n and both sides: the smaller side's trigram count caps it
+        window = max(1, min(sum(max(len(words(t)) - 2, 0) for t in side) for side in (gen, human)))
         window = min(window, 1000)
         g, h = diversity(gen, window, compress_bytes), diversity(human, window, compress_bytes)
         for key, value in g.items():

@@ -124,6 +124,7 @@ def test_generator_metrics_perplexity_and_blandness():
     assert m["probe.all.self_similarity"] == pytest.approx(1.0)  # identical outputs
     varied = probes.generator_metrics(ps, human, None, None)
     assert varied["probe.all.distinct_2.ratio"] == pytest.approx(1.0) and "probe.head.perplexity" not in varied
+    assert all(math.isfinite(varied[f"probe.{s}.distinct_{n}"]) for s in ("head", "tail", "all") for n in (1, 2, 3))
 
 
 def test_compare_finds_the_early_collapse_signature():
