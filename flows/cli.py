@@ -31,7 +31,7 @@ ephemeral API. Set MLFLOW_TRACKING_URI / PREFECT_API_URL (or a config file) to u
 
 EPILOG = f"""\
 first steps:
-  collapse-monitor demo --quick                       # a 1-minute tour on a simulated collapsing stream
+  collapse-monitor demo --quick                       # a short tour on a simulated collapsing stream
   collapse-monitor reference build --input human.jsonl --dataset news
   collapse-monitor detector train --human human.jsonl --synthetic machine.jsonl --alias production
   collapse-monitor check --input batch.jsonl --dataset news
@@ -212,7 +212,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="run the whole job on a simulated collapsing data stream (no network, no server)",
                        description="Build a human reference from Jane Austen's novels, then check batches in which text "
                                    "from a recursively retrained generator replaces more and more human text. Each batch "
-                                   "is a Prefect flow run and an MLflow run in experiment collapse-monitor/demo.",
+                                   "is a Prefect flow run and an MLflow run in experiment collapse-monitor/demo. Then "
+                                   "register classifier and generator lineages (replace vs accumulate) version by "
+                                   "version and probe each on long-tail probe sets.",
                        epilog="examples:\n  collapse-monitor demo            # 10 batches, about 1.5 minutes\n"
                               "  collapse-monitor demo --quick    # 5 smaller batches, about a minute")
     d.add_argument("--quick", action="store_true", help="5 smaller batches")
