@@ -15,7 +15,7 @@ from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
 from monitors.spool import LogRequest
-from monitors.tracking import ALERT_STATE
+from monitors.tracking import ALERT_STATE, CONTENT_TAG
 
 
 def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:
@@ -43,7 +43,7 @@ def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> Log
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
 def check_incoming_data(
     input_path: str, dataset: str, settings: Settings, runtime: Runtime,
-    batch_name: str = "", reference_run_id: str | None = None,
+    batch_name: str = "", reference_run_id: str | None = None, content_sha256: str = "",
 ) -> CheckResult:
     """Ingest a batch, check its records (GX), compute its collapse indicators and drift against the
     reference with bands fitted on the reference, estimate its synthetic share, evaluate the alert rules
@@ -52,7 +52,7 @@ def check_incoming_data(
     A check that fails (bad input, an unreachable store, a bug) is itself an alert, ``check_failed``, sent to
     on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check."""
     try:
-        result = _check(input_path, dataset, settings, runtime, reference_run_id)
+        result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256)
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
@@ -62,7 +62,7 @@ def check_incoming_data(
 
 
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
-           reference_run_id: str | None) -> CheckResult:
+           reference_run_id: str | None, content_sha256: str = "") -> CheckResult:
     tracker = tasks.tracker_for(runtime)
     replayed = tasks.replay_spool(tracker, settings)  # before any state is read: spooled runs come first
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
@@ -113,7 +113,10 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             artifacts["drift/report.json"] = report.json
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
-        result.run_id, result.spooled, note = tasks.log_or_spool(tracker, log_request(result, settings, artifacts), settings)
+        req = log_request(result, settings, artifacts)
+        if content_sha256:  # from the landing zone: lets a later run find out that this file was counted
+            req.tags[CONTENT_TAG] = content_sha256
+        result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
     tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
                              f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")

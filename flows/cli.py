@@ -177,6 +177,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="what the model is (default: its tag collapse.model_kind, else classifier)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
+    sv = sub.add_parser(
+        "serve", parents=[common], formatter_class=_Formatter,
+        help="run the scheduled data check and probes in this process (needs a real Prefect server)",
+        description="Serve the deployments the config asks for, in this one process (prefect.serve): the data "
+                    "check of schedules.landing every schedules.data_every (3h) and the probes of schedules.models "
+                    "on schedules.probe_set every schedules.probes_every (6h); cron expressions (data_cron, "
+                    "probes_cron) win over intervals. Each deployment runs at most one run at a time: a run that "
+                    "would overlap the one in progress is cancelled (concurrency limit 1, CANCEL_NEW). Each new "
+                    "landing file is checked exactly once (see the README's landing zone section).\n\n"
+                    "Schedules only fire on a real Prefect server (`prefect server start`): set PREFECT_API_URL "
+                    "(or prefect_api_url). For the worker route instead, see deployments/prefect.yaml. Stop with "
+                    "Ctrl-C or SIGTERM; the schedules are paused on the way out.",
+        epilog="example:\n"
+               "  export PREFECT_API_URL=http://127.0.0.1:4200/api MLFLOW_TRACKING_URI=http://127.0.0.1:5000\n"
+               "  COLLAPSE_MONITOR_SCHEDULES__LANDING=/data/landing/news COLLAPSE_MONITOR_SCHEDULES__DATASET=news \\\n"
+               "    collapse-monitor serve --data-every 3h")
+    sv.add_argument("--data-every", metavar="DURATION", help="override schedules.data_every (e.g. 30s, 3h)")
+    sv.add_argument("--probes-every", metavar="DURATION", help="override schedules.probes_every (e.g. 6h)")
+
     al = sub.add_parser("alerts", parents=[common], formatter_class=_Formatter,
                         help="list alert states and silences; silence an alert for a while",
                         description="Alert states live in MLflow: each check stores the state of every rule "
@@ -374,6 +393,26 @@ def _probe(args) -> int:
     return EXIT_CRITICAL if result.critical_firing else EXIT_OK
 
 
+def _serve(args) -> int:
+    settings, rt = _setup(args)
+    if rt.prefect_api_url is None:
+        raise UserError("serve needs a real Prefect server: schedules never fire on Prefect's ephemeral API. Start "
+                        "one (`prefect server start`, see the README's 'Running it in production') and set "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api, or prefect_api_url in the config file")
+    from prefect import serve
+
+    from flows.scheduled import deployments
+    from monitors.config import config_path
+
+    deps = deployments(settings, config_path(args.config), data_every=args.data_every, probes_every=args.probes_every)
+    for d in deps:
+        sched = d.schedules[0].schedule if d.schedules else None
+        print(f"serving {d.flow_name}/{d.name}: {sched}; parameters {json.dumps(d.parameters)}", file=sys.stderr)
+    print(f"Prefect API {rt.prefect_api_url}; MLflow {rt.tracking_uri}; Ctrl-C or SIGTERM stops", file=sys.stderr)
+    serve(*deps, print_starting_message=False)
+    return EXIT_OK
+
+
 def _datasets(tracker, only: str | None) -> list[str]:
     if only:
         return [only]
@@ -489,7 +528,7 @@ def _ui(args) -> int:
     return EXIT_INTERNAL  # not reached
 
 
-COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
+COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,26 @@ class ProbeSettings(_Section):
     seed: int = Field(0, description="seed passed to a generator's predict")
 
 
+class LandingSettings(_Section):
+    #: Where the ledger lives (SQLAlchemy URL): default SQLite under the state directory; PostgreSQL for
+    #: several workers. Secret: a database URL may hold a password.
+    ledger_url: SecretStr | None = Field(None, description="ledger database URL (secret); default sqlite:///<state_dir>/ledger.db")
+    lease_minutes: float = Field(60.0, gt=0, description="a claim older than this belongs to a run that died")
+    settle_seconds: float = Field(60.0, ge=0, description="files modified more recently are left for the next run")
+
+
+class ScheduleSettings(_Section):
+    landing: str | None = Field(None, description="folder, glob or URL the scheduled data check watches")
+    dataset: str | None = Field(None, description="dataset of the landing zone (default: the dataset setting)")
+    data_every: str = Field("3h", description="interval of the data check (s, m, h, d); data_cron wins if set")
+    data_cron: str | None = Field(None, description="cron expression of the data check")
+    models: list[str] = Field(default_factory=list, description="model URIs the scheduled probes evaluate")
+    probe_set: str | None = Field(None, description="the probe set the scheduled probes use")
+    probes_every: str = Field("6h", description="interval of the probes (s, m, h, d); probes_cron wins if set")
+    probes_cron: str | None = Field(None, description="cron expression of the probes")
+    timezone: str = Field("UTC", description="time zone of the cron expressions")
+
+
 class Settings(BaseSettings):
     """Everything collapse-monitor can be told. See the README's configuration reference."""
 
@@ -119,6 +139,8 @@ class Settings(BaseSettings):
     detector: DetectorSettings = DetectorSettings()
     alerts: AlertSettings = AlertSettings()
     probes: ProbeSettings = ProbeSettings()
+    landing: LandingSettings = LandingSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
 
     @field_validator("dataset")
     @classmethod
@@ -152,6 +174,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri() == self.embedded_tracking_uri:
             return (self.state_path / "artifacts").as_uri()
         return None
+
+    def ledger_url(self) -> str:
+        url = self.landing.ledger_url
+        return url.get_secret_value() if url is not None else f"sqlite:///{self.state_path / 'ledger.db'}"
 
     def prefect_api(self) -> str | None:
         return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None

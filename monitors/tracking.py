@@ -31,6 +31,7 @@ REFERENCE_ARRAYS = "reference/embedding.npz"
 KIND = "collapse.kind"
 ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
+CONTENT_TAG = "collapse.content_sha256"
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,14 @@ class MlflowTracker:
                     return run.info.run_id
                 self.client.delete_run(run.info.run_id)
         return self.log_check(req)
+
+    def run_for_content(self, dataset: str, sha256: str) -> str | None:
+        """The finished check that counted a landing file with this content, if one did."""
+        exp_id = self.experiment_id(dataset, create=False)
+        runs = [] if exp_id is None else self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{CONTENT_TAG}` = '{sha256}' and attributes.status = 'FINISHED'",
+            max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
         """Per model version, its newest finished result on this probe set (``probe`` or ``probe-baseline``

@@ -5,12 +5,7 @@ replays them into the restarted server: nothing lost, nothing duplicated. A real
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from mlflow import MlflowClient
@@ -18,51 +13,37 @@ from mlflow import MlflowClient
 from flows import tasks
 from flows.cli import main
 from monitors.simulate import recursive_generations
+from tests import stack
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
+    """A real `mlflow server` on a SQLite store that can be stopped and restarted on the same port."""
+
     def __init__(self, folder, port):
         self.folder, self.port, self.proc = folder, port, None
 
     def start(self):
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(
+        self.proc = stack.start(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
              "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=self.folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not become healthy in 120 s")
+            self.folder / "server.log", env, cwd=self.folder)
+        try:
+            stack.wait_http(f"http://127.0.0.1:{self.port}/health", 120, self.proc, self.folder / "server.log")
+        except Exception:
+            self.stop()
+            raise
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its workers, by PID
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stack.stop(self.proc)  # the server and its workers, by PID
 
 
 @pytest.fixture
 def server(tmp_path_factory):
-    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), _free_port())
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), stack.free_port())
     srv.start()
     yield srv
     srv.stop()

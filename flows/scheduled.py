@@ -1,0 +1,226 @@
+"""The scheduled flows and their deployments: the landing-zone check (every 3 h by default) and the probes
+(every 6 h). Nothing is served or deployed at import time: ``collapse-monitor serve`` (one process,
+``prefect.serve``) and ``deployments/prefect.yaml`` (``prefect deploy`` and a process work pool) both use the
+flows here.
+
+Deployment parameters are plain JSON (a config file path, names, URIs): each run loads the settings and
+prepares its runtime itself, so it behaves the same in the serve process, in a worker's subprocess and
+from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.events import emit_event
+
+from flows import tasks
+from flows.check import check_incoming_data
+from flows.probe import evaluate_long_tail_probes
+from monitors import alerting, ledger, runtime, sources
+from monitors.config import Settings, load_settings
+from monitors.errors import InputError, UserError
+
+DATA_FLOW, PROBE_FLOW = "monitor_data", "monitor_models"
+
+
+@dataclass
+class LandingReport:
+    """What one scheduled run of a landing zone did."""
+
+    landing: str
+    dataset: str
+    checked: list[dict] = field(default_factory=list)  # {"path", "sha256", "run_id"}
+    already_counted: int = 0
+    busy: list[str] = field(default_factory=list)  # claimed by a live run
+    settling: list[str] = field(default_factory=list)  # modified too recently
+    changed: list[dict] = field(default_factory=list)  # {"path", "sha256", "counted_sha256"}
+    duplicates: list[dict] = field(default_factory=list)  # same bytes as a counted file under another name
+    recovered: list[dict] = field(default_factory=list)  # counted by a run that died before the ledger knew
+    failed: list[dict] = field(default_factory=list)  # {"path", "error"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mtime(url: str) -> float | None:
+    if "://" not in url or url.startswith("file://"):
+        return Path(url.removeprefix("file://")).stat().st_mtime
+    try:
+        fs, path = sources._fs(url)
+        info = fs.info(path)
+    except Exception:  # noqa: BLE001 - a store that cannot tell: no settling
+        return None
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if hasattr(value, "timestamp"):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+@tasks.io_task
+def scan_landing(landing: str, settle_seconds: float) -> tuple[list[ledger.LandedFile], list[str]]:
+    """The landing zone's files that have settled, hashed; and those still being written."""
+    try:
+        urls = sources.expand(landing)
+    except InputError as exc:
+        if "matches no batch file" in str(exc):
+            return [], []
+        raise
+    now, files, settling = time.time(), [], []
+    for url in urls:
+        mtime = _mtime(url)
+        if mtime is not None and now - mtime < settle_seconds:
+            settling.append(url)
+            continue
+        sha, size = ledger.file_sha256(url, lambda u: sources._open(u, "rb"))
+        files.append(ledger.LandedFile(url, sha, size))
+    return files, settling
+
+
+def _owner() -> str:
+    try:
+        return f"flow-run/{get_run_context().flow_run.id}"
+    except Exception:  # noqa: BLE001 - outside a flow run (tests)
+        return f"pid/{os.getpid()}/{time.time():.0f}"
+
+
+def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Runtime) -> LandingReport:
+    """Check every new file of a landing zone once, each as its own ``check_incoming_data`` run."""
+    log = get_run_logger()
+    report = LandingReport(landing, dataset)
+    files, report.settling = scan_landing(landing, settings.landing.settle_seconds)
+    book = ledger.Ledger(settings.ledger_url(), settings.landing.lease_minutes * 60)
+    tracker = tasks.tracker_for(rt)
+    owner = _owner()
+    try:
+        plan = book.plan(dataset, files)
+        report.already_counted = len(plan.done)
+        report.busy = [f.path for f in plan.busy]
+        report.duplicates = [{"path": f.path, "sha256": f.sha256, "counted_by": run} for f, run in plan.duplicates]
+        for f, counted, first in plan.changed:
+            report.changed.append({"path": f.path, "sha256": f.sha256, "counted_sha256": counted})
+            if first:
+                book.flag_changed(dataset, f, counted)
+                log.warning("landing file %s changed after it was checked (counted content %s, now %s): not "
+                            "counted again", f.path, counted[:12], f.sha256[:12])
+                emit_event(event="collapse.landing.changed", resource={
+                    "prefect.resource.id": f"collapse.landing.{dataset}.{f.sha256[:16]}", "collapse.dataset": dataset},
+                    payload={"path": f.path, "sha256": f.sha256, "counted_sha256": counted})
+        todo = list(plan.new)
+        for f, row in plan.stale:  # a run died holding it: did it get as far as MLflow?
+            run_id = tracker.run_for_content(dataset, f.sha256)
+            if run_id and book.claim(dataset, f, owner):
+                book.complete(dataset, f.sha256, owner, run_id)
+                report.recovered.append({"path": f.path, "sha256": f.sha256, "run_id": run_id, "dead_owner": row["owner"]})
+            elif not run_id:
+                todo.append(f)
+        for f in todo:
+            if not book.claim(dataset, f, owner):
+                report.busy.append(f.path)
+                continue
+            try:
+                result = check_incoming_data(f.path, dataset, settings, rt, batch_name=Path(f.path).name,
+                                             content_sha256=f.sha256)
+            except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
+                book.release(dataset, f.sha256, owner)
+                report.failed.append({"path": f.path, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                continue
+            run_id = result.run_id or f"spooled:{Path(result.spooled).name}"
+            book.complete(dataset, f.sha256, owner, run_id)
+            report.checked.append({"path": f.path, "sha256": f.sha256, "run_id": run_id})
+    finally:
+        book.close()
+    log.info("landing %s: %d checked, %d counted before, %d busy, %d settling, %d changed, %d failed", landing,
+             len(report.checked), report.already_counted, len(report.busy), len(report.settling),
+             len(report.changed), len(report.failed))
+    return report
+
+
+def _setup(config: str | None) -> tuple[Settings, runtime.Runtime]:
+    settings = load_settings(config)
+    return settings, runtime.prepare(settings, quiet_prefect=False)
+
+
+@flow(name=DATA_FLOW, flow_run_name="monitor {dataset}", validate_parameters=False)
+def monitor_data(landing: str, dataset: str, config: str | None = None) -> dict:
+    """Scheduled: check the landing zone's new files, each exactly once (see :mod:`monitors.ledger`).
+
+    The run fails (after trying every file) when a file could not be checked; that file's ``check_failed``
+    alert has gone out and the next run tries it again."""
+    settings, rt = _setup(config)
+    report = check_landing(landing, dataset, settings, rt)
+    if report.failed:
+        raise UserError(f"{len(report.failed)} landing file(s) could not be checked: "
+                        + "; ".join(f"{x['path']}: {x['error']}" for x in report.failed))
+    return report.to_dict()
+
+
+@flow(name=PROBE_FLOW, flow_run_name="probe {probe_set}", validate_parameters=False)
+def monitor_models(models: list[str], probe_set: str, config: str | None = None) -> dict:
+    """Scheduled: evaluate each model URI on the probe set; one model's failure does not stop the others."""
+    settings, rt = _setup(config)
+    done, failed = {}, {}
+    for uri in models:
+        try:
+            result = evaluate_long_tail_probes(uri, probe_set, settings, rt)
+            done[uri] = {"run_id": result.run_id, "version": result.version,
+                         "firing": [a.rule for a in result.alerts if a.status == "firing"]}
+        except Exception as exc:  # noqa: BLE001 - probe_failed has alerted
+            failed[uri] = f"{type(exc).__name__}: {exc}"[:500]
+    if failed:
+        raise UserError(f"{len(failed)} model(s) could not be probed: "
+                        + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    return {"probed": done}
+
+
+# -- deployments ----------------------------------------------------------------------------------------------
+def _schedule(every: str, cron: str | None, timezone: str, what: str) -> dict:
+    if cron:
+        return {"cron": cron, "timezone": timezone}
+    try:
+        return {"interval": alerting.parse_duration(every)}
+    except ValueError as exc:
+        raise UserError(f"schedules.{what}_every: {exc}") from None
+
+
+def deployments(settings: Settings, config: str | None, *, data_every: str | None = None,
+                probes_every: str | None = None) -> list:
+    """The deployments the settings ask for (one per configured schedule), for ``prefect.serve``.
+
+    Each has a concurrency limit of 1 that cancels a run which would overlap the one in progress."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    sched = settings.schedules
+    no_overlap = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+    config = str(Path(config).resolve()) if config else None
+    out = []
+    if sched.landing:
+        dataset = sched.dataset or settings.dataset
+        out.append(monitor_data.to_deployment(
+            name=f"data-{dataset}", parameters={"landing": sched.landing, "dataset": dataset, "config": config},
+            concurrency_limit=no_overlap, tags=["collapse-monitor", "data"],
+            description=f"Check new files of {sched.landing} against dataset {dataset!r}",
+            **_schedule(data_every or sched.data_every, None if data_every else sched.data_cron, sched.timezone, "data")))
+    if sched.models:
+        if not sched.probe_set:
+            raise UserError("schedules.models is set but schedules.probe_set is not: the probes need a probe set "
+                            "(build one with `collapse-monitor probes build`)")
+        out.append(monitor_models.to_deployment(
+            name="probes", parameters={"models": list(sched.models), "probe_set": sched.probe_set, "config": config},
+            concurrency_limit=no_overlap, tags=["collapse-monitor", "probes"],
+            description=f"Probe {', '.join(sched.models)} on {sched.probe_set}",
+            **_schedule(probes_every or sched.probes_every, None if probes_every else sched.probes_cron,
+                        sched.timezone, "probes")))
+    if not out:
+        raise UserError("nothing to schedule: set schedules.landing (the data check) and/or schedules.models with "
+                        "schedules.probe_set (the probes) in the config file or COLLAPSE_MONITOR_SCHEDULES__* variables")
+    return out
+

@@ -1,0 +1,163 @@
+"""The landing zone's ledger: every batch file is counted exactly once (content hash -> run id).
+
+A landing folder (or URL) is checked incrementally. For each file the ledger holds a row keyed by
+(dataset, content SHA-256): ``claimed`` by one flow run while it is being checked, ``done`` with the MLflow
+run id (or ``spooled:<id>``) that counted it. A claim is an INSERT on that key, so two runs that see the same
+new file at once cannot both take it (the database's unique key decides, SQLite and PostgreSQL alike). A
+claim older than its lease belongs to a run that died: the next run may take it over, after asking MLflow
+whether the dead run got as far as logging (then the file is marked done with that run, not checked again).
+
+A path whose content changed after it was counted is flagged once (table ``landing_changes``) and not
+counted again: the new content is not silently added to the corpus, and the old count is not taken back.
+
+The ledger is a SQLAlchemy database: SQLite under the state directory by default, PostgreSQL in production
+(``landing.ledger_url``), shared by every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+_META = sa.MetaData()
+FILES = sa.Table(
+    "landing_files", _META,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # claimed | done
+    sa.Column("owner", sa.String(200), nullable=False),  # the flow run that claimed it
+    sa.Column("claimed_at", sa.Float, nullable=False),
+    sa.Column("run_id", sa.String(200)),
+    sa.Column("done_at", sa.Float),
+)
+CHANGES = sa.Table(
+    "landing_changes", _META,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),  # the new content
+    sa.Column("counted_sha256", sa.String(64), nullable=False),  # what was counted under that path
+    sa.Column("seen_at", sa.Float, nullable=False),
+)
+
+
+def file_sha256(url: str, opener) -> tuple[str, int]:
+    """SHA-256 and size of a file's bytes, read in 1 MB blocks (``opener(url)`` gives a binary file)."""
+    h, size = hashlib.sha256(), 0
+    with opener(url) as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class Plan:
+    """What one scan of a landing zone found, by the ledger."""
+
+    new: list[LandedFile] = field(default_factory=list)  # to check now
+    done: list[tuple[LandedFile, str]] = field(default_factory=list)  # (file, run id): counted before
+    busy: list[LandedFile] = field(default_factory=list)  # claimed by a live run
+    stale: list[tuple[LandedFile, dict[str, Any]]] = field(default_factory=list)  # claimed by a run that died
+    changed: list[tuple[LandedFile, str, bool]] = field(default_factory=list)  # (file, counted sha, first time seen)
+    duplicates: list[tuple[LandedFile, str]] = field(default_factory=list)  # same bytes as a counted file elsewhere
+
+
+class Ledger:
+    def __init__(self, url: str, lease_seconds: float = 3600.0):
+        self.url = url
+        self.lease = lease_seconds
+        kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        self.engine = sa.create_engine(url, **kwargs)
+        _META.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def plan(self, dataset: str, files: list[LandedFile], now: float | None = None) -> Plan:
+        """Sort the landing zone's files into new, done, busy, stale, changed and duplicate."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            rows = {r.sha256: r._asdict() for r in conn.execute(sa.select(FILES).where(FILES.c.dataset == dataset))}
+            flagged = {(r.path, r.sha256) for r in conn.execute(sa.select(CHANGES).where(CHANGES.c.dataset == dataset))}
+        by_path = {r["path"]: r for r in rows.values() if r["status"] == "done"}
+        plan = Plan()
+        for f in files:
+            row = rows.get(f.sha256)
+            if row is not None and row["status"] == "done":
+                (plan.done if row["path"] == f.path else plan.duplicates).append((f, row["run_id"]))
+            elif row is not None and now - row["claimed_at"] > self.lease:
+                plan.stale.append((f, row))
+            elif row is not None:
+                plan.busy.append(f)
+            elif f.path in by_path:
+                plan.changed.append((f, by_path[f.path]["sha256"], (f.path, f.sha256) not in flagged))
+            else:
+                plan.new.append(f)
+        return plan
+
+    def entries(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(FILES).order_by(FILES.c.claimed_at)
+        if dataset is not None:
+            q = q.where(FILES.c.dataset == dataset)
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(q)]
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def claim(self, dataset: str, f: LandedFile, owner: str, now: float | None = None) -> bool:
+        """Take a new file, or a stale claim, for ``owner``; False when another run has it or it is done."""
+        now = time.time() if now is None else now
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(FILES.insert().values(dataset=dataset, sha256=f.sha256, path=f.path, size=f.size,
+                                                   status="claimed", owner=owner, claimed_at=now))
+            return True
+        except sa.exc.IntegrityError:
+            pass
+        with self.engine.begin() as conn:  # compare-and-set on the stale claim as it was read
+            row = conn.execute(sa.select(FILES).where(FILES.c.dataset == dataset, FILES.c.sha256 == f.sha256)).first()
+            if row is None or row.status != "claimed" or now - row.claimed_at <= self.lease:
+                return False
+            taken = conn.execute(FILES.update().where(
+                FILES.c.dataset == dataset, FILES.c.sha256 == f.sha256, FILES.c.status == "claimed",
+                FILES.c.owner == row.owner, FILES.c.claimed_at == row.claimed_at,
+            ).values(owner=owner, claimed_at=now, path=f.path))
+            return taken.rowcount == 1
+
+    def complete(self, dataset: str, sha256: str, owner: str, run_id: str, now: float | None = None) -> None:
+        """Mark a claimed file counted by ``run_id``; raises if the claim is no longer ``owner``'s."""
+        with self.engine.begin() as conn:
+            done = conn.execute(FILES.update().where(
+                FILES.c.dataset == dataset, FILES.c.sha256 == sha256, FILES.c.owner == owner,
+                FILES.c.status == "claimed",
+            ).values(status="done", run_id=run_id, done_at=time.time() if now is None else now))
+            if done.rowcount != 1:
+                raise RuntimeError(f"ledger: the claim on {sha256[:12]} of dataset {dataset!r} is no longer held by "
+                                   f"{owner} (its lease of {self.lease:.0f} s ran out and another run took it)")
+
+    def release(self, dataset: str, sha256: str, owner: str) -> None:
+        """Give a claim back (the check failed): the next run tries the file again."""
+        with self.engine.begin() as conn:
+            conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
+                                              FILES.c.owner == owner, FILES.c.status == "claimed"))
+
+    def flag_changed(self, dataset: str, f: LandedFile, counted_sha256: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(CHANGES.insert().values(dataset=dataset, path=f.path, sha256=f.sha256,
+                                                     counted_sha256=counted_sha256, seen_at=time.time()))
+        except sa.exc.IntegrityError:
+            pass  # flagged before

@@ -1,0 +1,160 @@
+"""The production stack, really run: a throwaway PostgreSQL, `prefect server start` on it, `mlflow server` on it
+(PostgreSQL backend store, a local artifact root), the landing-zone ledger on it too, and `collapse-monitor
+serve` with a 20-second schedule. Batch files dropped into a landing folder are checked by scheduled runs
+that fire on their own, each exactly once; a file changed after it was checked is flagged, not re-counted;
+a collapsed batch's alert reaches the MLflow server; no two runs of the deployment overlap. Everything is
+stopped by PID at the end."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+
+from tests import stack
+from tests.conftest import write_jsonl
+
+pytestmark = pytest.mark.integration
+
+DATASET = "stack"
+EVERY = 20  # seconds between scheduled runs
+
+
+def _cli(args: list[str], env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("collapse-monitor")), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _flow_runs(api: str) -> list[dict]:
+    import httpx
+
+    resp = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"is_null_": False}},
+                                                        "sort": "START_TIME_ASC", "limit": 200}, timeout=30)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _wait(what: str, predicate, timeout: float, logs: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}:\n{logs.read_text()[-4000:]}")
+
+
+def _human(austen, start: int, n: int, tag: str) -> list[dict]:
+    return [{"id": f"{tag}-{i}", "text": p["text"], "created_at": "2020-05-01"} for i, p in enumerate(austen[start:start + n])]
+
+
+@pytest.fixture
+def servers(tmp_path_factory):
+    home = tmp_path_factory.mktemp("stack")
+    pg = stack.Postgres().start()
+    procs = []
+    try:
+        for db in ("prefect", "mlflow", "ledger"):
+            pg.create_database(db)
+        prefect, api = stack.start_prefect(pg, home)
+        procs.append(prefect)
+        mlflow, uri = stack.start_mlflow(pg, home)
+        procs.append(mlflow)
+        yield {"home": home, "pg": pg, "api": api, "mlflow": uri, "procs": procs}
+    finally:
+        for proc in reversed(procs):
+            stack.stop(proc)
+        pg.stop()
+
+
+def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, austen):
+    home, pg, api, mlflow_uri = servers["home"], servers["pg"], servers["api"], servers["mlflow"]
+    landing = home / "landing"
+    landing.mkdir()
+    env = stack.base_env(home) | {
+        "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_uri,
+        "COLLAPSE_MONITOR_STATE_DIR": str(home / "state"),
+        "COLLAPSE_MONITOR_LANDING__LEDGER_URL": pg.url("ledger"),
+        "COLLAPSE_MONITOR_LANDING__SETTLE_SECONDS": "1",
+        "COLLAPSE_MONITOR_SCHEDULES__LANDING": str(landing),
+        "COLLAPSE_MONITOR_SCHEDULES__DATASET": DATASET,
+        "COLLAPSE_MONITOR_INDICATORS__DRIFT": "false",
+    }
+    rows = list(austen)
+    random.Random(5).shuffle(rows)
+    ref = write_jsonl(home / "ref.jsonl", _human(rows, 0, 1500, "ref"))
+    built = _cli(["reference", "build", "--input", str(ref), "--dataset", DATASET], env, home)
+    assert built.returncode == 0, built.stderr[-3000:]
+
+    write_jsonl(landing / "batch-a.jsonl", _human(rows, 2000, 150, "a"))
+    write_jsonl(landing / "batch-b.jsonl", _human(rows, 2200, 150, "b"))
+    log = home / "serve.log"
+    started = time.time()
+    serve = stack.start([str(Path(sys.executable).with_name("collapse-monitor")), "serve", "--data-every", f"{EVERY}s"],
+                        log, env, cwd=home)
+    servers["procs"].append(serve)
+    engine = sa.create_engine(pg.url("ledger"))
+
+    def done_files():
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("select path, sha256, run_id from landing_files where status = 'done'")).all()
+        except sa.exc.ProgrammingError:  # the first run has not created the ledger yet
+            return []
+
+    _wait("the first scheduled run to check both files", lambda: len(done_files()) == 2, 240, log)
+    first_fired = time.time() - started
+    first = done_files()
+    # A file changed after it was checked, and a collapsed batch (three sentences over and over).
+    write_jsonl(landing / "batch-a.jsonl", _human(rows, 2000, 149, "a"))
+    bland = ["The weather is nice today and we are all very happy about it.", "It was a good day for everyone here.",
+             "We are happy that the weather is so nice today."]
+    write_jsonl(landing / "batch-c.jsonl", [{"id": f"c-{i}", "text": bland[i % 3], "created_at": "2025-06-01"}
+                                            for i in range(700)])
+    _wait("a later scheduled run to check the collapsed batch", lambda: len(done_files()) == 3, 240, log)
+    _wait("one more scheduled run after that", lambda: len([r for r in _flow_runs(api)
+                                                            if r["state_type"] in ("COMPLETED", "CANCELLED")]) >= 3,
+          120, log)
+    stack.stop(serve, signal.SIGTERM)
+    assert serve.returncode is not None
+
+    # Exactly once: three files, three check runs in MLflow, each tagged with its file's content hash.
+    ledger_rows = done_files()
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name(f"collapse-monitor/{DATASET}")
+    checks = client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'check'")
+    assert len(checks) == 3, [c.data.tags.get("collapse.batch") for c in checks]
+    assert sorted(c.data.tags["collapse.content_sha256"] for c in checks) == sorted(r.sha256 for r in ledger_rows)
+    assert sorted(c.info.run_id for c in checks) == sorted(r.run_id for r in ledger_rows)
+    assert sorted(Path(r.path).name for r in ledger_rows) == ["batch-a.jsonl", "batch-b.jsonl", "batch-c.jsonl"]
+    with engine.connect() as conn:
+        changed = conn.execute(sa.text("select path, counted_sha256 from landing_changes")).all()
+    assert [Path(p).name for p, _ in changed] == ["batch-a.jsonl"]
+    assert changed[0][1] == next(r.sha256 for r in first if r.path.endswith("batch-a.jsonl"))
+    engine.dispose()
+
+    # The collapsed batch's alert reached the MLflow server.
+    collapsed = next(c for c in checks if c.data.tags["collapse.batch"] == "batch-c.jsonl")
+    assert int(collapsed.data.tags["collapse.alerts.firing"]) >= 1
+    assert collapsed.data.tags["collapse.alerts.max_severity"] == "critical"
+    assert any(k.startswith("collapse.alert.") and v == "firing" for k, v in collapsed.data.tags.items())
+
+    # Fired on their own, never overlapping: every run of the deployment was created by the scheduler.
+    runs = _flow_runs(api)
+    parents = [r for r in runs if r["name"].startswith(f"monitor {DATASET}")]
+    assert parents and all(r["auto_scheduled"] for r in parents), [(r["name"], r["auto_scheduled"]) for r in parents]
+    ran = sorted((r for r in parents if r["start_time"] and r["end_time"]), key=lambda r: r["start_time"])
+    assert len(ran) >= 3
+    spans = [(datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in ran]
+    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        assert s2 >= e1, f"runs overlap: one ran {s1}..{e1}, the next started {s2}"
+    (home / "ledger.json").write_text(json.dumps([r._asdict() for r in ledger_rows], indent=1))
+    print(f"\nfirst scheduled run checked both files {first_fired:.0f} s after serve started; "
+          f"{len(parents)} runs ({len(ran)} ran); ledger: {home / 'ledger.json'}")
