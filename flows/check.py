@@ -71,7 +71,10 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
     previous, silences = tasks.load_previous(tracker, dataset)  # every read of MLflow happens before the work
     with tasks.workspace() as work:
-        prof, shards = tasks.profile_batch(input_path, settings, work)
+        if settings.task_runner == "dask":
+            prof, shards = tasks.profile_batch_on_runner(input_path, settings, work)
+        else:
+            prof, shards = tasks.profile_batch(input_path, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
         values = tasks.compute_indicators(prof, reference, settings)
         report = tasks.drift_report(prof, reference, settings)

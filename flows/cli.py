@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    c.add_argument("--task-runner", choices=("local", "dask"),
+                   help="local (default): shards in worker processes here; dask: each shard a Prefect task on the "
+                        "Dask cluster at --dask-address (prefect-dask)")
+    c.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of an existing Dask cluster")
 
     r = sub.add_parser("reference", parents=[common], formatter_class=_Formatter,
                        help="build the human reference a dataset is compared with",
@@ -276,6 +280,10 @@ def _console_reports_failures_once(args) -> None:
 
 def _check(args) -> int:
     settings, rt = _setup(args)
+    overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
+                                   ("dask_address", args.dask_address)) if v}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
     from flows import tasks
@@ -284,8 +292,8 @@ def _check(args) -> int:
     _console_reports_failures_once(args)
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     reference = tasks.tracker_for(rt).reference_run(dataset, args.reference)
-    result = check_incoming_data(args.input, dataset, settings, rt, batch_name=Path(args.input).name,
-                                 reference_run_id=reference)
+    result = tasks.with_task_runner(check_incoming_data, settings)(
+        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -127,8 +127,8 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
                 report.busy.append(f.path)
                 continue
             try:
-                result = check_incoming_data(f.path, dataset, settings, rt, batch_name=Path(f.path).name,
-                                             content_sha256=f.sha256)
+                result = tasks.with_task_runner(check_incoming_data, settings)(
+                    f.path, dataset, settings, rt, batch_name=Path(f.path).name, content_sha256=f.sha256)
             except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
                 book.release(dataset, f.sha256, owner)
                 report.failed.append({"path": f.path, "error": f"{type(exc).__name__}: {exc}"[:500]})

@@ -81,6 +81,39 @@ def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_si
     return ingest.profile_input(spec, opts, shard_bytes=shard_bytes)
 
 
+@task(name="profile_shard", cache_policy=NONE)
+def profile_shard(job, shard: sources.Shard) -> BatchProfile:
+    return job(shard)
+
+
+def profile_batch_on_runner(spec: str, settings: Settings, quarantine_dir: Path) -> tuple[BatchProfile, list[sources.Shard]]:
+    """Every shard as its own Prefect task on the flow's task runner (a Dask cluster), merged here in order.
+
+    Not a task itself: tasks are submitted from the flow. The quarantine folder must be reachable from the
+    workers (the same machine, or a shared file system)."""
+    opts = ingest.ReadOptions(settings.columns, settings.ingest, settings.indicators.sample_size,
+                              settings.contamination_cutoff, str(quarantine_dir))
+
+    def on_runner(job, shards):
+        return [future.result() for future in [profile_shard.submit(job, shard) for shard in shards]]
+
+    return ingest.profile_input(spec, opts, mapper=on_runner, shard_bytes=settings.ingest.shard_mb << 20)
+
+
+def with_task_runner(flow_fn, settings: Settings):
+    """The flow with the configured task runner: as is, or on the Dask cluster at ``dask_address``."""
+    if settings.task_runner != "dask":
+        return flow_fn
+    if not settings.dask_address:
+        from monitors.errors import ConfigError
+
+        raise ConfigError("task_runner dask needs dask_address (--dask-address tcp://HOST:PORT or "
+                          "COLLAPSE_MONITOR_DASK_ADDRESS): the scheduler of an existing Dask cluster")
+    from prefect_dask import DaskTaskRunner
+
+    return flow_fn.with_options(task_runner=DaskTaskRunner(address=settings.dask_address))
+
+
 @task(cache_policy=NONE)
 def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path, settings: Settings) -> Path | None:
     """All quarantine entries of the batch in one JSONL file, in input order; None when there are none."""

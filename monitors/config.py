@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     rules_path: Path = Field(DEFAULT_RULES, description="the batch-level alert rule suite (GX JSON)")
     record_rules_path: Path = Field(DEFAULT_RECORD_RULES, description="the record-level quality suite (GX JSON)")
     contamination_cutoff: date = Field(date(2024, 1, 1), description="records created after it need an audit")
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="local: shards in worker processes here; dask: shards as Prefect tasks on a Dask cluster")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
     columns: Columns = Columns()
     ingest: IngestSettings = IngestSettings()
     indicators: IndicatorSettings = IndicatorSettings()
