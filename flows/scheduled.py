@@ -22,7 +22,7 @@ from prefect.events import emit_event
 from flows import tasks
 from flows.check import check_incoming_data
 from flows.probe import evaluate_long_tail_probes
-from monitors import alerting, ledger, runtime, sources
+from monitors import alerting, delivery, ledger, runtime, sources
 from monitors.config import Settings, load_settings
 from monitors.errors import InputError, UserError
 
@@ -164,9 +164,11 @@ def monitor_data(landing: str, dataset: str, config: str | None = None) -> dict:
 
 
 @flow(name=PROBE_FLOW, flow_run_name="probe {probe_set}", validate_parameters=False)
-def monitor_models(models: list[str], probe_set: str, config: str | None = None) -> dict:
+def monitor_models(models: list[str] | str, probe_set: str, config: str | None = None) -> dict:
     """Scheduled: evaluate each model URI on the probe set; one model's failure does not stop the others."""
     settings, rt = _setup(config)
+    if isinstance(models, str):  # from prefect.yaml's environment template: "models:/a@prod models:/b@prod"
+        models = delivery.parse_urls(models)
     done, failed = {}, {}
     for uri in models:
         try:
