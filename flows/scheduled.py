@@ -184,11 +184,15 @@ def monitor_models(models: list[str] | str, probe_set: str, config: str | None =
 
 
 # -- deployments ----------------------------------------------------------------------------------------------
-def _schedule(every: str, cron: str | None, timezone: str, what: str) -> dict:
+def _schedule(every: str, cron: str | None, timezone: str, what: str):
+    from datetime import timedelta
+
+    from prefect.schedules import Cron, Interval
+
     if cron:
-        return {"cron": cron, "timezone": timezone}
+        return Cron(cron, timezone=timezone)
     try:
-        return {"interval": alerting.parse_duration(every)}
+        return Interval(timedelta(seconds=alerting.parse_duration(every)), timezone=timezone)
     except ValueError as exc:
         raise UserError(f"schedules.{what}_every: {exc}") from None
 
@@ -210,7 +214,8 @@ def deployments(settings: Settings, config: str | None, *, data_every: str | Non
             name=f"data-{dataset}", parameters={"landing": sched.landing, "dataset": dataset, "config": config},
             concurrency_limit=no_overlap, tags=["collapse-monitor", "data"],
             description=f"Check new files of {sched.landing} against dataset {dataset!r}",
-            **_schedule(data_every or sched.data_every, None if data_every else sched.data_cron, sched.timezone, "data")))
+            schedule=_schedule(data_every or sched.data_every, None if data_every else sched.data_cron,
+                               sched.timezone, "data")))
     if sched.models:
         if not sched.probe_set:
             raise UserError("schedules.models is set but schedules.probe_set is not: the probes need a probe set "
@@ -219,8 +224,8 @@ def deployments(settings: Settings, config: str | None, *, data_every: str | Non
             name="probes", parameters={"models": list(sched.models), "probe_set": sched.probe_set, "config": config},
             concurrency_limit=no_overlap, tags=["collapse-monitor", "probes"],
             description=f"Probe {', '.join(sched.models)} on {sched.probe_set}",
-            **_schedule(probes_every or sched.probes_every, None if probes_every else sched.probes_cron,
-                        sched.timezone, "probes")))
+            schedule=_schedule(probes_every or sched.probes_every, None if probes_every else sched.probes_cron,
+                               sched.timezone, "probes")))
     if not out:
         raise UserError("nothing to schedule: set schedules.landing (the data check) and/or schedules.models with "
                         "schedules.probe_set (the probes) in the config file or COLLAPSE_MONITOR_SCHEDULES__* variables")
