@@ -413,6 +413,13 @@ def _serve(args) -> int:
     from monitors.config import config_path
 
     deps = deployments(settings, config_path(args.config), data_every=args.data_every, probes_every=args.probes_every)
+    from flows import automations
+    from flows.tasks import channel_urls
+
+    urls = channel_urls(settings)
+    for line in (automations.watch(deps, urls) if urls else
+                 ["no on-call channel (COLLAPSE_MONITOR_ALERT_URLS or alerts.urls): no dead man's switch"]):
+        print(line, file=sys.stderr)
     for d in deps:
         sched = d.schedules[0].schedule if d.schedules else None
         print(f"serving {d.flow_name}/{d.name}: {sched}; parameters {json.dumps(d.parameters)}", file=sys.stderr)

@@ -74,13 +74,21 @@ def _post_json(url: str, payload: dict, timeout: float) -> None:
             raise OSError(f"HTTP {resp.status}")
 
 
+def pagerduty(url: str) -> tuple[str, str] | None:
+    """(events endpoint, routing key) of a ``pdevents://KEY`` or ``pdevents+http(s)://KEY@HOST/PATH`` URL."""
+    m = _PD.match(url)
+    if not m:
+        return None
+    return (PD_EVENTS_URL if not m["rest"] else f"{m['proto'] or 'https'}://{m['rest']}"), m["key"]
+
+
 def send_one(url: str, n: dict[str, Any], timeout: float = 10.0) -> None:
     """Deliver one notification to one channel, or raise OSError saying why (without the URL)."""
     title, body = _message(n)
-    m = _PD.match(url)
-    if m:
-        endpoint = PD_EVENTS_URL if not m["rest"] else f"{m['proto'] or 'https'}://{m['rest']}"
-        event = {"routing_key": m["key"], "dedup_key": n["fingerprint"],
+    pd = pagerduty(url)
+    if pd:
+        endpoint, key = pd
+        event = {"routing_key": key, "dedup_key": n["fingerprint"],
                  "event_action": "resolve" if n["kind"] == "resolved" else "trigger"}
         if event["event_action"] == "trigger":
             event["payload"] = {"summary": title, "source": f"collapse-monitor/{n['dataset']}",

@@ -18,12 +18,14 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
+from monitors.rules import fingerprint
 from tests import stack
 from tests.conftest import REPO, write_jsonl
 
 pytestmark = pytest.mark.integration
 
 DATASET = "stack"
+KEY = "stack-routing-key"
 EVERY = 20  # seconds between scheduled runs
 
 
@@ -74,7 +76,7 @@ def servers(tmp_path_factory):
         pg.stop()
 
 
-def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, austen):
+def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, austen, receiver):
     home, pg, api, mlflow_uri = servers["home"], servers["pg"], servers["api"], servers["mlflow"]
     landing = home / "landing"
     landing.mkdir()
@@ -86,6 +88,7 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
         "COLLAPSE_MONITOR_SCHEDULES__LANDING": str(landing),
         "COLLAPSE_MONITOR_SCHEDULES__DATASET": DATASET,
         "COLLAPSE_MONITOR_INDICATORS__DRIFT": "false",
+        "COLLAPSE_MONITOR_ALERT_URLS": f"pdevents+http://{KEY}@127.0.0.1:{receiver.port}/v2/enqueue",
     }
     rows = list(austen)
     random.Random(5).shuffle(rows)
@@ -122,8 +125,13 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
     _wait("one more scheduled run after that", lambda: len([r for r in _flow_runs(api)
                                                             if r["state_type"] in ("COMPLETED", "CANCELLED")]) >= 3,
           120, log)
+    assert not _dead_man(receiver), "the dead man's switch stays quiet while runs complete"
     stack.stop(serve, signal.SIGTERM)
+    stopped = time.time()
     assert serve.returncode is not None
+    serve_log = log.read_text()
+    assert "automation: collapse-monitor dead man's switch: monitor_data/data-stack" in serve_log, serve_log[-3000:]
+    assert KEY not in serve_log
 
     # Exactly once: three files, three check runs in MLflow, each tagged with its file's content hash.
     ledger_rows = done_files()
@@ -157,10 +165,25 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
         assert s2 >= e1, f"runs overlap: one ran {s1}..{e1}, the next started {s2}"
     (home / "ledger.json").write_text(json.dumps([r._asdict() for r in ledger_rows], indent=1))
 
+    # The collapsed batch paged on-call from the scheduled run (PagerDuty-style receiver on 127.0.0.1).
+    assert any(e["json"]["event_action"] == "trigger" and "critical" in e["json"]["payload"]["summary"]
+               and e["json"]["payload"]["source"] == f"collapse-monitor/{DATASET}" for e in receiver.received)
+
     # The worker route: deployments/prefect.yaml through `prefect deploy` and a process worker.
     _worker_route(servers, env, landing, austen_rows=rows)
+
+    # The serve process is gone: the Prefect server's dead man's switch pages on-call on its own.
+    page = _wait("the dead man's switch", lambda: _dead_man(receiver), 180, home / "prefect-server.log")[0]
+    assert page["routing_key"] == KEY and page["dedup_key"] == fingerprint("schedule_dead", DATASET)
+    assert page["payload"]["summary"] == f"[FIRING] critical schedule_dead on {DATASET}"
+    assert "No run of monitor_data/data-stack completed in the last 60 s" in page["payload"]["custom_details"]["summary"]
+    print(f"dead man's switch paged {time.time() - stopped:.0f} s after serve stopped")
     print(f"\nfirst scheduled run checked both files {first_fired:.0f} s after serve started; "
           f"{len(parents)} runs ({len(ran)} ran); ledger: {home / 'ledger.json'}")
+
+
+def _dead_man(receiver) -> list[dict]:
+    return [e["json"] for e in receiver.received if "schedule_dead" in e["json"].get("payload", {}).get("summary", "")]
 
 
 def _prefect(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,0 +1,112 @@
+"""Prefect automations that watch the schedule itself, on the Prefect server (a check cannot report that it
+never ran):
+
+* a **dead man's switch** per deployment: a proactive trigger that fires when no run of the deployment has
+  completed within twice its interval (at least a minute): the scheduler, the worker or the serve process is
+  down;
+* a **crashed run** alert: a run of the deployment was killed (OOM, a lost machine) before it could report.
+
+Both notify on-call through a Prefect notification block made from the first on-call channel that a block can
+serve: ``pdevents://KEY`` / ``pdevents+http(s)://KEY@HOST/PATH`` (PagerDuty Events v2, the routing key kept
+as a block secret) or an Apprise ``json://`` / ``jsons://`` webhook. The PagerDuty ``dedup_key`` is the
+fingerprint of rule ``schedule_dead`` on the dataset, so repeated firings are one incident; it is resolved by
+hand (Prefect automations have no "resolved" action), or by PagerDuty's auto-resolve.
+
+Why not ``checks_missed``: it measures the gap between *checks*, and a landing zone that is quiet for a day
+has no check to make, though its scheduled runs completed; the switch watches the runs themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from monitors import delivery
+from monitors.rules import fingerprint
+
+BLOCK_NAME = "collapse-monitor-on-call"
+RULE = "schedule_dead"
+_JSON = re.compile(r"^(?P<proto>jsons?)://(?P<rest>.+)$")
+
+
+def notification_block(urls: list[str], dataset: str):
+    """A saved Prefect block for the first channel a block can serve, or None when none can."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    for url in urls:
+        pd = delivery.pagerduty(url)
+        m = _JSON.match(url)
+        if pd:
+            endpoint, key = pd
+            block = CustomWebhookNotificationBlock(
+                name="PagerDuty Events v2 (collapse-monitor)", url=endpoint, method="POST",
+                json_data={"routing_key": "{{routing_key}}", "event_action": "trigger",
+                           "dedup_key": fingerprint(RULE, dataset),
+                           "payload": {"summary": "{{subject}}", "source": f"collapse-monitor/{dataset}",
+                                       "severity": "critical", "custom_details": {"summary": "{{body}}"}}},
+                secrets={"routing_key": key})
+            break
+        if m:
+            scheme = "https" if m["proto"] == "jsons" else "http"
+            block = CustomWebhookNotificationBlock(
+                name="collapse-monitor", url=f"{scheme}://{m['rest']}", method="POST",
+                json_data={"title": "{{subject}}", "message": "{{body}}", "type": "failure"})
+            break
+    else:
+        return None
+    block.save(f"{BLOCK_NAME}-{re.sub('[^a-z0-9-]+', '-', dataset.lower())}", overwrite=True)
+    return block
+
+
+def install(deployment_id, deployment_name: str, dataset: str, interval_seconds: float | None, block) -> list[str]:
+    """(Re)create the two automations of one deployment; returns their names."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    related = {"prefect.resource.id": f"prefect.deployment.{deployment_id}"}
+    runs = {"prefect.resource.id": "prefect.flow-run.*"}
+    key = fingerprint(RULE, dataset)  # the PagerDuty dedup key of the block
+    wanted = []
+    if interval_seconds:
+        within = max(2 * interval_seconds, 60.0)
+        wanted.append((f"collapse-monitor dead man's switch: {deployment_name}", EventTrigger(
+            match=runs, match_related=related, expect={"prefect.flow-run.Completed"}, posture=Posture.Proactive,
+            threshold=1, within=timedelta(seconds=within)),
+            f"[FIRING] critical {RULE} on {dataset}",
+            f"No run of {deployment_name} completed in the last {within:.0f} s (twice its interval): the scheduler, "
+            f"the worker or the serve process may be down. Fingerprint {key}."))
+    wanted.append((f"collapse-monitor crashed run: {deployment_name}", EventTrigger(
+        match=runs, match_related=related, expect={"prefect.flow-run.Crashed"}, posture=Posture.Reactive,
+        threshold=1, within=timedelta(0)),
+        f"[FIRING] critical check_crashed on {dataset}",
+        f"A run of {deployment_name} crashed (killed before it could report): {{{{ event.resource.name }}}}."))
+    names = []
+    for name, trigger, subject, body in wanted:
+        try:
+            Automation.read(name=name).delete()
+        except Exception:  # noqa: BLE001 - none yet (the lookup raises ValueError or an HTTP 404)
+            pass
+        Automation(name=name, description=f"created by collapse-monitor serve for {deployment_name}", trigger=trigger,
+                   actions=[SendNotification(block_document_id=block._block_document_id, subject=subject,
+                                             body=body)]).create()
+        names.append(name)
+    return names
+
+
+def watch(deps: list, urls: list[str]) -> list[str]:
+    """Register the deployments and install their automations; returns what was done, for the console."""
+    lines = []
+    for d in deps:
+        dataset = (d.parameters or {}).get("dataset") or "probes"
+        block = notification_block(urls, dataset)
+        if block is None:
+            return [("no on-call channel that a Prefect notification block can serve (pdevents:// or json://): "
+                     "the dead man's switch and the crashed-run alert are not installed")]
+        schedule = d.schedules[0].schedule if d.schedules else None
+        interval = schedule.interval.total_seconds() if getattr(schedule, "interval", None) else None
+        names = install(d.apply(), f"{d.flow_name}/{d.name}", dataset, interval, block)
+        lines += [f"automation: {n}" for n in names]
+        if interval is None:
+            lines.append(f"{d.flow_name}/{d.name} runs on a cron schedule: no dead man's switch (set an interval)")
+    return lines
