@@ -38,6 +38,7 @@ first steps:
   collapse-monitor probes build --input heldout.jsonl --frequencies train.jsonl --out probes.jsonl
   collapse-monitor probe --model models:/intent@production --probes probes.jsonl
   collapse-monitor history --dataset news
+  collapse-monitor report --dataset news --out reports/news   # HTML trend report with charts
   collapse-monitor ui                                 # the MLflow UI on the results
 
 configuration: --config FILE, ${ENV_PREFIX}CONFIG or ./collapse-monitor.yaml, and {ENV_PREFIX}* variables
@@ -181,6 +182,21 @@ def _parser() -> argparse.ArgumentParser:
                     help="what the model is (default: its tag collapse.model_kind, else classifier)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
+    rp = sub.add_parser(
+        "report", parents=[common], formatter_class=_Formatter,
+        help="write a self-contained HTML trend report of a dataset (and log it to MLflow)",
+        description="Write DIR/index.html (charts inlined as PNG, also in DIR/charts/): every indicator across the "
+                    "dataset's checks with its alert thresholds and the runs where each rule was pending, fired or "
+                    "resolved; the synthetic share with its interval; when each alert first started; the probed "
+                    "models' tail/head ratio by version; links to every MLflow run. The folder is also logged as "
+                    "the artifacts of a 'report' run in the dataset's experiment.",
+        epilog="example:\n  collapse-monitor report --dataset news --out reports/news && xdg-open reports/news/index.html")
+    rp.add_argument("--dataset", metavar="NAME", help="the dataset (default: the 'dataset' setting)")
+    rp.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into")
+    rp.add_argument("--ui-url", default="http://127.0.0.1:5000", metavar="URL",
+                    help="MLflow UI the run links point at when the tracking store is not a server "
+                         "(default: what `collapse-monitor ui` serves)")
+
     sv = sub.add_parser(
         "serve", parents=[common], formatter_class=_Formatter,
         help="run the scheduled data check and probes in this process (needs a real Prefect server)",
@@ -226,10 +242,20 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
                        help="past checks from MLflow with key indicators and alerts, newest first",
                        description="List past checks from MLflow, newest first, with key indicators and firing alerts.",
-                       epilog="examples:\n  collapse-monitor history --dataset news --last 5\n  collapse-monitor history --json | jq '.[0]'")
+                       epilog="examples:\n  collapse-monitor history --dataset news --last 5\n"
+                              "  collapse-monitor history --since 7d --severity critical\n"
+                              "  collapse-monitor history --dataset news --state firing --csv > firing.csv\n"
+                              "  collapse-monitor history --json | jq '.[0]'")
     h.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
-    h.add_argument("--last", type=int, default=20, metavar="N", help="at most N runs (default 20)")
-    h.add_argument("--json", action="store_true", help="print a JSON list")
+    h.add_argument("--since", metavar="WHEN", help="only runs since then: a duration back (7d, 12h) or an ISO date "
+                                                   "(2026-11-01, UTC)")
+    h.add_argument("--severity", choices=("warning", "critical"),
+                   help="only runs with a firing alert of this severity or worse")
+    h.add_argument("--state", choices=("pending", "firing", "resolved"), help="only runs with an alert in this state")
+    h.add_argument("--last", type=int, default=20, metavar="N", help="at most N runs (default 20; 0 = all)")
+    fmt = h.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list")
+    fmt.add_argument("--csv", action="store_true", help="print CSV: one line per run")
 
     d = sub.add_parser("demo", parents=[common], formatter_class=_Formatter,
                        help="run the whole job on a simulated collapsing data stream (no network, no server)",
@@ -401,6 +427,17 @@ def _probe(args) -> int:
     return EXIT_CRITICAL if result.critical_firing else EXIT_OK
 
 
+def _report(args) -> int:
+    settings, rt = _setup(args)
+    from flows.report import build_report, run_url_for
+    from flows.tasks import tracker_for
+
+    dataset = args.dataset or settings.dataset
+    page, run_id, n = build_report(tracker_for(rt), settings, dataset, Path(args.out), run_url_for(rt.tracking_uri, args.ui_url))
+    print(f"report of {n} checks of dataset {dataset!r}: {page} (logged to MLflow run {run_id})")
+    return EXIT_OK
+
+
 def _serve(args) -> int:
     settings, rt = _setup(args)
     if rt.prefect_api_url is None:
@@ -494,9 +531,20 @@ def _history(args) -> int:
     from flows.tasks import tracker_for
     from monitors.results import KEY_INDICATORS
 
-    rows = tracker_for(rt).history(args.dataset, args.last)
+    from monitors import history
+
+    try:
+        since = history.since_ms(args.since) if args.since else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    filtered = bool(since or args.severity or args.state)
+    rows = tracker_for(rt).history(args.dataset, None if filtered else args.last)
+    rows = history.select(rows, since=since, severity=args.severity, state=args.state, last=args.last)
     if args.json:
         print(json.dumps(rows))
+        return EXIT_OK
+    if args.csv:
+        sys.stdout.write(history.to_csv(rows))
         return EXIT_OK
     if not rows:
         print("no checks yet" + (f" for dataset {args.dataset!r}" if args.dataset else "") + f" in {rt.tracking_uri}")
@@ -543,7 +591,7 @@ def _ui(args) -> int:
     return EXIT_INTERNAL  # not reached
 
 
-COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
+COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "report": _report, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,6 +259,17 @@ class MlflowTracker:
                 self.client.delete_run(run.info.run_id)
         return self.log_check(req)
 
+    def log_report(self, dataset: str, folder: Path, description: str) -> str:
+        """A finished ``report`` run in the dataset's experiment holding the report folder as ``report/``."""
+        run_id = self._start(dataset, "report", f"report {dataset}", {"mlflow.note.content": description})
+        try:
+            self.client.log_artifacts(run_id, str(folder), "report")
+        except Exception:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
     def run_for_content(self, dataset: str, sha256: str) -> str | None:
         """The finished check that counted a landing file with this content, if one did."""
         exp_id = self.experiment_id(dataset, create=False)
@@ -285,8 +296,9 @@ class MlflowTracker:
                     if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
         return out
 
-    def history(self, dataset: str | None = None, last: int = 20) -> list[dict[str, Any]]:
-        """Check runs, newest first, as flat rows (run id, dataset, time, metrics, alert tags)."""
+    def history(self, dataset: str | None = None, last: int | None = 20, kind: str = "check") -> list[dict[str, Any]]:
+        """Runs of a kind (checks by default), newest first, as flat rows: run id, dataset, batch, time,
+        sequence, metrics, every alert tag's state, the firing alerts, the maximum severity, the description."""
         if dataset is not None:
             exp_ids = [e for e in [self.experiment_id(dataset, create=False)] if e]
         else:
@@ -295,21 +307,27 @@ class MlflowTracker:
         if not exp_ids:
             return []
         runs = self.client.search_runs(
-            exp_ids, filter_string=f"tags.`{KIND}` = 'check'", order_by=["attributes.start_time DESC"], max_results=last
-        )
+            exp_ids, filter_string=f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"],
+            max_results=last or 50_000)
         rows = []
         for r in runs:
             tags = r.data.tags
+            states = {k.removeprefix("collapse.alert."): v for k, v in tags.items()
+                      if k.startswith("collapse.alert.") and not k.startswith("collapse.alerts.")}
             rows.append({
                 "run_id": r.info.run_id,
+                "experiment_id": r.info.experiment_id,
                 "dataset": tags.get("collapse.dataset"),
                 "batch": tags.get("collapse.batch"),
+                "sequence": int(tags.get("collapse.sequence", "-1")),
                 "started": r.info.start_time,
                 "status": r.info.status,
                 "metrics": dict(r.data.metrics),
-                "alerts": sorted(k.removeprefix("collapse.alert.") for k, v in tags.items()
-                                 if k.startswith("collapse.alert.") and v == "firing"),
+                "alert_states": states,
+                "alerts": sorted(k for k, v in states.items() if v == "firing"),
                 "max_severity": tags.get("collapse.alerts.max_severity", "none"),
+                "description": tags.get("mlflow.note.content", ""),
+                "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
             })
         return rows
 

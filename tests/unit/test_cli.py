@@ -125,7 +125,7 @@ def test_layering_monitors_never_imports_flows_or_prefect():
         assert not _imports(path) & {"flows", "prefect"}, path
 
 
-PURE = ["text", "profile", "indicators", "quantify", "alerting", "rules", "simulate", "reference", "results", "probes"]
+PURE = ["text", "profile", "indicators", "quantify", "alerting", "rules", "simulate", "reference", "results", "probes", "history", "report", "ledger"]
 
 
 @pytest.mark.parametrize("module", PURE)

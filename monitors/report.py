@@ -1,0 +1,229 @@
+"""The trend report: one self-contained HTML page (PNG charts inlined, also written as files) over a dataset's
+checks and the probed models' versions. Pure: rows in (as :meth:`MlflowTracker.history` gives them), files
+out. No JavaScript; every text that came from data (batch names, summaries, model names) is escaped, and a
+Content-Security-Policy that allows no script at all backs that up.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from monitors.results import KEY_INDICATORS
+from monitors.rules import Rule
+
+COLORS = {"pending": "#e69f00", "firing": "#d55e00", "resolved": "#009e73"}
+MARKERS = {"pending": "^", "firing": "o", "resolved": "D"}
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str  # file name stem
+    title: str
+    png: bytes
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.6), dpi=100)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # runs and versions are whole numbers
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def indicator_chart(column: str, runs: list[dict], rules: list[Rule]) -> Chart | None:
+    """One indicator across runs (x: the run's sequence number), its allowed band per rule (outside shaded)
+    and the runs where a rule on it was pending, firing or resolved."""
+    pts = [(r["sequence"], r["metrics"][column]) for r in runs if _finite(r["metrics"].get(column))]
+    if not pts:
+        return None
+    plt, fig, ax = _figure()
+    xs, ys = zip(*pts)
+    ax.plot(xs, ys, color="#0072b2", marker=".", lw=1.5, label=column)
+    lo_y, hi_y = min(ys), max(ys)
+    for rule in rules:
+        for bound, side in ((rule.min_value, "min"), (rule.max_value, "max")):
+            if bound is None:
+                continue
+            lo_y, hi_y = min(lo_y, bound), max(hi_y, bound)
+            ax.axhline(bound, color="#d55e00", ls="--", lw=1)
+        for state in ("pending", "firing", "resolved"):
+            hit = [(r["sequence"], r["metrics"].get(column)) for r in runs
+                   if r["alert_states"].get(rule.name) == state and _finite(r["metrics"].get(column))]
+            if hit:
+                ax.scatter(*zip(*hit), color=COLORS[state], marker=MARKERS[state], s=60, zorder=3,
+                           label=f"{rule.name} {state}")
+    pad = (hi_y - lo_y) * 0.1 or 0.1
+    ax.set_ylim(lo_y - pad, hi_y + pad)
+    for rule in rules:  # shade what breaks the rule
+        if rule.min_value is not None:
+            ax.axhspan(lo_y - pad, rule.min_value, color="#d55e00", alpha=0.08)
+        if rule.max_value is not None:
+            ax.axhspan(rule.max_value, hi_y + pad, color="#d55e00", alpha=0.08)
+    ax.set_xlabel("check (sequence number)")
+    ax.set_title(column, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return Chart(column.replace(".", "_"), column, _png(plt, fig))
+
+
+def share_chart(runs: list[dict]) -> Chart | None:
+    """The synthetic share with its 95 % interval band, and the corpus's human share."""
+    pts = [r for r in runs if _finite(r["metrics"].get("synthetic.share"))]
+    if not pts:
+        return None
+    plt, fig, ax = _figure()
+    xs = [r["sequence"] for r in pts]
+    ax.fill_between(xs, [r["metrics"].get("synthetic.share_low", math.nan) for r in pts],
+                    [r["metrics"].get("synthetic.share_high", math.nan) for r in pts], color="#cc79a7", alpha=0.25,
+                    label="95 % interval")
+    ax.plot(xs, [r["metrics"]["synthetic.share"] for r in pts], color="#cc79a7", marker=".", label="synthetic share")
+    corpus = [(r["sequence"], r["metrics"]["corpus.human_share"]) for r in runs if _finite(r["metrics"].get("corpus.human_share"))]
+    if corpus:
+        ax.plot(*zip(*corpus), color="#009e73", ls="-.", label="corpus human share")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("check (sequence number)")
+    ax.set_title("synthetic share (batch) and human share (accumulated corpus)", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return Chart("synthetic_share", "synthetic share", _png(plt, fig))
+
+
+def probe_chart(model: str, runs: list[dict]) -> Chart | None:
+    """A model's tail-to-head quality ratio by registry version, with its firing probe alerts."""
+    pts = sorted((int(r["tags"].get("collapse.model_version", "0")), r) for r in runs
+                 if _finite(r["metrics"].get("probe.tail_head_ratio")))
+    if not pts:
+        return None
+    plt, fig, ax = _figure()
+    ax.plot([v for v, _ in pts], [r["metrics"]["probe.tail_head_ratio"] for _, r in pts], color="#0072b2", marker="o")
+    for v, r in pts:
+        if r["alerts"]:
+            ax.annotate(", ".join(r["alerts"]), (v, r["metrics"]["probe.tail_head_ratio"]), fontsize=6,
+                        color=COLORS["firing"], xytext=(3, 6), textcoords="offset points")
+    ax.set_xlabel("registry version")
+    ax.set_title(f"{model}: tail / head quality", fontsize=10)
+    return Chart(f"probe_{''.join(c if c.isalnum() else '_' for c in model)}", f"{model} tail/head", _png(plt, fig))
+
+
+def first_breaches(runs: list[dict]) -> list[dict[str, Any]]:
+    """Per rule: the first run it was pending, first firing, and first resolved (runs oldest first)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        for rule, state in r["alert_states"].items():
+            entry = out.setdefault(rule, {"rule": rule})
+            entry.setdefault(state, r)
+    return sorted(out.values(), key=lambda e: min(e[s]["sequence"] for s in ("pending", "firing", "resolved") if s in e))
+
+
+def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[str, list[dict]],
+           run_url: Callable[[dict], str], out: Path) -> Path:
+    """Write ``out/index.html`` and ``out/charts/*.png``; ``runs`` oldest first. Returns the page's path."""
+    e = html.escape
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "charts").mkdir(exist_ok=True)
+    columns = list(dict.fromkeys([*KEY_INDICATORS, *[r.column for r in rules]]))
+    charts: list[Chart] = [c for c in [share_chart(runs)] if c]
+    for col in columns:
+        if col == "synthetic.share":
+            continue
+        chart = indicator_chart(col, runs, [r for r in rules if r.column == col])
+        if chart:
+            charts.append(chart)
+    probe_charts = [c for c in (probe_chart(m, rs) for m, rs in sorted(probe_runs.items())) if c]
+    for c in [*charts, *probe_charts]:
+        (out / "charts" / f"{c.name}.png").write_bytes(c.png)
+
+    def img(c: Chart) -> str:
+        data = base64.b64encode(c.png).decode("ascii")
+        return (f'<figure class="chart" data-chart="{e(c.name)}"><img alt="{e(c.title)}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{e(c.title)}</figcaption></figure>')
+
+    def link(r: dict, text: str) -> str:
+        return f'<a href="{e(run_url(r))}">{e(text)}</a>'
+
+    breach_rows = []
+    for b in first_breaches(runs):
+        cells = []
+        for state in ("pending", "firing", "resolved"):
+            run = b.get(state)
+            cells.append(f"<td>{link(run, '#%d %s' % (run['sequence'], _when(run['started'])))}</td>" if run else "<td>-</td>")
+        breach_rows.append(f"<tr><td>{e(b['rule'])}</td>{''.join(cells)}</tr>")
+    run_rows = []
+    for r in reversed(runs):
+        states = r["alert_states"]
+        run_rows.append(
+            f"<tr><td>{r['sequence']}</td><td>{_when(r['started'])}</td><td>{link(r, r['batch'] or r['run_id'])}</td>"
+            f"<td>{e(r['max_severity'])}</td>"
+            f"<td class='firing'>{e(', '.join(sorted(k for k, v in states.items() if v == 'firing')))}</td>"
+            f"<td>{e(', '.join(sorted(k for k, v in states.items() if v == 'pending')))}</td>"
+            f"<td>{e(', '.join(sorted(k for k, v in states.items() if v == 'resolved')))}</td>"
+            f"<td>{e(r.get('description', ''))}</td></tr>")
+    probe_rows = []
+    for model, rs in sorted(probe_runs.items()):
+        for r in sorted(rs, key=lambda r: int(r["tags"].get("collapse.model_version", "0"))):
+            ratio = r["metrics"].get("probe.tail_head_ratio")
+            probe_rows.append(
+                f"<tr><td>{e(model)}</td><td>{link(r, 'v' + r['tags'].get('collapse.model_version', '?'))}</td>"
+                f"<td>{_when(r['started'])}</td><td>{'%.3f' % ratio if _finite(ratio) else 'n/a'}</td>"
+                f"<td class='firing'>{e(', '.join(r['alerts']))}</td></tr>")
+    span = f"{_when(runs[0]['started'])} to {_when(runs[-1]['started'])}" if runs else "no checks"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>collapse-monitor report: {e(dataset)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }} table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 13px; text-align: left; vertical-align: top; }}
+.firing {{ color: #b03a00; }} figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
+figcaption {{ font-size: 12px; color: #555; }}
+</style></head><body>
+<h1>Dataset {e(dataset)}: {len(runs)} checks, {span} (UTC)</h1>
+<p>Each chart is one indicator across checks (x: the check's sequence number in the dataset). Dashed red lines are
+alert thresholds and the shaded side breaks the rule; triangles mark runs where a rule was pending, dots where it
+fired, diamonds where it resolved. Links open the MLflow run.</p>
+<h2>When each alert started</h2>
+<table id="breaches"><tr><th>rule</th><th>first pending</th><th>first firing</th><th>first resolved</th></tr>
+{''.join(breach_rows) or '<tr><td colspan="4">no alert so far</td></tr>'}</table>
+<h2>Indicators</h2>
+<div id="charts">{''.join(img(c) for c in charts)}</div>
+<h2>Models on long-tail probes</h2>
+<div id="probe-charts">{''.join(img(c) for c in probe_charts) or '<p>no model has been probed</p>'}</div>
+<table id="probes"><tr><th>model</th><th>version</th><th>probed (UTC)</th><th>tail/head</th><th>firing</th></tr>
+{''.join(probe_rows)}</table>
+<h2>Checks, newest first</h2>
+<table id="runs"><tr><th>#</th><th>started (UTC)</th><th>batch</th><th>max severity</th><th>firing</th><th>pending</th>
+<th>resolved</th><th>description</th></tr>
+{''.join(run_rows)}</table>
+</body></html>
+"""
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
