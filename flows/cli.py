@@ -576,6 +576,8 @@ def _demo(args) -> int:
     print(demo_probes.table(probed))
     print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "
           f"experiment collapse-monitor/demo; {sum(len(v) for v in probed.values())} model versions probed.")
+    print(f"Trend report (HTML with charts): collapse-monitor report --dataset demo --out demo-report "
+          f"--state-dir {settings.state_path}")
     print(f"Open the MLflow UI on the results: collapse-monitor ui --state-dir {settings.state_path}  "
           f"(then browse http://127.0.0.1:5000)")
     return EXIT_OK

@@ -115,3 +115,12 @@ def test_report_renders_in_chromium_without_running_data(isolated, austen, capsy
     names = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/index.html", "report/charts"} <= names
     assert Path(client.download_artifacts(run.info.run_id, "report/index.html", str(isolated))).read_text().startswith("<!DOCTYPE")
+    # The layout a reviewer meets in the MLflow UI: run names, one-line descriptions, steps = sequence numbers.
+    checks = sorted(client.search_runs([exp.experiment_id], "tags.`collapse.kind` = 'check'"),
+                    key=lambda r: int(r.data.tags["collapse.sequence"]))
+    assert [r.info.run_name for r in checks] == ["check web a.jsonl", f"check web {HOSTILE_NAME}", "check web c.jsonl"]
+    for seq, r in enumerate(checks):
+        note = r.data.tags["mlflow.note.content"]
+        assert "\n" not in note and "alert(s) firing" in note
+        assert client.get_metric_history(r.info.run_id, "tail.distinct_2")[0].step == seq
+        assert {"collapse.dataset", "collapse.batch", "collapse.alerts.max_severity"} <= set(r.data.tags)
