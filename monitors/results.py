@@ -62,6 +62,43 @@ def schedule_indicators(hours_since_last: float | None, expected_hours: float | 
     return {"schedule.hours_since_last_check": gap, "schedule.gap_ratio": ratio}
 
 
+def _num(v):
+    """nan and inf as None (JSON null)."""
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+
+
+def _fmt(v, signed: bool = False) -> str:
+    if _num(v) is None:
+        return "n/a"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def critical_firing(alerts: list[Alert]) -> bool:
+    return any(a.status == "firing" and a.severity == "critical" for a in alerts)
+
+
+def alert_lines(alerts: list[Alert], notifications: list[dict], delivery: dict, notes: list[str]) -> list[str]:
+    """The end of a run's summary: firing alerts, pending and resolved ones, what was sent, the notes."""
+    firing = [a for a in alerts if a.status == "firing"]
+    if firing:
+        lines = [f"  alerts firing ({max_severity(alerts)}):"]
+        lines += [f"    [{a.severity}] {a.rule}: value {_fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
+    else:
+        lines = ["  alerts: none firing"]
+    pending = [a.rule for a in alerts if a.status == "pending"]
+    resolved = [a.rule for a in alerts if a.status == "resolved"]
+    if pending:
+        lines.append(f"  pending (breached, not yet for enough runs to fire): {', '.join(pending)}")
+    if resolved:
+        lines.append(f"  resolved: {', '.join(resolved)}")
+    if notifications:
+        lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in notifications))
+    if delivery:
+        lines.append(f"  delivery: {delivery['sent']} sent, {delivery['queued']} waiting in the outbox"
+                     + "".join(f"\n    {e}" for e in delivery["errors"]))
+    return lines + [f"  note: {n}" for n in notes]
+
+
 @dataclass
 class CheckResult:
     run_id: str
@@ -87,12 +124,11 @@ class CheckResult:
 
     @property
     def critical_firing(self) -> bool:
-        return any(a.status == "firing" and a.severity == "critical" for a in self.alerts)
+        return critical_firing(self.alerts)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` contract (nan becomes null)."""
-        def num(v):
-            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+        num = _num
         return {
             "run_id": self.run_id,
             "dataset": self.dataset,
@@ -117,8 +153,7 @@ class CheckResult:
 
     def summary(self) -> str:
         """A few readable lines for a terminal."""
-        def fmt(v):
-            return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+        fmt = _fmt
         s = self.share
         if s.estimate is not None:
             share = f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, detector {self.detector})"
@@ -134,25 +169,7 @@ class CheckResult:
             f"  synthetic share: {share}",
         ]
         lines += [f"  {k}: {fmt(self.indicators.get(k))}" for k in KEY_INDICATORS if k != "synthetic.share"]
-        firing = [a for a in self.alerts if a.status == "firing"]
-        if firing:
-            lines.append(f"  alerts firing ({max_severity(self.alerts)}):")
-            lines += [f"    [{a.severity}] {a.rule}: value {fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
-        else:
-            lines.append("  alerts: none firing")
-        pending = [a.rule for a in self.alerts if a.status == "pending"]
-        resolved = [a.rule for a in self.alerts if a.status == "resolved"]
-        if pending:
-            lines.append(f"  pending (breached, not yet for enough runs to fire): {', '.join(pending)}")
-        if resolved:
-            lines.append(f"  resolved: {', '.join(resolved)}")
-        if self.notifications:
-            lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in self.notifications))
-        if self.delivery:
-            d = self.delivery
-            lines.append(f"  delivery: {d['sent']} sent, {d['queued']} waiting in the outbox"
-                         + "".join(f"\n    {e}" for e in d["errors"]))
-        lines += [f"  note: {n}" for n in self.notes]
+        lines += alert_lines(self.alerts, self.notifications, self.delivery, self.notes)
         return "\n".join(lines)
 
 
@@ -186,11 +203,10 @@ class ProbeResult:
 
     @property
     def critical_firing(self) -> bool:
-        return any(a.status == "firing" and a.severity == "critical" for a in self.alerts)
+        return critical_firing(self.alerts)
 
     def to_dict(self) -> dict[str, Any]:
-        def num(v):
-            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+        num = _num
         return {
             "run_id": self.run_id, "model_uri": self.model_uri, "model": self.model, "version": self.version,
             "kind": self.kind, "probe_set": {"path": self.probe_set, "sha256": self.probe_digest, "examples": self.examples},
@@ -202,10 +218,7 @@ class ProbeResult:
         }
 
     def summary(self) -> str:
-        def fmt(v, signed=False):
-            if v is None or (isinstance(v, float) and not math.isfinite(v)):
-                return "n/a"
-            return f"{v:+.3f}" if signed else f"{v:.3f}"
+        fmt = _fmt
         ind = self.indicators
         lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {self.probe_set} "
                  f"(MLflow run {self.run_id})",
@@ -234,21 +247,5 @@ class ProbeResult:
         lines.append(f"  lineage: distillation depth {lin['depth']}"
                      + (f" ({' <- '.join(lin['chain'])})" if lin["depth"] else "")
                      + (f"; synthetic fraction {fmt(lin['synthetic_fraction'])}" if lin.get("synthetic_fraction") is not None else ""))
-        firing = [a for a in self.alerts if a.status == "firing"]
-        if firing:
-            lines.append(f"  alerts firing ({max_severity(self.alerts)}):")
-            lines += [f"    [{a.severity}] {a.rule}: value {fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
-        else:
-            lines.append("  alerts: none firing")
-        for status in ("pending", "resolved"):
-            named = [a.rule for a in self.alerts if a.status == status]
-            if named:
-                lines.append(f"  {status}: {', '.join(named)}")
-        if self.notifications:
-            lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in self.notifications))
-        if self.delivery:
-            d = self.delivery
-            lines.append(f"  delivery: {d['sent']} sent, {d['queued']} waiting in the outbox"
-                         + "".join(f"\n    {e}" for e in d["errors"]))
-        lines += [f"  note: {n}" for n in self.notes]
+        lines += alert_lines(self.alerts, self.notifications, self.delivery, self.notes)
         return "\n".join(line for line in lines if line)
