@@ -58,9 +58,9 @@ def evaluate_model(ref: ModelRef, kind: str, probe_set: probes.ProbeSet, setting
         metrics = probes.classifier_metrics(probe_set, predicted, confidence, settings.probes.ece_bins)
         if confidence is None:
             note = f"{ref.label} gives no probabilities: no calibration error"
-        outputs = [{"id": r["id"], "slice": r["slice"], "label": r["label"], "predicted": p,
-                    **({"confidence": round(float(c), 6)} if confidence is not None else {})}
-                   for r, p, c in zip(probe_set.rows, predicted, confidence if confidence is not None else [None] * len(predicted))]
+        outputs = [{"id": r["id"], "slice": r["slice"], "label": r["label"], "predicted": predicted[i],
+                    **({"confidence": round(float(confidence[i]), 6)} if confidence is not None else {})}
+                   for i, r in enumerate(probe_set.rows)]
         return metrics, outputs, note
     generated = model.generate(probe_set.prompts(settings.probes.prompt_words), settings.probes.seed)
     scored = model.loglik(probe_set.texts)
@@ -70,10 +70,9 @@ def evaluate_model(ref: ModelRef, kind: str, probe_set: probes.ProbeSet, setting
     else:
         ll, tok = scored
     metrics = probes.generator_metrics(probe_set, generated, ll, tok, settings.indicators.compress_bytes)
-    outputs = [{"id": r["id"], "slice": r["slice"], "output": g,
-                **({"loglik": round(float(a), 4), "tokens": int(b)} if ll is not None else {})}
-               for r, g, a, b in zip(probe_set.rows, generated, ll if ll is not None else [0] * len(generated),
-                                     tok if tok is not None else [0] * len(generated))]
+    outputs = [{"id": r["id"], "slice": r["slice"], "output": generated[i],
+                **({"loglik": round(float(ll[i]), 4), "tokens": int(tok[i])} if ll is not None else {})}
+               for i, r in enumerate(probe_set.rows)]
     return metrics, outputs, note
 
 

@@ -66,12 +66,16 @@ def _workers(settings: Settings, spec: str) -> int:
     return settings.ingest.workers or os.cpu_count() or 1
 
 
+def _read_options(settings: Settings, quarantine_dir: Path, sample_size: int | None = None) -> ingest.ReadOptions:
+    return ingest.ReadOptions(settings.columns, settings.ingest, sample_size or settings.indicators.sample_size,
+                              settings.contamination_cutoff, str(quarantine_dir))
+
+
 @task(cache_policy=NONE)  # a bad file is not fixed by retrying
 def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_size: int | None = None
                   ) -> tuple[BatchProfile, list[sources.Shard]]:
     """Read and profile every shard of the batch, in worker processes when it is large enough."""
-    opts = ingest.ReadOptions(settings.columns, settings.ingest, sample_size or settings.indicators.sample_size,
-                              settings.contamination_cutoff, str(quarantine_dir))
+    opts = _read_options(settings, quarantine_dir, sample_size)
     shard_bytes = settings.ingest.shard_mb << 20
     workers = _workers(settings, spec)
     if workers > 1 and sources.total_bytes(sources.expand(spec)) >= PARALLEL_MIN_BYTES:
@@ -91,8 +95,7 @@ def profile_batch_on_runner(spec: str, settings: Settings, quarantine_dir: Path)
 
     Not a task itself: tasks are submitted from the flow. The quarantine folder must be reachable from the
     workers (the same machine, or a shared file system)."""
-    opts = ingest.ReadOptions(settings.columns, settings.ingest, settings.indicators.sample_size,
-                              settings.contamination_cutoff, str(quarantine_dir))
+    opts = _read_options(settings, quarantine_dir)
 
     def on_runner(job, shards):
         return [future.result() for future in [profile_shard.submit(job, shard) for shard in shards]]
