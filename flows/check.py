@@ -83,7 +83,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         values.update(tasks.band_scores(values, reference, prof.records))
         values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
-        share = tasks.estimate_share(prof, detector, settings)
+        share = tasks.estimate_share(prof, detector, settings, reference)
         corpus = CorpusTotals.from_metrics(previous.corpus).add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
         breached = tasks.evaluate_rules(suite, row, dataset)
@@ -91,7 +91,10 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []
         notes += [f"the synthetic share comes from detector {detector.label} ({share.method})"
-                 if not isinstance(detector, str) else f"no synthetic-share estimate: {detector}"]
+                 if not isinstance(detector, str) else
+                 f"the synthetic share comes from the local LM against the human reference ({share.method}; "
+                 f"no detector: {detector})" if share.estimate is not None and "mpe" in share.method else
+                 f"no synthetic-share estimate: {share.note or detector}"]
         if prof.quarantined_total:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
             notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run")

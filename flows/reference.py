@@ -33,5 +33,6 @@ def build_reference_flow(input_path: str, dataset: str, settings: Settings, runt
     with tasks.workspace() as work:
         prof, _ = tasks.profile_batch(input_path, settings, work, sample_size=settings.indicators.reference_docs)
         ref = profile_reference(prof, input_path, dataset, settings)
+        ref = tasks.score_reference(ref, prof, settings)
     run_id = save_reference(tasks.tracker_for(runtime), ref, input_path)
     return run_id, ref, prof.quarantined_total

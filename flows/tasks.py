@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -180,18 +181,89 @@ def validate_records(prof: BatchProfile, suite_raw: dict) -> gx_records.RecordQu
     return gx_records.validate(prof, suite_raw)
 
 
+def lm_scorer(settings: Settings, label: str = "LM scoring"):
+    """The local LM scorer of the settings, with the content cache under the state directory (loads lazily)."""
+    from monitors import lmscore
+
+    cfg = lmscore.ScorerConfig(model_file=settings.lm.model_file, token_budget=settings.lm.token_budget,
+                               dtype=settings.lm.dtype, batch_size=settings.lm.batch_size, threads=settings.lm.threads)
+    folder = lmscore.cache_dir(settings.lm.cache_dir)
+    cache = lmscore.ScoreCache(folder / "lm-scores.sqlite") if settings.lm.cache else None
+    return lmscore.LMScorer(cfg, cache=cache, converted_dir=folder / "models" if settings.lm.cache else None,
+                            progress=lmscore.stderr_progress(label))
+
+
 @compute_task
-def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, settings: Settings) -> ShareEstimate:
-    """Declared provenance counted exactly; the detector's quantification estimate for the undeclared rest
-    (on the uniform sample, whose bootstrap interval covers the sampling)."""
+def score_reference(ref: ReferenceProfile, prof: BatchProfile, settings: Settings) -> ReferenceProfile:
+    """The reference with its held-out documents scored by the local LM (the human score distribution that
+    the share is estimated against), or unchanged with a warning when the LM is unavailable."""
+    import dataclasses
+
+    from monitors.lmscore import ScorerUnavailable
+    from monitors.reference import LMReference, split_sample
+
+    from prefect import get_run_logger
+
+    if not settings.lm.enabled:
+        return ref
+    texts = split_sample(prof)[1][: settings.lm.reference_docs]
+    try:
+        scorer = lm_scorer(settings, f"LM scoring of {len(texts)} held-out reference documents")
+        features = scorer.score(texts)
+    except ScorerUnavailable as exc:
+        get_run_logger().warning("reference built without LM scores, so checks need a trained detector for the "
+                       "synthetic share: %s", exc)
+        return ref
+    clusters = ref.embedding.assign(ref.embedding.transform(texts)) if ref.embedding is not None else np.zeros(len(texts), int)
+    return dataclasses.replace(ref, lm=LMReference(scorer.tag, features, clusters))
+
+
+@compute_task
+def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, settings: Settings,
+                   reference: ReferenceProfile | None = None) -> ShareEstimate:
+    """Declared provenance counted exactly; for the undeclared rest (on the uniform sample, whose bootstrap
+    interval covers the sampling) the registered detector's quantification estimate or, without a detector,
+    the local LM's mixture-proportion estimate against the human reference."""
     declared = Provenance(*prof.declared())
-    if declared.undeclared == 0 or isinstance(detector, str):
-        return combine_with_declared(declared, ShareEstimate.unavailable(detector if isinstance(detector, str) else ""))
-    method = detector.method if settings.detector.method == "auto" else settings.detector.method
+    if declared.undeclared == 0:
+        return combine_with_declared(declared, ShareEstimate.unavailable(""))
     texts = prof.undeclared_sample_texts()
+    if isinstance(detector, str):
+        return combine_with_declared(declared, share_from_reference(texts, reference, settings, detector))
+    method = detector.method if settings.detector.method == "auto" else settings.detector.method
     undeclared = quantify.estimate_share(detector.scores(texts), detector.validation, method=method,
                                          replicates=settings.detector.bootstrap, seed=settings.detector.seed)
     return combine_with_declared(declared, undeclared)
+
+
+def share_from_reference(texts: list[str], reference: ReferenceProfile | None, settings: Settings,
+                         no_detector: str) -> ShareEstimate:
+    """The LM path of :func:`estimate_share`; unavailable (with every reason) when it cannot run."""
+    from monitors import mixture
+    from monitors.lmscore import ScorerUnavailable
+
+    if not settings.lm.enabled:
+        return ShareEstimate.unavailable(f"{no_detector}; the local LM is off (lm.enabled)")
+    if reference is None or reference.lm is None:
+        return ShareEstimate.unavailable(
+            f"{no_detector}; and the dataset's reference has no LM scores to estimate against: rebuild it with "
+            f"`collapse-monitor reference build` (the local LM scores its held-out documents)")
+    texts = texts[: settings.lm.sample_size]  # the sample is in hash order: any prefix is a uniform sample
+    try:
+        scorer = lm_scorer(settings, f"LM scoring of {len(texts)} batch documents")
+        if scorer.tag != reference.lm.tag:
+            return ShareEstimate.unavailable(
+                f"{no_detector}; the reference was scored by {reference.lm.tag!r} but the settings give "
+                f"{scorer.tag!r} (lm.model_file, lm.token_budget, lm.dtype): rebuild the reference or restore them")
+        features = scorer.score(texts)
+    except ScorerUnavailable as exc:
+        return ShareEstimate.unavailable(f"{no_detector}; {exc}")
+    emb = reference.embedding
+    clusters = emb.assign(emb.transform(texts)) if emb is not None else None
+    return mixture.estimate_from_reference(
+        mixture.machine_score(features), mixture.machine_score(reference.lm.features),
+        batch_clusters=clusters, human_clusters=reference.lm.clusters if emb is not None else None,
+        clusters=reference.settings.clusters, replicates=settings.detector.bootstrap, seed=settings.detector.seed)
 
 
 @io_task

