@@ -101,7 +101,9 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
                  if not isinstance(detector, str) else f"no synthetic-share estimate: {detector}"]
         if prof.quarantined_total:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
-            notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run")
+            cap = settings.ingest.quarantine_entries_per_reason
+            capped = f" (the first {cap} of each reason)" if max(prof.quarantined.values()) > cap else ""
+            notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run{capped}")
         if prof.records > settings.indicators.sample_size:
             notes.append(f"text indicators and the synthetic share use a uniform sample of {settings.indicators.sample_size} "
                          f"of the {prof.records} records")

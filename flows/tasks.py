@@ -119,17 +119,11 @@ def with_task_runner(flow_fn, settings: Settings):
 
 @task(cache_policy=NONE)
 def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path, settings: Settings) -> Path | None:
-    """All quarantine entries of the batch in one JSONL file, in input order; None when there are none."""
+    """The batch's quarantine entries in one JSONL file (the first N of each reason); None when there are none."""
     if not prof.quarantined_total:
         return None
-    out = folder / "quarantine.jsonl"
-    with out.open("w", encoding="utf-8") as fh:
-        for part in prof.quarantine_files:
-            with open(part, encoding="utf-8") as src:
-                shutil.copyfileobj(src, fh)
-        for entry in [*prof.entries, *ingest.late_duplicate_entries(prof, shards, settings.columns.id)]:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    return out
+    return ingest.write_quarantine(prof, shards, folder / "quarantine.jsonl", settings.columns.id,
+                                   settings.ingest.quarantine_entries_per_reason, settings.ingest.max_line_bytes)
 
 
 @io_task

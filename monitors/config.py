@@ -59,6 +59,14 @@ class IngestSettings(_Section):
     quarantine_markup: bool = Field(True, description="quarantine texts with <script>/<iframe>/javascript: markup")
     workers: int = Field(0, ge=0, description="processes that read shards; 0 = one per CPU")
     shard_mb: int = Field(64, gt=0, description="uncompressed JSONL files are cut into shards of this size")
+    quarantine_entries_per_reason: int = Field(
+        1000, ge=0, description="quarantine.jsonl keeps this many entries per reason; every record is still counted")
+
+    @property
+    def max_line_bytes(self) -> int:
+        """Longest JSONL line read: the longest acceptable text JSON-escaped (at most 6 bytes a character) plus
+        1 MB for the other fields. A longer line is quarantined without being held in memory."""
+        return self.max_text_chars * 6 + (1 << 20)
 
 
 class IndicatorSettings(_Section):

@@ -39,7 +39,12 @@ def test_failures_after_logging_never_recount_a_landing_file(isolated, austen, m
     failed_file = settings.state_path / "alerts" / f"check_failed-{alerting.fingerprint('check_failed', 'land')}.json"
 
     # 1. `: > STATE/alerts/check_failed-<fp>.json` (a crash or a full disk cut it): resolved, not a crash.
-    write_jsonl(landing / "a.jsonl", _rows(austen, 1000, 40, "a"))
+    # The batch carries item 2's hostile records too: each is quarantined, none kills the check.
+    hostile = ['{"id": "deep", "text": "fine", "x": ' + "[" * 10_000 + "]" * 10_000 + "}",
+               '{"id": "sur", "text": "half a pair \\ud800 of a surrogate"}',
+               {"id": "pl", "text": "a text that is fine", "provenance": ["human"]},
+               {"id": "pd", "text": "a text that is fine", "provenance": {}}]
+    write_jsonl(landing / "a.jsonl", _rows(austen, 1000, 40, "a") + hostile)
     failed_file.parent.mkdir(parents=True, exist_ok=True)
     failed_file.write_text("")
     first = monitor_data(str(landing), "land")
@@ -72,6 +77,9 @@ def test_failures_after_logging_never_recount_a_landing_file(isolated, austen, m
     assert [x["path"].rsplit("/", 1)[1] for x in again["checked"]] == ["c.jsonl"] and again["already_counted"] == 2
 
     assert _batches(isolated) == ["a.jsonl", "b.jsonl", "c.jsonl"], "each file counted once"
+    client = MlflowClient(f"sqlite:///{isolated}/.collapse-monitor/mlflow.db")
+    a_run = client.get_run(first["checked"][0]["run_id"])
+    assert (a_run.data.metrics["batch.records"], a_run.data.metrics["batch.quarantined"]) == (40, 4)
     book = ledger.Ledger(settings.ledger_url())
     assert sorted(e["path"].rsplit("/", 1)[1] for e in book.entries("land") if e["status"] == "done") == [
         "a.jsonl", "b.jsonl", "c.jsonl"]
