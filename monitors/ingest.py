@@ -121,10 +121,13 @@ class _Record:
     reason: str | None
 
 
-def _examine(obj: dict[str, Any], cols: Columns, ing: IngestSettings, file: str, lineno: int) -> _Record:
-    """Read one record's fields and decide whether it is usable (a duplicate id is decided by the caller)."""
+def _examine(obj: dict[str, Any], cols: Columns, ing: IngestSettings, file: str, where: int) -> _Record:
+    """Read one record's fields and decide whether it is usable (a duplicate id is decided by the caller).
+
+    A record without an id gets one made of its file's full path and where it starts in the file (a JSONL
+    line's byte offset, a row number): unique in the batch however the files are named or cut into shards."""
     raw_id = obj.get(cols.id)
-    doc_id = f"{Path(file).name}:{lineno}" if raw_id is None else str(raw_id)
+    doc_id = f"{file}@{where}" if raw_id is None else str(raw_id)
     text = obj.get(cols.text)
     when, date_state, date_problem = None, DATE_ABSENT, ""
     try:
@@ -180,10 +183,10 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
         quarantined[kind] += 1
         sink.add(file, lineno, kind, reason, raw)
 
-    for lineno, obj, problem, raw in rows:
+    for lineno, obj, problem, raw, where in rows:
         if problem is None:
             try:
-                rec = _examine(obj, cols, ing, file, lineno)
+                rec = _examine(obj, cols, ing, file, where)
             except Exception as exc:  # noqa: BLE001 - one record never kills a batch
                 problem = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
         if problem is not None:
@@ -253,7 +256,7 @@ def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], i
     for index, lines in sorted(by_shard.items()):
         shard = shards[index]
         offset = sources.lines_before(shard) if shard.fmt == "jsonl" else 0
-        for lineno, obj, _, raw in sources.rows(shard, max_line_bytes):
+        for lineno, obj, _, raw, _ in sources.rows(shard, max_line_bytes):
             if lineno in lines:
                 doc_id = (obj or {}).get(id_column)
                 yield quarantine_entry(shard.file, lineno + offset, f"duplicate id {str(doc_id)[:80]!r} (seen in an "
@@ -318,4 +321,4 @@ class _ShardJob:
 def records_from_dicts(objs: Iterable[dict[str, Any]]) -> Iterator[sources.Row]:
     """Rows from in-memory records (tests, the reference's pseudo-batches)."""
     for i, obj in enumerate(objs, start=1):
-        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8")
+        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8"), i

@@ -26,8 +26,10 @@ CHUNK_ROWS = 10_000
 MAX_LINE_BYTES = 16 << 20
 #: How the problem of a line over the limit starts (ingest quarantines it as ``oversize_text``).
 OVERSIZE_LINE = "line too long"
-#: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes).
-Row = tuple[int, "dict[str, Any] | None", "str | None", bytes]
+#: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes,
+#: where it starts in its file: the byte offset of a JSONL line (of the decompressed file), else the row number).
+#: Line numbers of a JSONL byte-range shard count from the shard's start; the offset is global and free.
+Row = tuple[int, "dict[str, Any] | None", "str | None", bytes, int]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -268,15 +270,15 @@ def _jsonl_rows(shard: Shard, cap: int = MAX_LINE_BYTES) -> Iterator[Row]:
                 continue
             if shard.end is not None and pos >= shard.end:
                 break
-            pos += size
+            start, pos = pos, pos + size
             lineno += 1
             if size > cap:
-                yield lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw
+                yield lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw, start
                 continue
             if not raw.strip():
                 continue
             obj, problem = parse_json_line(raw)
-            yield lineno, obj, problem, raw
+            yield lineno, obj, problem, raw, start
 
 
 def _clean(obj: dict) -> dict:
@@ -298,7 +300,7 @@ def _parquet_rows(shard: Shard) -> Iterator[Row]:
             for obj in rb.to_pylist():
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno
 
 
 def _csv_rows(shard: Shard) -> Iterator[Row]:
@@ -310,4 +312,4 @@ def _csv_rows(shard: Shard) -> Iterator[Row]:
             for obj in chunk.to_dict("records"):
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno

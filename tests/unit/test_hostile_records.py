@@ -128,7 +128,7 @@ def test_the_length_check_runs_before_the_per_character_scan():
     growth = _peak_rss_growth_mb("""
         text = "\\ufffd" * 20_000_000
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        prof = profile_rows([(1, {"id": "r", "text": text}, None, b"{}")], opts, file="mem")
+        prof = profile_rows([(1, {"id": "r", "text": text}, None, b"{}", 0)], opts, file="mem")
         assert prof.quarantined == {"oversize_text": 1}, prof.quarantined
         before = base
     """)
@@ -157,3 +157,17 @@ def test_the_quarantined_share_alerts_through_a_rule(isolated):
     breached = gx_rules.evaluate(suite, row, "news")
     assert "batch.quarantined_share" in {r.column for r in suite.rules}
     assert any(a.rule == next(r.name for r in suite.rules if r.column == "batch.quarantined_share") for a in breached)
+
+
+# -- item 7: no false duplicates ------------------------------------------------------------------------------
+def test_records_without_ids_are_never_false_duplicates_across_shards_or_same_named_files(isolated):
+    rows = [{"text": f"a record without an id, number {i}"} for i in range(400)]
+    for folder in ("x", "y"):
+        write_jsonl(isolated / folder / "b.jsonl", rows)
+    whole, _ = _read(isolated / "x" / "b.jsonl")
+    sharded, _ = profile_input(str(isolated / "x" / "b.jsonl"), ReadOptions(COLS, IngestSettings(), 1000, date(2024, 1, 1)),
+                               shard_bytes=1024)  # about 16 shards, each starting again at line 1
+    assert (sharded.records, sharded.quarantined_total) == (400, 0)
+    assert sharded.sample == whole.sample  # the made-up ids do not depend on where shards are cut
+    both, _ = _read(str(isolated / "*" / "b.jsonl"))
+    assert (both.records, both.quarantined_total) == (800, 0)
