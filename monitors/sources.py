@@ -8,6 +8,7 @@ number, so memory does not grow with the file.
 
 from __future__ import annotations
 
+import codecs
 import glob as _glob
 import gzip
 import io
@@ -205,6 +206,27 @@ def parse_json_line(raw: bytes) -> tuple[dict | None, str | None]:
     return obj, None
 
 
+class _CrAsLf:
+    """A binary file whose line ends are lone CRs (classic Mac), read with LFs: the same length, so byte
+    offsets and shard boundaries stay true. A raw CR cannot be part of a valid JSON line anyway."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        return self.fh.read(size).replace(b"\r", b"\n")
+
+    def seek(self, *args) -> int:
+        return self.fh.seek(*args)
+
+
+def _line_ends_fixed(fh):
+    """``fh`` as is, or read through :class:`_CrAsLf` when its first block has CRs and no LF at all."""
+    head = fh.read(1 << 16)
+    fh.seek(0)
+    return _CrAsLf(fh) if b"\r" in head and b"\n" not in head else fh
+
+
 def lines_before(shard: Shard) -> int:
     """Lines in the file before the shard's first line (counted only when a line number is needed).
 
@@ -213,7 +235,8 @@ def lines_before(shard: Shard) -> int:
     if shard.start == 0:
         return 0
     count, left, last = 0, shard.start, b"\n"
-    with _open(shard.url) as fh:
+    with _open(shard.url) as raw_fh:
+        fh = _line_ends_fixed(raw_fh)
         while left > 0:
             block = fh.read(min(left, 8 << 20))
             if not block:
@@ -257,8 +280,9 @@ def _lines(fh, cap: int, block_bytes: int = 1 << 16) -> Iterator[tuple[bytes, in
 def _jsonl_rows(shard: Shard, cap: int = MAX_LINE_BYTES) -> Iterator[Row]:
     """Line numbers here count from the shard's start; the reader adds :func:`lines_before` when needed."""
     raw_fh = _open(shard.url)
-    fh = gzip.open(raw_fh, "rb") if shard.compressed else raw_fh
-    with raw_fh, fh:
+    zipped = gzip.open(raw_fh, "rb") if shard.compressed else raw_fh
+    with raw_fh, zipped:
+        fh = _line_ends_fixed(zipped)
         pos, skip = shard.start, False
         if pos > 0:
             fh.seek(pos - 1)
@@ -275,6 +299,8 @@ def _jsonl_rows(shard: Shard, cap: int = MAX_LINE_BYTES) -> Iterator[Row]:
             if size > cap:
                 yield lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw, start
                 continue
+            if start == 0 and raw.startswith(codecs.BOM_UTF8):  # a byte order mark is no part of the record
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             obj, problem = parse_json_line(raw)

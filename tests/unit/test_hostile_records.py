@@ -171,3 +171,22 @@ def test_records_without_ids_are_never_false_duplicates_across_shards_or_same_na
     assert sharded.sample == whole.sample  # the made-up ids do not depend on where shards are cut
     both, _ = _read(str(isolated / "*" / "b.jsonl"))
     assert (both.records, both.quarantined_total) == (800, 0)
+
+
+# -- item 12 (small ones): a BOM and CR-only line endings ---------------------------------------------------
+def test_a_utf8_bom_does_not_quarantine_the_first_record(isolated):
+    path = isolated / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in GOOD))
+    prof, _ = _read(path)
+    assert (prof.records, prof.quarantined_total) == (3, 0)
+
+
+@pytest.mark.parametrize("name, shard_bytes", [("cr.jsonl", 64 << 20), ("cr.jsonl", 300), ("cr.jsonl.gz", 64 << 20)])
+def test_cr_only_line_endings_count_every_record(isolated, name, shard_bytes):
+    rows = [{"id": f"r{i}", "text": f"an old Mac file, record {i}"} for i in range(30)] + ["not json"]
+    data = b"".join((r if isinstance(r, str) else json.dumps(r)).encode() + b"\r" for r in rows)
+    path = isolated / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    prof, _ = profile_input(str(path), ReadOptions(COLS, IngestSettings(), 1000, date(2024, 1, 1)), shard_bytes=shard_bytes)
+    assert (prof.records, prof.quarantined_total) == (30, 1)
+    assert [e["line"] for e in prof.entries] == [31]
