@@ -50,12 +50,19 @@ def check_incoming_data(
     and log one MLflow run. Alerts are data, not failures: the flow completes and says what fired.
 
     A check that fails (bad input, an unreachable store, a bug) is itself an alert, ``check_failed``, sent to
-    on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check."""
+    on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check.
+    Once the run is logged (or spooled) the check has succeeded: nothing after that may fail it, or a landing
+    zone would count the batch again."""
     try:
         result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256)
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
+    try:
+        tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
+                                 f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
+    except Exception as exc:  # noqa: BLE001 - the Prefect UI's copy of the alerts; MLflow has them
+        result.notes.append(f"could not publish the alerts to Prefect: {type(exc).__name__}: {str(exc)[:200]}")
     result.notifications, result.delivery = tasks.deliver_and_record(
         settings, runtime, dataset, result.run_id, result.spooled, result.notifications)
     return result
@@ -97,7 +104,9 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
                  f"no synthetic-share estimate: {share.note or detector}"]
         if prof.quarantined_total:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(prof.quarantined.items()))
-            notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run")
+            cap = settings.ingest.quarantine_entries_per_reason
+            capped = f" (the first {cap} of each reason)" if max(prof.quarantined.values()) > cap else ""
+            notes.append(f"{prof.quarantined_total} record(s) quarantined ({kinds}); see quarantine.jsonl in the run{capped}")
         if prof.records > settings.indicators.sample_size:
             notes.append(f"text indicators and the synthetic share use a uniform sample of {settings.indicators.sample_size} "
                          f"of the {prof.records} records")
@@ -124,6 +133,4 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             req.tags[CONTENT_TAG] = content_sha256
         result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
-    tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
-                             f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
     return result

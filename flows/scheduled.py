@@ -92,6 +92,19 @@ def _owner() -> str:
         return f"pid/{os.getpid()}/{time.time():.0f}"
 
 
+def _logged_anyway(tracker, dataset: str, f: ledger.LandedFile, book: ledger.Ledger, owner: str,
+                   report: LandingReport, error: str) -> bool:
+    """A check that failed after MLflow took its run has counted the file: keep it counted, never redo it."""
+    try:
+        run_id = tracker.run_for_content(dataset, f.sha256)
+    except Exception:  # noqa: BLE001 - MLflow unreachable: the claim is given back, as for any failed check
+        return False
+    if run_id:
+        book.complete(dataset, f.sha256, owner, run_id)
+        report.checked.append({"path": f.path, "sha256": f.sha256, "run_id": run_id, "error": error})
+    return bool(run_id)
+
+
 def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Runtime) -> LandingReport:
     """Check every new file of a landing zone once, each as its own ``check_incoming_data`` run."""
     log = get_run_logger()
@@ -130,8 +143,10 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
                 result = tasks.with_task_runner(check_incoming_data, settings)(
                     f.path, dataset, settings, rt, batch_name=Path(f.path).name, content_sha256=f.sha256)
             except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
-                book.release(dataset, f.sha256, owner)
-                report.failed.append({"path": f.path, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                if not _logged_anyway(tracker, dataset, f, book, owner, report, error):
+                    book.release(dataset, f.sha256, owner)
+                    report.failed.append({"path": f.path, "error": error})
                 continue
             run_id = result.run_id or f"spooled:{Path(result.spooled).name}"
             book.complete(dataset, f.sha256, owner, run_id)

@@ -26,7 +26,7 @@ from prefect.cache_policies import NONE
 from monitors import (
     alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources, spool,
 )
-from monitors.config import Settings
+from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.profile import BatchProfile
 from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
 from monitors.reference import ReferenceProfile
@@ -120,17 +120,11 @@ def with_task_runner(flow_fn, settings: Settings):
 
 @task(cache_policy=NONE)
 def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Path, settings: Settings) -> Path | None:
-    """All quarantine entries of the batch in one JSONL file, in input order; None when there are none."""
+    """The batch's quarantine entries in one JSONL file (the first N of each reason); None when there are none."""
     if not prof.quarantined_total:
         return None
-    out = folder / "quarantine.jsonl"
-    with out.open("w", encoding="utf-8") as fh:
-        for part in prof.quarantine_files:
-            with open(part, encoding="utf-8") as src:
-                shutil.copyfileobj(src, fh)
-        for entry in [*prof.entries, *ingest.late_duplicate_entries(prof, shards, settings.columns.id)]:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    return out
+    return ingest.write_quarantine(prof, shards, folder / "quarantine.jsonl", settings.columns.id,
+                                   settings.ingest.quarantine_entries_per_reason, settings.ingest.max_line_bytes)
 
 
 @io_task
@@ -287,6 +281,25 @@ def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
     return settings.state_path / "alerts" / f"{rule}-{alerting.fingerprint(rule, scope)}.json"
 
 
+def _read_failure(path: Path) -> dict:
+    """An open failure alert as remembered; {} when its file is unreadable (a crash or a full disk cut it)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _write_json(path: Path, obj) -> None:
+    """Temp file + rename: a crash or a full disk leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
                    what: str = "check") -> None:
     """A failed run is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
@@ -296,11 +309,11 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
     try:
         path = _failure_file(settings, dataset, rule)
         path.parent.mkdir(parents=True, exist_ok=True)
-        open_since = json.loads(path.read_text())["since"] if path.exists() else time.time()
+        open_since = _read_failure(path).get("since") or time.time()
         severity = "warning" if isinstance(exc, UserError) and rule == "check_failed" else "critical"
         message = delivery.scrub(f"{type(exc).__name__}: {exc}")[:500]
         note = alerting.failure_notification("firing", dataset, severity, f"the {what} of {batch} failed: {message}", rule)
-        path.write_text(json.dumps({**note, "since": open_since}))
+        _write_json(path, {**note, "since": open_since})
         send_notifications(settings, [note], f"failed-{int(time.time())}")
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
         logging.getLogger(__name__).exception("could not report the failed %s", what)
@@ -308,13 +321,15 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
 
 def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "check_failed",
                   what: str = "check") -> list[dict]:
-    """The ``resolved`` notification of an open check_failed (probe_failed) alert of the scope (and forget it)."""
+    """The ``resolved`` notification of an open check_failed (probe_failed) alert of the scope (and forget it).
+    A file that cannot be read still means an open alert: it is resolved (as critical, the worst it can be)."""
     path = _failure_file(settings, dataset, rule)
     if not path.exists():
         return []
-    old = json.loads(path.read_text())
+    old = _read_failure(path)
     path.unlink()
-    return [alerting.failure_notification("resolved", dataset, old["severity"],
+    severity = old.get("severity") if old.get("severity") in ("warning", "critical") else "critical"
+    return [alerting.failure_notification("resolved", dataset, severity,
                                           f"the {what} of {dataset} succeeded again (run {run_id})", rule)]
 
 
@@ -325,9 +340,6 @@ def advance_alerts(states: list[dict], silences: list[dict], suite: RuleSuite, r
                          [alerting.Silence(**s) for s in silences],
                          repeat_interval=settings.alerts.repeat_interval_hours * 3600,
                          breached={a.rule for a in breached})
-
-
-ALERT_URLS_ENV = "COLLAPSE_MONITOR_ALERT_URLS"
 
 
 def channel_urls(settings: Settings) -> list[str]:
@@ -410,13 +422,25 @@ def deliver_and_record(settings: Settings, runtime: Runtime, scope: str, run_id:
                        notifications: list[dict], rule: str = "check_failed", what: str = "check"
                        ) -> tuple[list[dict], dict]:
     """After a successful run: resolve an open ``rule`` failure alert, deliver the run's notifications (and
-    the outbox's), and record what delivery did with the run. Returns (all notifications, delivery)."""
-    notifications = notifications + clear_failure(settings, scope, run_id or "(spooled)", rule, what)
-    outcome = deliver_notifications(settings, notifications, run_id or f"spooled-{Path(spooled).name}")
+    the outbox's), and record what delivery did with the run. Returns (all notifications, delivery).
+
+    Never raises: the run is logged, and a failure here must not fail it (a landing zone would count its
+    batch again). What could not be sent waits in the outbox for the next run; the error is returned."""
+    try:
+        notifications = notifications + clear_failure(settings, scope, run_id or "(spooled)", rule, what)
+        outcome = deliver_notifications(settings, notifications, run_id or f"spooled-{Path(spooled).name}")
+    except Exception as exc:  # noqa: BLE001 - see above: delivery's problem, not the run's
+        logging.getLogger(__name__).exception("delivery after %s %s failed", what, run_id or spooled)
+        return notifications, {"sent": 0, "queued": None,
+                               "errors": [delivery.scrub(f"delivery failed: {type(exc).__name__}: {exc}")[:500]]}
     if outcome is not None:
         result = {"sent": outcome.sent, "queued": outcome.queued, "errors": outcome.errors}
         if run_id:
-            record_delivery(tracker_for(runtime), run_id, result)
+            try:
+                record_delivery(tracker_for(runtime), run_id, result)
+            except Exception as exc:  # noqa: BLE001 - the notifications went out; only their record is missing
+                logging.getLogger(__name__).warning("could not record delivery with run %s: %s", run_id,
+                                                    delivery.scrub(str(exc))[:200])
         return notifications, result
     if notifications:
         return notifications, {"sent": 0, "queued": 0, "errors": [

@@ -27,6 +27,10 @@ from monitors.errors import ConfigError
 
 ENV_PREFIX = "COLLAPSE_MONITOR_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+#: On-call channel URLs that replace alerts.urls (whitespace- or comma-separated).
+ALERT_URLS_ENV = ENV_PREFIX + "ALERT_URLS"
+#: Settings whose values are secrets: an error about them never shows the value.
+SECRET_SETTINGS = ("alerts.urls", "landing.ledger_url")
 DEFAULT_CONFIG_FILE = "collapse-monitor.yaml"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = PACKAGE_ROOT / "expectations" / "collapse_indicators.json"
@@ -55,6 +59,14 @@ class IngestSettings(_Section):
     quarantine_markup: bool = Field(True, description="quarantine texts with <script>/<iframe>/javascript: markup")
     workers: int = Field(0, ge=0, description="processes that read shards; 0 = one per CPU")
     shard_mb: int = Field(64, gt=0, description="uncompressed JSONL files are cut into shards of this size")
+    quarantine_entries_per_reason: int = Field(
+        1000, ge=0, description="quarantine.jsonl keeps this many entries per reason; every record is still counted")
+
+    @property
+    def max_line_bytes(self) -> int:
+        """Longest JSONL line read: the longest acceptable text JSON-escaped (at most 6 bytes a character) plus
+        1 MB for the other fields. A longer line is quarantined without being held in memory."""
+        return self.max_text_chars * 6 + (1 << 20)
 
 
 class IndicatorSettings(_Section):
@@ -106,6 +118,21 @@ class AlertSettings(_Section):
         None, gt=0, description="the dataset's check schedule; no successful check for twice this long alerts")
     delivery_retries: int = Field(3, ge=1, description="tries per notification and run before it waits in the outbox")
     delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
+
+    @field_validator("urls")
+    @classmethod
+    def _channels_work(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        """A typo in a channel URL is an error now, not a failed delivery after every check."""
+        problems = _channel_problems([u.get_secret_value() for u in urls])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return urls
+
+
+def _channel_problems(urls: list[str]) -> list[str]:
+    from monitors.delivery import url_problem
+
+    return [f"channel #{i}: {why}" for i, url in enumerate(urls, start=1) if (why := url_problem(url))]
 
 
 class ProbeSettings(_Section):
@@ -259,7 +286,8 @@ def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str
         if err["type"] == "extra_forbidden":
             msg = "unknown setting (check its spelling against the README's configuration reference)"
         value = err.get("input")
-        shown = "" if err["type"] == "extra_forbidden" or isinstance(value, dict) else f" (got {value!r})"
+        hidden = err["type"] == "extra_forbidden" or isinstance(value, dict) or key in SECRET_SETTINGS
+        shown = "" if hidden else f" (got {value!r})"
         lines.append(f"{origin}: {key}: {msg}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
@@ -272,6 +300,12 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     resolved = config_path(path)
     data = _read_yaml(resolved) if resolved else {}
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, resolved, os.environ)) from None
+    from monitors.delivery import parse_urls
+
+    problems = _channel_problems(parse_urls(os.environ.get(ALERT_URLS_ENV)))
+    if problems:
+        raise ConfigError(f"invalid configuration:\n  environment variable {ALERT_URLS_ENV}: " + "; ".join(problems))
+    return settings

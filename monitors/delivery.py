@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,37 @@ def _post_json(url: str, payload: dict, timeout: float) -> None:
             raise OSError(f"HTTP {resp.status}")
 
 
+@contextmanager
+def _quiet_apprise() -> Iterator[None]:
+    """Apprise logs a URL it cannot parse, secret and all: keep its logger quiet meanwhile."""
+    logger = logging.getLogger("apprise")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def url_problem(url: str) -> str | None:
+    """Why a channel URL cannot work, without the URL (it holds secrets); None when it can."""
+    if url.startswith("pdevents"):
+        pd = pagerduty(url)
+        if pd is None:
+            return f"{redact(url)} is not pdevents://ROUTING_KEY or pdevents+http(s)://ROUTING_KEY@HOST[:PORT]/PATH"
+        try:
+            parts = urllib.parse.urlsplit(pd[0])
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return f"{redact(url)} has a host or port that cannot be read"
+        return None if parts.hostname else f"{redact(url)} has no host"
+    import apprise
+
+    with _quiet_apprise():
+        known = apprise.Apprise.instantiate(url) is not None
+    return None if known else f"{redact(url)} is not a channel URL Apprise understands"
+
+
 def pagerduty(url: str) -> tuple[str, str] | None:
     """(events endpoint, routing key) of a ``pdevents://KEY`` or ``pdevents+http(s)://KEY@HOST/PATH`` URL."""
     m = _PD.match(url)
@@ -105,7 +139,9 @@ def send_one(url: str, n: dict[str, Any], timeout: float = 10.0) -> None:
     import apprise
 
     ap = apprise.Apprise()
-    if not ap.add(url):
+    with _quiet_apprise():
+        added = ap.add(url)
+    if not added:
         raise OSError(f"{redact(url)} is not a channel URL Apprise understands")
     kind = apprise.NotifyType.SUCCESS if n["kind"] == "resolved" else (
         apprise.NotifyType.FAILURE if n["severity"] == "critical" else apprise.NotifyType.WARNING)
@@ -155,9 +191,17 @@ class Outbox:
         os.replace(tmp, path)
 
 
+def _safe_error(exc: Exception, url: str) -> str:
+    """An unexpected sender error as text, with neither the channel URL nor any credential in it."""
+    return scrub(f"{type(exc).__name__}: {exc}".replace(url, redact(url)))[:300]
+
+
 def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float = 1.0,
           send: Callable[[str, dict], None] = send_one, sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """Send everything in the outbox, oldest first, each with ``retries`` tries and exponential backoff."""
+    """Send everything in the outbox, oldest first, each with ``retries`` tries and exponential backoff.
+
+    A send that fails in any way (not only OSError: a bug or a URL the sender chokes on) leaves its delivery in
+    the outbox with the error, and the others are still sent: delivery never fails the run that delivers."""
     sent, errors = 0, []
     for item in outbox.pending():
         if item["channel"] >= len(urls):
@@ -167,10 +211,11 @@ def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float =
         for attempt in range(retries):
             try:
                 send(urls[item["channel"]], item["notification"])
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever a channel does wrong, the delivery waits in the outbox
                 if attempt + 1 == retries:
-                    outbox.failed(item, str(exc))
-                    errors.append(f"{item['label']}: {exc}")
+                    error = str(exc) if isinstance(exc, OSError) else _safe_error(exc, urls[item["channel"]])
+                    outbox.failed(item, error)
+                    errors.append(f"{item['label']}: {error}")
                 else:
                     sleep(backoff * 2 ** attempt)
                 continue

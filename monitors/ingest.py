@@ -5,9 +5,10 @@ line or row, reason, the record's first bytes) and is counted by reason. Shards 
 and can be profiled in separate processes (:func:`profile_input` takes the ``map`` to use), so memory
 does not grow with the texts of a batch.
 
-Reasons: ``unparseable`` (invalid UTF-8, bad JSON, not an object), ``missing_text``, ``text_not_string``,
-``empty_text``, ``oversize_text``, ``binary_text``, ``markup``, ``bad_date``, ``bad_provenance``,
-``duplicate_id``.
+Reasons: ``unparseable`` (invalid UTF-8 or Unicode, bad JSON, not an object, or any error while reading the
+record), ``missing_text``, ``text_not_string``, ``empty_text``, ``oversize_text`` (also a JSONL line too long
+to read), ``binary_text``, ``markup``, ``bad_date``, ``bad_provenance``, ``duplicate_id``. Every record is
+counted; the quarantine file keeps the first ``ingest.quarantine_entries_per_reason`` entries of each reason.
 """
 
 from __future__ import annotations
@@ -67,19 +68,23 @@ def parse_date(value: Any) -> date | None:
 
 
 class _Sink:
-    """Quarantine entries of one shard: to a part file, or kept in memory."""
+    """Quarantine entries of one shard, at most ``per_kind`` of each kind: to a part file, or kept in memory."""
 
-    def __init__(self, shard: sources.Shard | None, folder: str | None):
-        self.shard, self.folder = shard, folder
+    def __init__(self, shard: sources.Shard | None, folder: str | None, per_kind: int | None = None):
+        self.shard, self.folder, self.per_kind = shard, folder, per_kind
         self.entries: list[dict[str, Any]] = []
         self.path: str | None = None
+        self.kept: Counter = Counter()
         self._fh = None
         self._line_offset: int | None = None
 
-    def add(self, file: str, line: int, reason: str, raw: bytes) -> None:
+    def add(self, file: str, line: int, kind: str, reason: str, raw: bytes) -> None:
+        if self.per_kind is not None and self.kept[kind] >= self.per_kind:
+            return  # counted by the caller; the file keeps the first entries of each kind
+        self.kept[kind] += 1
         if self._line_offset is None:  # counted once, and only when a shard has something to quarantine
             self._line_offset = sources.lines_before(self.shard) if self.shard and self.shard.fmt == "jsonl" else 0
-        entry = quarantine_entry(file, line + self._line_offset, reason, raw)
+        entry = quarantine_entry(file, line + self._line_offset, reason, raw, kind)
         if self.folder is None:
             self.entries.append(entry)
             return
@@ -94,9 +99,71 @@ class _Sink:
             self._fh.close()
 
 
-def quarantine_entry(file: str, line: int, reason: str, raw: bytes) -> dict[str, Any]:
-    return {"file": file, "line": line, "reason": reason,
+def quarantine_entry(file: str, line: int, reason: str, raw: bytes, kind: str = "") -> dict[str, Any]:
+    return {"file": file, "line": line, "kind": kind, "reason": reason,
             "record": raw[:SHOWN_BYTES].decode("utf-8", errors="replace"), "truncated": len(raw) > SHOWN_BYTES}
+
+
+@dataclass
+class _Record:
+    """What profiling keeps of one parsed record, and why it is quarantined (kind None: it is not)."""
+
+    raw_id: Any
+    doc_id: str
+    id_hash: int
+    text: Any
+    n_chars: int
+    bad: float
+    when: date | None
+    date_state: int
+    prov_code: int
+    kind: str | None
+    reason: str | None
+
+
+def _examine(obj: dict[str, Any], cols: Columns, ing: IngestSettings, file: str, where: int) -> _Record:
+    """Read one record's fields and decide whether it is usable (a duplicate id is decided by the caller).
+
+    A record without an id gets one made of its file's full path and where it starts in the file (a JSONL
+    line's byte offset, a row number): unique in the batch however the files are named or cut into shards."""
+    raw_id = obj.get(cols.id)
+    doc_id = f"{file}@{where}" if raw_id is None else str(raw_id)
+    text = obj.get(cols.text)
+    when, date_state, date_problem = None, DATE_ABSENT, ""
+    try:
+        when = parse_date(obj.get(cols.created_at))
+        date_state = DATE_ABSENT if when is None else DATE_OK
+    except (ValueError, OverflowError, OSError) as exc:
+        date_state, date_problem = DATE_BAD, str(exc)
+    prov = obj.get(cols.provenance)
+    prov_code = PROV_ABSENT if prov is None else _PROV_CODE.get(prov, PROV_OTHER) if isinstance(prov, str) else PROV_OTHER
+    is_str = isinstance(text, str)
+    n_chars = len(text) if is_str else -1
+    # The length check comes before any scan of the characters: an oversize text is never scanned.
+    scan = is_str and 0 < n_chars <= ing.max_text_chars
+    bad = len(_BAD_CHARS.findall(text)) / n_chars if scan else float("nan")
+
+    if text is None:
+        kind, reason = "missing_text", f"missing text (column {cols.text!r})"
+    elif not is_str:
+        kind, reason = "text_not_string", f"text is a {type(text).__name__}, not a string"
+    elif n_chars > ing.max_text_chars:
+        kind, reason = "oversize_text", f"text has {n_chars} characters, over ingest.max_text_chars={ing.max_text_chars}"
+    elif not text.strip():
+        kind, reason = "empty_text", "empty text"
+    elif bad > ing.max_bad_char_share:
+        kind, reason = "binary_text", (f"{bad:.0%} of the text is control or replacement characters "
+                                       f"(over ingest.max_bad_char_share={ing.max_bad_char_share}): binary junk?")
+    elif ing.quarantine_markup and (m := _MARKUP.search(text)):
+        kind, reason = "markup", (f"text contains active HTML/JS markup ({m.group(0)!r}); extraction junk? "
+                                  f"(set ingest.quarantine_markup=false to accept it)")
+    elif date_state == DATE_BAD:
+        kind, reason = "bad_date", date_problem
+    elif prov_code == PROV_OTHER:
+        kind, reason = "bad_provenance", f"provenance {str(prov)[:40]!r} is not one of {list(PROVENANCE)}"
+    else:
+        kind = reason = None
+    return _Record(raw_id, doc_id, stable_hash(doc_id), text, n_chars, bad, when, date_state, prov_code, kind, reason)
 
 
 def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, shard_index: int = 0,
@@ -105,7 +172,7 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
     import heapq
 
     cols, ing = opts.columns, opts.ingest
-    sink = sink or _Sink(None, None)
+    sink = sink or _Sink(None, None, ing.quarantine_entries_per_reason)
     out: dict[str, list] = {k: [] for k in COLUMNS}
     quarantined: Counter = Counter()
     unparsed = 0
@@ -114,56 +181,30 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
 
     def reject(kind: str, lineno: int, reason: str, raw: bytes) -> None:
         quarantined[kind] += 1
-        sink.add(file, lineno, reason, raw)
+        sink.add(file, lineno, kind, reason, raw)
 
-    for lineno, obj, problem, raw in rows:
+    for lineno, obj, problem, raw, where in rows:
+        if problem is None:
+            try:
+                rec = _examine(obj, cols, ing, file, where)
+            except Exception as exc:  # noqa: BLE001 - one record never kills a batch
+                problem = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
         if problem is not None:
             unparsed += 1
-            reject("unparseable", lineno, problem, raw)
+            if problem.startswith(sources.OVERSIZE_LINE):
+                reject("oversize_text", lineno, f"{problem}: over ingest.max_text_chars={ing.max_text_chars} "
+                                                "plus room for the other fields", raw)
+            else:
+                reject("unparseable", lineno, problem, raw)
             continue
-        raw_id = obj.get(cols.id)
-        doc_id = f"{Path(file).name}:{lineno}" if raw_id is None else str(raw_id)
-        h = stable_hash(doc_id)
-        text = obj.get(cols.text)
-        when, date_state = None, DATE_ABSENT
-        try:
-            when = parse_date(obj.get(cols.created_at))
-            date_state = DATE_ABSENT if when is None else DATE_OK
-        except (ValueError, OverflowError, OSError) as exc:
-            date_state, date_problem = DATE_BAD, str(exc)
-        prov = obj.get(cols.provenance)
-        prov_code = PROV_ABSENT if prov is None else _PROV_CODE.get(prov, PROV_OTHER)
-        is_str = isinstance(text, str)
-        n_chars = len(text) if is_str else -1
-        bad = len(_BAD_CHARS.findall(text)) / n_chars if is_str and n_chars else float("nan")
-
-        if text is None:
-            kind, reason = "missing_text", f"missing text (column {cols.text!r})"
-        elif not is_str:
-            kind, reason = "text_not_string", f"text is a {type(text).__name__}, not a string"
-        elif n_chars > ing.max_text_chars:
-            kind, reason = "oversize_text", f"text has {n_chars} characters, over ingest.max_text_chars={ing.max_text_chars}"
-        elif not text.strip():
-            kind, reason = "empty_text", "empty text"
-        elif bad > ing.max_bad_char_share:
-            kind, reason = "binary_text", (f"{bad:.0%} of the text is control or replacement characters "
-                                           f"(over ingest.max_bad_char_share={ing.max_bad_char_share}): binary junk?")
-        elif ing.quarantine_markup and (m := _MARKUP.search(text)):
-            kind, reason = "markup", (f"text contains active HTML/JS markup ({m.group(0)!r}); extraction junk? "
-                                      f"(set ingest.quarantine_markup=false to accept it)")
-        elif date_state == DATE_BAD:
-            kind, reason = "bad_date", date_problem
-        elif prov_code == PROV_OTHER:
-            kind, reason = "bad_provenance", f"provenance {str(prov)[:40]!r} is not one of {list(PROVENANCE)}"
-        elif h in seen:
-            kind, reason = "duplicate_id", f"duplicate id {doc_id[:80]!r}"
-        else:
-            kind = reason = None
+        kind, reason, h = rec.kind, rec.reason, rec.id_hash
+        if kind is None and h in seen:
+            kind, reason = "duplicate_id", f"duplicate id {rec.doc_id[:80]!r}"
 
         accepted = kind is None
         if accepted:
             seen.add(h)
-            item = (-h, doc_id, text)
+            item = (-h, rec.doc_id, rec.text)
             if len(heap) < opts.sample_size:
                 heapq.heappush(heap, item)
             elif -h > heap[0][0]:
@@ -171,14 +212,14 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
         else:
             reject(kind, lineno, reason, raw)
         out["id_hash"].append(h)
-        out["has_id"].append(raw_id is not None)
-        out["text_chars"].append(n_chars)
-        out["words"].append(len(text.split()) if accepted else -1)
-        out["text_hash"].append(stable_hash(text) if accepted else 0)
-        out["day"].append(days(when) if when is not None else NO_DAY)
-        out["date_state"].append(date_state)
-        out["provenance"].append(prov_code)
-        out["bad_chars"].append(bad)
+        out["has_id"].append(rec.raw_id is not None)
+        out["text_chars"].append(rec.n_chars)
+        out["words"].append(len(rec.text.split()) if accepted else -1)
+        out["text_hash"].append(stable_hash(rec.text) if accepted else 0)
+        out["day"].append(days(rec.when) if rec.when is not None else NO_DAY)
+        out["date_state"].append(rec.date_state)
+        out["provenance"].append(rec.prov_code)
+        out["bad_chars"].append(rec.bad)
         out["accepted"].append(accepted)
         out["line"].append(lineno)
     out["shard"] = [shard_index] * len(out["line"])
@@ -194,8 +235,9 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
 
 def profile_shard(shard: sources.Shard, opts: ReadOptions) -> BatchProfile:
     """Profile one shard (the unit of work a worker process gets)."""
-    sink = _Sink(shard, opts.quarantine_dir)
-    return profile_rows(sources.rows(shard), opts, file=shard.file, shard_index=shard.index, sink=sink)
+    sink = _Sink(shard, opts.quarantine_dir, opts.ingest.quarantine_entries_per_reason)
+    return profile_rows(sources.rows(shard, opts.ingest.max_line_bytes), opts, file=shard.file,
+                        shard_index=shard.index, sink=sink)
 
 
 def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
@@ -205,7 +247,8 @@ def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
     return merged
 
 
-def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], id_column: str = "id") -> Iterator[dict[str, Any]]:
+def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], id_column: str = "id",
+                           max_line_bytes: int = sources.MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
     """Quarantine entries for records whose id an earlier shard already had (re-read: a rare path)."""
     by_shard: dict[int, set[int]] = {}
     for s, line in profile.late_duplicates:
@@ -213,10 +256,41 @@ def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], i
     for index, lines in sorted(by_shard.items()):
         shard = shards[index]
         offset = sources.lines_before(shard) if shard.fmt == "jsonl" else 0
-        for lineno, obj, _, raw in sources.rows(shard):
+        for lineno, obj, _, raw, _ in sources.rows(shard, max_line_bytes):
             if lineno in lines:
                 doc_id = (obj or {}).get(id_column)
-                yield quarantine_entry(shard.file, lineno + offset, f"duplicate id {str(doc_id)[:80]!r} (seen in an earlier file or shard)", raw)
+                yield quarantine_entry(shard.file, lineno + offset, f"duplicate id {str(doc_id)[:80]!r} (seen in an "
+                                       f"earlier file or shard)", raw, "duplicate_id")
+
+
+def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], out: Path, id_column: str = "id",
+                     per_reason: int | None = None, max_line_bytes: int = sources.MAX_LINE_BYTES) -> Path:
+    """The batch's quarantine entries in one JSONL file, in input order, at most ``per_reason`` of each kind
+    (every quarantined record is counted in ``prof.quarantined`` all the same)."""
+    kept: Counter = Counter()
+
+    def room(kind: str) -> bool:
+        if per_reason is not None and kept[kind] >= per_reason:
+            return False
+        kept[kind] += 1
+        return True
+
+    tmp = out.with_name(f".{out.name}.partial")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for part in prof.quarantine_files:
+            with open(part, encoding="utf-8") as src:
+                for line in src:
+                    if room(json.loads(line).get("kind", "")):
+                        fh.write(line)
+        for entry in prof.entries:
+            if room(entry["kind"]):
+                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        for entry in late_duplicate_entries(prof, shards, id_column, max_line_bytes):
+            if not room("duplicate_id"):
+                break  # the rest are counted; re-reading shards for entries nobody keeps is wasted
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return out
 
 
 Mapper = Callable[[Callable, list], Iterable]
@@ -247,4 +321,4 @@ class _ShardJob:
 def records_from_dicts(objs: Iterable[dict[str, Any]]) -> Iterator[sources.Row]:
     """Rows from in-memory records (tests, the reference's pseudo-batches)."""
     for i, obj in enumerate(objs, start=1):
-        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8")
+        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8"), i

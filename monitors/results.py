@@ -94,7 +94,8 @@ def alert_lines(alerts: list[Alert], notifications: list[dict], delivery: dict, 
     if notifications:
         lines.append("  to notify: " + ", ".join(f"{n['kind']} {n['rule']}" for n in notifications))
     if delivery:
-        lines.append(f"  delivery: {delivery['sent']} sent, {delivery['queued']} waiting in the outbox"
+        queued = "?" if delivery["queued"] is None else delivery["queued"]  # None: delivery itself failed
+        lines.append(f"  delivery: {delivery['sent']} sent, {queued} waiting in the outbox"
                      + "".join(f"\n    {e}" for e in delivery["errors"]))
     return lines + [f"  note: {n}" for n in notes]
 

@@ -8,9 +8,12 @@ number, so memory does not grow with the file.
 
 from __future__ import annotations
 
+import codecs
 import glob as _glob
 import gzip
+import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +23,15 @@ from monitors.errors import InputError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 CHUNK_ROWS = 10_000
-#: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes).
-Row = tuple[int, "dict[str, Any] | None", "str | None", bytes]
+#: Longest JSONL line read by default (ingest passes its own limit, see IngestSettings.max_line_bytes).
+MAX_LINE_BYTES = 16 << 20
+#: How the problem of a line over the limit starts (ingest quarantines it as ``oversize_text``).
+OVERSIZE_LINE = "line too long"
+#: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes,
+#: where it starts in its file: the byte offset of a JSONL line (of the decompressed file), else the row number).
+#: Line numbers of a JSONL byte-range shard count from the shard's start; the offset is global and free.
+Row = tuple[int, "dict[str, Any] | None", "str | None", bytes, int]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -154,11 +164,13 @@ def _parquet_groups(url: str) -> int:
         raise InputError(f"{url}: cannot be read as parquet: {exc}") from None
 
 
-def rows(shard: Shard) -> Iterator[Row]:
-    """The shard's rows; raises :class:`InputError` when the container itself cannot be read."""
+def rows(shard: Shard, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
+    """The shard's rows; raises :class:`InputError` when the container itself cannot be read.
+
+    A JSONL line over ``max_line_bytes`` is not held: it comes out as a problem row with its first bytes."""
     try:
         if shard.fmt == "jsonl":
-            yield from _jsonl_rows(shard)
+            yield from _jsonl_rows(shard, max_line_bytes)
         elif shard.fmt == "parquet":
             yield from _parquet_rows(shard)
         else:
@@ -182,9 +194,37 @@ def parse_json_line(raw: bytes) -> tuple[dict | None, str | None]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "not valid JSON here (nested too deeply to read)"
     if not isinstance(obj, dict):
         return None, f"a JSON {type(obj).__name__}, not an object"
+    if b"\\u" in raw:  # only an escape can make a lone surrogate, which no UTF-8 text can hold
+        for key, value in obj.items():
+            for field in (key, value):
+                if isinstance(field, str) and _SURROGATE.search(field):
+                    return None, f"invalid Unicode: a lone surrogate in field {key[:40]!r} (\\ud800-\\udfff escape)"
     return obj, None
+
+
+class _CrAsLf:
+    """A binary file whose line ends are lone CRs (classic Mac), read with LFs: the same length, so byte
+    offsets and shard boundaries stay true. A raw CR cannot be part of a valid JSON line anyway."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def read(self, size: int = -1) -> bytes:
+        return self.fh.read(size).replace(b"\r", b"\n")
+
+    def seek(self, *args) -> int:
+        return self.fh.seek(*args)
+
+
+def _line_ends_fixed(fh):
+    """``fh`` as is, or read through :class:`_CrAsLf` when its first block has CRs and no LF at all."""
+    head = fh.read(1 << 16)
+    fh.seek(0)
+    return _CrAsLf(fh) if b"\r" in head and b"\n" not in head else fh
 
 
 def lines_before(shard: Shard) -> int:
@@ -195,7 +235,8 @@ def lines_before(shard: Shard) -> int:
     if shard.start == 0:
         return 0
     count, left, last = 0, shard.start, b"\n"
-    with _open(shard.url) as fh:
+    with _open(shard.url) as raw_fh:
+        fh = _line_ends_fixed(raw_fh)
         while left > 0:
             block = fh.read(min(left, 8 << 20))
             if not block:
@@ -206,26 +247,64 @@ def lines_before(shard: Shard) -> int:
     return count + (last != b"\n")
 
 
-def _jsonl_rows(shard: Shard) -> Iterator[Row]:
+def _lines(fh, cap: int, block_bytes: int = 1 << 16) -> Iterator[tuple[bytes, int]]:
+    """(line, its length in bytes) for each line of a binary file; of a line longer than ``cap`` only the
+    first ``cap + 1`` bytes are kept, so memory never depends on how long a line is."""
+    if isinstance(fh, io.BufferedIOBase):  # local files, gzip: readline takes a limit (fast, in C)
+        while raw := fh.readline(cap + 1):
+            size = len(raw)
+            if size > cap and not raw.endswith(b"\n"):
+                while more := fh.readline(block_bytes):  # the rest of the line, counted and dropped
+                    size += len(more)
+                    if more.endswith(b"\n"):
+                        break
+            yield raw, size
+        return
+    head, size = bytearray(), 0  # fsspec's files: readline has no limit, so split blocks here
+    while block := fh.read(block_bytes):
+        start = 0
+        while True:
+            end = block.find(b"\n", start)
+            piece = block[start:] if end < 0 else block[start:end + 1]
+            size += len(piece)
+            if len(head) <= cap:
+                head += piece[:cap + 1 - len(head)]
+            if end < 0:
+                break
+            yield bytes(head), size
+            head, size, start = bytearray(), 0, end + 1
+    if size:
+        yield bytes(head), size
+
+
+def _jsonl_rows(shard: Shard, cap: int = MAX_LINE_BYTES) -> Iterator[Row]:
     """Line numbers here count from the shard's start; the reader adds :func:`lines_before` when needed."""
     raw_fh = _open(shard.url)
-    fh = gzip.open(raw_fh, "rb") if shard.compressed else raw_fh
-    with raw_fh, fh:
-        pos = shard.start
+    zipped = gzip.open(raw_fh, "rb") if shard.compressed else raw_fh
+    with raw_fh, zipped:
+        fh = _line_ends_fixed(zipped)
+        pos, skip = shard.start, False
         if pos > 0:
             fh.seek(pos - 1)
-            if fh.read(1) != b"\n":  # mid-line: that line belongs to the previous shard
-                pos += len(fh.readline())
+            skip = fh.read(1) != b"\n"  # mid-line: that line belongs to the previous shard
         lineno = 0
-        for raw in fh:
+        for raw, size in _lines(fh, cap):
+            if skip:
+                pos, skip = pos + size, False
+                continue
             if shard.end is not None and pos >= shard.end:
                 break
-            pos += len(raw)
+            start, pos = pos, pos + size
             lineno += 1
+            if size > cap:
+                yield lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw, start
+                continue
+            if start == 0 and raw.startswith(codecs.BOM_UTF8):  # a byte order mark is no part of the record
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             obj, problem = parse_json_line(raw)
-            yield lineno, obj, problem, raw
+            yield lineno, obj, problem, raw, start
 
 
 def _clean(obj: dict) -> dict:
@@ -247,7 +326,7 @@ def _parquet_rows(shard: Shard) -> Iterator[Row]:
             for obj in rb.to_pylist():
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno
 
 
 def _csv_rows(shard: Shard) -> Iterator[Row]:
@@ -259,4 +338,4 @@ def _csv_rows(shard: Shard) -> Iterator[Row]:
             for obj in chunk.to_dict("records"):
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8")
+                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno

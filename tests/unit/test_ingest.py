@@ -91,9 +91,10 @@ def test_csv_and_parquet_with_a_column_mapping(isolated):
         assert entries[0]["line"] == 2 and "missing text" in entries[0]["reason"]
 
 
-def test_missing_ids_get_file_and_line(isolated):
-    prof, _ = _read(write_jsonl(isolated / "b.jsonl", [{"text": "no id here"}]))
-    assert _ids(prof) == ["b.jsonl:1"]
+def test_missing_ids_get_file_and_position(isolated):
+    path = write_jsonl(isolated / "b.jsonl", [{"text": "no id here"}, {"text": "nor here"}])
+    prof, _ = _read(path)
+    assert _ids(prof) == sorted([f"{path}@0", f"{path}@{len(json.dumps({'text': 'no id here'})) + 1}"])
 
 
 @pytest.mark.parametrize("name, fragment", [("nothere.jsonl", "no such batch file"), ("b.txt", "matches no batch file|unknown batch format"),
