@@ -51,14 +51,23 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common_options(top: bool) -> argparse.ArgumentParser:
+    """--config, --state-dir, -v: accepted before the command and after it (or its action). The top level
+    holds the defaults; a subcommand sets a value only when it is given there (SUPPRESS), so that one given
+    before the command is not overwritten by the subcommand's default."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or ./collapse-monitor.yaml)")
-    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)")
-    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines")
+    default = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or "
+                        "./collapse-monitor.yaml)", **default)
+    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)", **default)
+    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines", **default)
+    return common
 
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options(top=False)
     p = argparse.ArgumentParser(prog="collapse-monitor", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=_Formatter, parents=[common])
+                                formatter_class=_Formatter, parents=[_common_options(top=True)])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser(

@@ -165,3 +165,36 @@ def test_probes_build_errors(isolated, capsys, args, message):
     inp = write_jsonl(isolated / "in.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     assert main(["probes", "build", "--input", str(inp), "--out", str(isolated / "o.jsonl"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+# -- common options: before the command, after it, or between a command and its action (issue 20, item 1) --
+COMMON_OPTIONS = [(["--config", "other.yaml"], "config", "other.yaml"), (["--state-dir", "elsewhere"], "state_dir", "elsewhere"),
+                  (["-v"], "verbose", True), (["--verbose"], "verbose", True)]
+EVERY_COMMAND = [["check", "--input", "b.jsonl"], ["reference", "build", "--input", "h.jsonl"],
+                 ["detector", "train", "--human", "h.jsonl", "--synthetic", "s.jsonl"],
+                 ["probes", "build", "--input", "i.jsonl", "--out", "p.jsonl"],
+                 ["probe", "--model", "models:/m@production", "--probes", "p.jsonl"], ["report", "--out", "r"], ["serve"],
+                 ["alerts", "list"], ["alerts", "silence", "abc", "--for", "1h", "--reason", "r"], ["history"], ["demo"], ["ui"]]
+
+
+@pytest.mark.parametrize("option,dest,value", COMMON_OPTIONS)
+@pytest.mark.parametrize("argv", EVERY_COMMAND, ids=lambda a: " ".join(a[:2]))
+def test_common_options_count_in_every_position(option, dest, value, argv):
+    from flows.cli import _parser
+
+    positions = [[*option, *argv], [*argv, *option]]
+    if argv[0] in ("reference", "detector", "probes", "alerts"):  # between the command and its action
+        positions.append([argv[0], *option, *argv[1:]])
+    for args in positions:
+        assert getattr(_parser().parse_args(args), dest) == value, args
+    defaults = _parser().parse_args(argv)
+    assert (defaults.config, defaults.state_dir, defaults.verbose) == (None, None, False)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_a_config_file_given_before_the_command_is_read(isolated, capsys, before):
+    (isolated / "typo.yaml").write_text("indicators:\n  window: zero\n")
+    argv = ["--config", "typo.yaml", "history"] if before else ["history", "--config", "typo.yaml"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "typo.yaml" in err and "indicators.window" in err
