@@ -485,8 +485,9 @@ def _datasets(tracker, only: str | None) -> list[str]:
 
 def _alerts(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
+    from flows.tasks import open_failures, tracker_for
     from monitors.alerting import parse_duration
+    from monitors.rules import SEVERITIES
 
     tracker = tracker_for(rt)
     now = time.time()
@@ -510,8 +511,12 @@ def _alerts(args) -> int:
         print(f"silenced {args.fingerprint} on dataset {dataset!r} until {until}: {args.reason}")
         return EXIT_OK
     report = {}
-    for dataset in _datasets(tracker, args.dataset):
-        states = tracker.previous_alert_state(dataset)
+    failures = {}  # a failed check or probe logs no run: its alert lives in the state directory
+    for f in open_failures(settings):
+        if args.dataset in (None, f["dataset"]):
+            failures.setdefault(f["dataset"], []).append(f)
+    for dataset in sorted(set(_datasets(tracker, args.dataset)) | set(failures)):
+        states = failures.get(dataset, []) + tracker.previous_alert_state(dataset)
         silences = tracker.silences(dataset)
         for s in silences:
             s["active"] = now < s["until"]
@@ -522,16 +527,26 @@ def _alerts(args) -> int:
     if not any(v["alerts"] or v["silences"] for v in report.values()):
         print("no pending or firing alerts and no silences")
         return EXIT_OK
+    rows = []
     for dataset, v in report.items():
         muted = {s["fingerprint"] for s in v["silences"] if s["active"]}
         for a in v["alerts"]:
             since = datetime.utcfromtimestamp(a["since"]).strftime("%Y-%m-%d %H:%M")
-            print(f"{dataset:<12} {a['fingerprint']}  {a['status']:<8} {a['severity']:<8} {a['rule']:<28} "
-                  f"since {since} UTC, {a['breaches']} run(s)" + ("  [silenced]" if a["fingerprint"] in muted else ""))
-        for s in v["silences"]:
-            until = datetime.utcfromtimestamp(s["until"]).strftime("%Y-%m-%d %H:%M")
-            print(f"{dataset:<12} {s['fingerprint']}  silence {'active' if s['active'] else 'expired'} until {until} UTC: "
-                  f"{s['reason']}")
+            runs = f"{a['breaches']}" + (f"/{a['for_runs']}" if a.get("for_runs") and a["status"] == "pending" else "") \
+                if a.get("breaches") is not None else "-"
+            rank = (-SEVERITIES.index(a["severity"]), a["status"] != "firing", dataset, a["rule"])
+            rows.append((rank, f"{a['severity']:<9} {a['status']:<8} {a['rule']:<28} {dataset:<14} {since:<17} {runs:>5}  "
+                               f"{a['fingerprint']}" + ("  [silenced]" if a["fingerprint"] in muted else "")
+                               + (f"  {a['summary']}" if a.get("failure") else "")))
+    if rows:
+        print(f"{'SEVERITY':<9} {'STATUS':<8} {'RULE':<28} {'DATASET':<14} {'SINCE (UTC)':<17} {'RUNS':>5}  FINGERPRINT")
+        print("\n".join(line for _, line in sorted(rows)))
+    silences = [(d, s) for d, v in report.items() for s in v["silences"]]
+    if silences:
+        print(f"\n{'SILENCE':<9} {'UNTIL (UTC)':<17} {'DATASET':<14} {'FINGERPRINT':<16}  REASON")
+    for dataset, s in silences:
+        until = datetime.utcfromtimestamp(s["until"]).strftime("%Y-%m-%d %H:%M")
+        print(f"{'active' if s['active'] else 'expired':<9} {until:<17} {dataset:<14} {s['fingerprint']:<16}  {s['reason']}")
     return EXIT_OK
 
 
@@ -615,10 +630,23 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        _json_error(args, str(exc), EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("collapse-monitor: interrupted", file=sys.stderr)
+        _json_error(args, "interrupted", 130)
         return 130
+    except Exception as exc:  # a bug: the traceback goes to stderr as usual, --json still gets its one object
+        _json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
+        raise
+
+
+def _json_error(args, message: str, code: int) -> None:
+    """Under --json a failed command still prints its one JSON object on stdout: what went wrong, the exit code."""
+    if getattr(args, "json", False):
+        from monitors.delivery import scrub
+
+        print(json.dumps({"error": scrub(message), "exit_code": code}))
 
 
 if __name__ == "__main__":

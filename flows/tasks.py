@@ -215,6 +215,16 @@ def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
     return settings.state_path / "alerts" / f"{rule}-{alerting.fingerprint(rule, scope)}.json"
 
 
+def open_failures(settings: Settings) -> list[dict]:
+    """The open check_failed / probe_failed alerts of this state directory, as alert states (``failure`` set)."""
+    out = []
+    for path in sorted((settings.state_path / "alerts").glob("*_failed-*.json")):
+        note = json.loads(path.read_text())
+        out.append({k: note[k] for k in ("fingerprint", "rule", "severity", "dataset", "summary", "status", "since")}
+                   | {"breaches": None, "failure": True})
+    return out
+
+
 def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
                    what: str = "check") -> None:
     """A failed run is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
