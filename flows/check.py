@@ -121,6 +121,9 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             req.tags[CONTENT_TAG] = content_sha256
         result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
+        if quarantine is not None:
+            result.notes.append("quarantined records: " + (tasks.artifact_location(tracker, result.run_id, "quarantine.jsonl")
+                                if result.run_id else f"quarantine.jsonl of the spooled run in {result.spooled}"))
     tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
                              f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
     return result

@@ -294,6 +294,11 @@ def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
 
 
 @io_task
+def artifact_location(tracker: MlflowTracker, run_id: str, name: str) -> str:
+    return tracker.artifact_location(run_id, name)
+
+
+@io_task
 def log_check(tracker: MlflowTracker, req: spool.LogRequest) -> str:
     return tracker.log_check(req)
 

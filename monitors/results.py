@@ -77,17 +77,21 @@ def critical_firing(alerts: list[Alert]) -> bool:
     return any(a.status == "firing" and a.severity == "critical" for a in alerts)
 
 
+def _threshold(a: Alert) -> str:
+    return "" if a.threshold is None else f", threshold {a.threshold}"
+
+
 def lead_lines(alerts: list[Alert]) -> list[str]:
     """The first lines of a run's summary: what fires, critical first, then what is pending and when it fires."""
     order = sorted(alerts, key=lambda a: (a.status != "firing", -SEVERITIES.index(a.severity), a.rule))
     lines = []
     for a in order:
         if a.status == "firing":
-            lines.append(f"  FIRING [{a.severity}] {a.rule}: value {_fmt(a.value)}, threshold {a.threshold}")
+            lines.append(f"  FIRING [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)}")
         elif a.status == "pending":
             window = f" (within {a.within_runs})" if a.within_runs and a.within_runs > (a.for_runs or 0) else ""
             progress = f"; {a.breaches} of {a.for_runs} breaching runs{window} to fire" if a.for_runs else ""
-            lines.append(f"  PENDING [{a.severity}] {a.rule}: value {_fmt(a.value)}, threshold {a.threshold}{progress}")
+            lines.append(f"  PENDING [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)}{progress}")
     return lines
 
 
@@ -96,7 +100,7 @@ def alert_lines(alerts: list[Alert], notifications: list[dict], delivery: dict, 
     firing = [a for a in alerts if a.status == "firing"]
     if firing:
         lines = [f"  alerts firing ({max_severity(alerts)}):"]
-        lines += [f"    [{a.severity}] {a.rule}: value {_fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
+        lines += [f"    [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)} - {a.summary}" for a in firing]
     else:
         lines = ["  alerts: none firing"]
     pending = [a.rule for a in alerts if a.status == "pending"]
