@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    c.add_argument("--recount", action="store_true",
+                   help="add the batch to the corpus totals even if a check already counted the same content (by "
+                        "default a re-check is checked and logged, but not counted twice)")
     c.add_argument("--task-runner", choices=("local", "dask"),
                    help="local (default): shards in worker processes here; dask: each shard a Prefect task on the "
                         "Dask cluster at --dask-address (prefect-dask)")
@@ -326,9 +329,13 @@ def _check(args) -> int:
 
     _console_reports_failures_once(args)
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
-    reference = tasks.tracker_for(rt).reference_run(dataset, args.reference)
+    tracker = tasks.tracker_for(rt)
+    reference = tracker.reference_run(dataset, args.reference)
+    sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
+    counted_in = "" if args.recount else (tracker.run_for_content(dataset, sha) or "")
     result = tasks.with_task_runner(check_incoming_data, settings)(
-        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference)
+        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
+        content_sha256=sha, counted_in=counted_in)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

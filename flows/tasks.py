@@ -23,7 +23,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from monitors import (
-    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources, spool,
+    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, quantify, registry, sources,
+    spool,
 )
 from monitors.config import Settings
 from monitors.profile import BatchProfile
@@ -48,6 +49,15 @@ PARALLEL_MIN_BYTES = 16 << 20
 
 def tracker_for(runtime: Runtime) -> MlflowTracker:
     return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
+
+
+def batch_sha256(spec: str) -> str:
+    """A batch's content hash: its file's SHA-256 (what the landing zone's ledger keys on), or for several
+    files the SHA-256 of their sorted SHA-256s. The same bytes under another name are the same batch."""
+    import hashlib
+
+    hashes = sorted(ledger.file_sha256(url, lambda u: sources._open(u, "rb"))[0] for url in sources.expand(spec))
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
 @contextmanager

@@ -139,6 +139,8 @@ class CheckResult:
     delivery: dict[str, Any] = field(default_factory=dict)
     #: where the results wait when MLflow could not take them (replayed by the next check)
     spooled: str = ""
+    #: the run that already counted this batch's content: a re-check, not added to the corpus totals again
+    recheck_of: str = ""
 
     @property
     def critical_firing(self) -> bool:
@@ -169,6 +171,7 @@ class CheckResult:
             "silenced": self.silenced,
             "delivery": self.delivery,
             "spooled": self.spooled,
+            "recheck_of": self.recheck_of or None,
             "notes": self.notes,
         }
 
@@ -185,7 +188,8 @@ class CheckResult:
         else:
             share = f"n/a ({s.note})"
         lines = [
-            f"check of {self.batch_file} against dataset {self.dataset!r} (MLflow run {self.run_id})",
+            f"{'re-check' if self.recheck_of else 'check'} of {self.batch_file} against dataset {self.dataset!r} "
+            f"(MLflow run {self.run_id})",
             *lead_lines(self.alerts),
             f"  records: {self.records} checked, {self.quarantined} quarantined",
             f"  synthetic share: {share}",

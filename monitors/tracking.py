@@ -32,6 +32,7 @@ KIND = "collapse.kind"
 ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 CONTENT_TAG = "collapse.content_sha256"
+RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
 
 
 @dataclass(frozen=True)
