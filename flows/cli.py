@@ -352,9 +352,11 @@ def _reference(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
+    from flows import progress
     from flows.reference import build_reference_flow
 
     _console_reports_failures_once(args)
+    progress.enable()  # on stderr
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
     print(f"reference for dataset {dataset!r}: {ref.documents} documents, {ref.tokens} tokens, "
           f"{len(ref.tail)} tail types; MLflow run {run_id}")
@@ -366,10 +368,12 @@ def _reference(args) -> int:
 def _detector(args) -> int:
     settings, rt = _setup(args)
     sources.expand(args.human), sources.expand(args.synthetic)  # fail fast on paths that match nothing
+    from flows import progress
     from flows.detector import train_detector_flow
     from monitors.registry import model_name
 
     _console_reports_failures_once(args)
+    progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
     r = train_detector_flow(args.human, args.synthetic, name, args.alias, settings, rt, max_docs=args.max_docs,
                             seed=args.seed)

@@ -244,7 +244,9 @@ def test_first_hour_mistakes_are_named_and_not_counted(isolated, data, capsys):
     reference, human_batch, _ = data
     ref_file = write_jsonl(isolated / "ref.jsonl", [{"id": p["id"], "text": p["text"]} for p in reference[:600]])
     assert main(["reference", "build", "--input", str(ref_file), "--dataset", "news"]) == 0
-    capsys.readouterr()
+    shown = capsys.readouterr()  # progress on stderr (item 7), the result alone on stdout
+    assert "reading " in shown.err and "fitting bands" in shown.err and "pseudo-batches: " in shown.err
+    assert "saving the reference to MLflow" in shown.err and shown.out.startswith("reference for dataset 'news'")
 
     body = write_jsonl(isolated / "body.jsonl", [{"id": p["id"], "body": p["text"]} for p in human_batch[:100]])
     code, err = _run_json(["check", "--input", str(body), "--dataset", "news"], capsys)
