@@ -15,7 +15,7 @@ from monitors.results import CheckResult, run_indicators, schedule_indicators
 from monitors.rules import max_severity
 from monitors.runtime import Runtime
 from monitors.spool import LogRequest
-from monitors.tracking import ALERT_STATE, CONTENT_TAG
+from monitors.tracking import ALERT_STATE, CONTENT_TAG, RECHECK_TAG
 
 
 def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:
@@ -43,7 +43,7 @@ def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> Log
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
 def check_incoming_data(
     input_path: str, dataset: str, settings: Settings, runtime: Runtime,
-    batch_name: str = "", reference_run_id: str | None = None, content_sha256: str = "",
+    batch_name: str = "", reference_run_id: str | None = None, content_sha256: str = "", counted_in: str = "",
 ) -> CheckResult:
     """Ingest a batch, check its records (GX), compute its collapse indicators and drift against the
     reference with bands fitted on the reference, estimate its synthetic share, evaluate the alert rules
@@ -52,9 +52,12 @@ def check_incoming_data(
     A check that fails (bad input, an unreachable store, a bug) is itself an alert, ``check_failed``, sent to
     on-call through the outbox (it needs no MLflow), and resolved by the dataset's next successful check.
     Once the run is logged (or spooled) the check has succeeded: nothing after that may fail it, or a landing
-    zone would count the batch again."""
+    zone would count the batch again.
+
+    ``counted_in``: the run that already counted this content (a re-check): the batch is checked and logged,
+    but not added to the corpus totals again."""
     try:
-        result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256)
+        result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
@@ -69,7 +72,7 @@ def check_incoming_data(
 
 
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
-           reference_run_id: str | None, content_sha256: str = "") -> CheckResult:
+           reference_run_id: str | None, content_sha256: str = "", counted_in: str = "") -> CheckResult:
     tracker = tasks.tracker_for(runtime)
     replayed = tasks.replay_spool(tracker, settings)  # before any state is read: spooled runs come first
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
@@ -91,12 +94,15 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
         share = tasks.estimate_share(prof, detector, settings, reference)
-        corpus = CorpusTotals.from_metrics(previous.corpus).add(prof.records, share)
+        corpus = CorpusTotals.from_metrics(previous.corpus)
+        corpus = corpus if counted_in else corpus.add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
         breached = tasks.evaluate_rules(suite, row, dataset)
         stepped = tasks.advance_alerts(previous.alert_states, silences, suite, row, breached, dataset, settings)
         alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []
+        notes += [f"a re-check: this content was already counted by run {counted_in}, so the corpus totals (corpus.*) "
+                  f"are not added to again (--recount counts it again)"] if counted_in else []
         notes += [f"the synthetic share comes from detector {detector.label} ({share.method})"
                  if not isinstance(detector, str) else
                  f"the synthetic share comes from the local LM against the human reference ({share.method}; "
@@ -116,7 +122,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
             record_checks=[c.to_dict() for c in quality.checks],
             notifications=[n.to_dict() for n in stepped.notifications],
-            silenced=[n.to_dict() for n in stepped.silenced],
+            silenced=[n.to_dict() for n in stepped.silenced], recheck_of=counted_in,
         )
         artifacts: dict = {"record_quality/results.json": result.record_checks,
                            ALERT_STATE: alerting.states_to_json(stepped.states),
@@ -129,8 +135,13 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         req = log_request(result, settings, artifacts)
-        if content_sha256:  # from the landing zone: lets a later run find out that this file was counted
+        if content_sha256 and not counted_in:  # lets a later run find out that this content was counted
             req.tags[CONTENT_TAG] = content_sha256
+        if counted_in:
+            req.tags[RECHECK_TAG] = counted_in
         result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
+        if quarantine is not None:
+            result.notes.append("quarantined records: " + (tasks.artifact_location(tracker, result.run_id, "quarantine.jsonl")
+                                if result.run_id else f"quarantine.jsonl of the spooled run in {result.spooled}"))
     return result

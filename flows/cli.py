@@ -51,14 +51,23 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common_options(top: bool) -> argparse.ArgumentParser:
+    """--config, --state-dir, -v: accepted before the command and after it (or its action). The top level
+    holds the defaults; a subcommand sets a value only when it is given there (SUPPRESS), so that one given
+    before the command is not overwritten by the subcommand's default."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or ./collapse-monitor.yaml)")
-    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)")
-    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines")
+    default = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or "
+                        "./collapse-monitor.yaml)", **default)
+    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)", **default)
+    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines", **default)
+    return common
 
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options(top=False)
     p = argparse.ArgumentParser(prog="collapse-monitor", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=_Formatter, parents=[common])
+                                formatter_class=_Formatter, parents=[_common_options(top=True)])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser(
@@ -75,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    c.add_argument("--recount", action="store_true",
+                   help="add the batch to the corpus totals even if a check already counted the same content (by "
+                        "default a re-check is checked and logged, but not counted twice)")
     c.add_argument("--task-runner", choices=("local", "dask"),
                    help="local (default): shards in worker processes here; dask: each shard a Prefect task on the "
                         "Dask cluster at --dask-address (prefect-dask)")
@@ -317,9 +329,13 @@ def _check(args) -> int:
 
     _console_reports_failures_once(args)
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
-    reference = tasks.tracker_for(rt).reference_run(dataset, args.reference)
+    tracker = tasks.tracker_for(rt)
+    reference = tracker.reference_run(dataset, args.reference)
+    sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
+    counted_in = "" if args.recount else (tracker.run_for_content(dataset, sha) or "")
     result = tasks.with_task_runner(check_incoming_data, settings)(
-        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference)
+        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
+        content_sha256=sha, counted_in=counted_in)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -336,9 +352,11 @@ def _reference(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
+    from flows import progress
     from flows.reference import build_reference_flow
 
     _console_reports_failures_once(args)
+    progress.enable()  # on stderr
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
     print(f"reference for dataset {dataset!r}: {ref.documents} documents, {ref.tokens} tokens, "
           f"{len(ref.tail)} tail types; MLflow run {run_id}")
@@ -350,10 +368,12 @@ def _reference(args) -> int:
 def _detector(args) -> int:
     settings, rt = _setup(args)
     sources.expand(args.human), sources.expand(args.synthetic)  # fail fast on paths that match nothing
+    from flows import progress
     from flows.detector import train_detector_flow
     from monitors.registry import model_name
 
     _console_reports_failures_once(args)
+    progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
     r = train_detector_flow(args.human, args.synthetic, name, args.alias, settings, rt, max_docs=args.max_docs,
                             seed=args.seed)
@@ -476,8 +496,9 @@ def _datasets(tracker, only: str | None) -> list[str]:
 
 def _alerts(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
+    from flows.tasks import open_failures, tracker_for
     from monitors.alerting import parse_duration
+    from monitors.rules import SEVERITIES
 
     tracker = tracker_for(rt)
     now = time.time()
@@ -501,8 +522,12 @@ def _alerts(args) -> int:
         print(f"silenced {args.fingerprint} on dataset {dataset!r} until {until}: {args.reason}")
         return EXIT_OK
     report = {}
-    for dataset in _datasets(tracker, args.dataset):
-        states = tracker.previous_alert_state(dataset)
+    failures = {}  # a failed check or probe logs no run: its alert lives in the state directory
+    for f in open_failures(settings):
+        if args.dataset in (None, f["dataset"]):
+            failures.setdefault(f["dataset"], []).append(f)
+    for dataset in sorted(set(_datasets(tracker, args.dataset)) | set(failures)):
+        states = failures.get(dataset, []) + tracker.previous_alert_state(dataset)
         silences = tracker.silences(dataset)
         for s in silences:
             s["active"] = now < s["until"]
@@ -513,16 +538,26 @@ def _alerts(args) -> int:
     if not any(v["alerts"] or v["silences"] for v in report.values()):
         print("no pending or firing alerts and no silences")
         return EXIT_OK
+    rows = []
     for dataset, v in report.items():
         muted = {s["fingerprint"] for s in v["silences"] if s["active"]}
         for a in v["alerts"]:
             since = datetime.utcfromtimestamp(a["since"]).strftime("%Y-%m-%d %H:%M")
-            print(f"{dataset:<12} {a['fingerprint']}  {a['status']:<8} {a['severity']:<8} {a['rule']:<28} "
-                  f"since {since} UTC, {a['breaches']} run(s)" + ("  [silenced]" if a["fingerprint"] in muted else ""))
-        for s in v["silences"]:
-            until = datetime.utcfromtimestamp(s["until"]).strftime("%Y-%m-%d %H:%M")
-            print(f"{dataset:<12} {s['fingerprint']}  silence {'active' if s['active'] else 'expired'} until {until} UTC: "
-                  f"{s['reason']}")
+            runs = f"{a['breaches']}" + (f"/{a['for_runs']}" if a.get("for_runs") and a["status"] == "pending" else "") \
+                if a.get("breaches") is not None else "-"
+            rank = (-SEVERITIES.index(a["severity"]), a["status"] != "firing", dataset, a["rule"])
+            rows.append((rank, f"{a['severity']:<9} {a['status']:<8} {a['rule']:<28} {dataset:<14} {since:<17} {runs:>5}  "
+                               f"{a['fingerprint']}" + ("  [silenced]" if a["fingerprint"] in muted else "")
+                               + (f"  {a['summary']}" if a.get("failure") else "")))
+    if rows:
+        print(f"{'SEVERITY':<9} {'STATUS':<8} {'RULE':<28} {'DATASET':<14} {'SINCE (UTC)':<17} {'RUNS':>5}  FINGERPRINT")
+        print("\n".join(line for _, line in sorted(rows)))
+    silences = [(d, s) for d, v in report.items() for s in v["silences"]]
+    if silences:
+        print(f"\n{'SILENCE':<9} {'UNTIL (UTC)':<17} {'DATASET':<14} {'FINGERPRINT':<16}  REASON")
+    for dataset, s in silences:
+        until = datetime.utcfromtimestamp(s["until"]).strftime("%Y-%m-%d %H:%M")
+        print(f"{'active' if s['active'] else 'expired':<9} {until:<17} {dataset:<14} {s['fingerprint']:<16}  {s['reason']}")
     return EXIT_OK
 
 
@@ -606,10 +641,23 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        _json_error(args, str(exc), EXIT_USAGE)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("collapse-monitor: interrupted", file=sys.stderr)
+        _json_error(args, "interrupted", 130)
         return 130
+    except Exception as exc:  # a bug: the traceback goes to stderr as usual, --json still gets its one object
+        _json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
+        raise
+
+
+def _json_error(args, message: str, code: int) -> None:
+    """Under --json a failed command still prints its one JSON object on stdout: what went wrong, the exit code."""
+    if getattr(args, "json", False):
+        from monitors.delivery import scrub
+
+        print(json.dumps({"error": scrub(message), "exit_code": code}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows import tasks
+from flows import progress, tasks
 from monitors import registry
 from monitors.config import Settings
 from monitors.detector import TrainedDetector, data_hash, train_detector
@@ -30,7 +30,7 @@ class TrainingResult:
 @tasks.compute_task
 def fit(human: list[str], synthetic: list[str], seed: int) -> TrainedDetector:
     try:
-        return train_detector(human, synthetic, seed=seed)
+        return train_detector(human, synthetic, seed=seed, progress=progress.stage)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
@@ -54,6 +54,7 @@ def train_detector_flow(human_path: str, synthetic_path: str, name: str, alias: 
         for label, spec in (("human", human_path), ("synthetic", synthetic_path)):
             folder = work / label
             folder.mkdir()
+            progress.stage(f"reading the {label} text: {spec}")
             prof, shards = tasks.profile_batch(spec, settings, folder, sample_size=max_docs)
             texts[label] = prof.sample_texts
             counts[label], quarantined[label] = prof.records, prof.quarantined_total
@@ -64,5 +65,6 @@ def train_detector_flow(human_path: str, synthetic_path: str, name: str, alias: 
             data |= {f"{label}_source": spec, f"{label}_docs": len(texts[label]), f"{label}_sha256": data_hash(texts[label]),
                      f"{label}_quarantined": prof.quarantined_total}
         detector = fit(texts["human"], texts["synthetic"], seed)
+        progress.stage(f"registering {name} in the MLflow model registry")
         version = register(runtime, detector, name, alias, data, artifacts)
     return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined)

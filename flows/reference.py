@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows import tasks
+from flows import progress, tasks
 from monitors import drift
 from monitors.config import Settings
 from monitors.errors import InputError
@@ -18,8 +18,15 @@ def profile_reference(prof, source: str, dataset: str, settings: Settings) -> Re
     if not prof.records:
         raise InputError(f"{source}: no usable record for a reference ({prof.quarantined_total} quarantined)")
     logger = get_run_logger()
+
+    def stage(message: str) -> None:
+        logger.info(message)
+        progress.stage(message)
+
+    stage(f"profiling {prof.records} documents into the reference")
     return build_reference(prof, dataset=dataset, settings=settings.indicators,
-                           drift=drift.drift_values if settings.indicators.drift else None, progress=logger.info)
+                           drift=drift.drift_values if settings.indicators.drift else None, progress=stage,
+                           tick=progress.count("pseudo-batches"))
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
@@ -31,8 +38,10 @@ def save_reference(tracker, ref: ReferenceProfile, source: str) -> str:
 def build_reference_flow(input_path: str, dataset: str, settings: Settings, runtime: Runtime) -> tuple[str, ReferenceProfile, int]:
     """Returns the reference's MLflow run id, the profile and how many input records were quarantined."""
     with tasks.workspace() as work:
+        progress.stage(f"reading {input_path}")
         prof, _ = tasks.profile_batch(input_path, settings, work, sample_size=settings.indicators.reference_docs)
         ref = profile_reference(prof, input_path, dataset, settings)
         ref = tasks.score_reference(ref, prof, settings)
+    progress.stage("saving the reference to MLflow")
     run_id = save_reference(tasks.tracker_for(runtime), ref, input_path)
     return run_id, ref, prof.quarantined_total

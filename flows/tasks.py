@@ -24,7 +24,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from monitors import (
-    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, quantify, registry, sources, spool,
+    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, quantify, registry, sources,
+    spool,
 )
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.profile import BatchProfile
@@ -49,6 +50,15 @@ PARALLEL_MIN_BYTES = 16 << 20
 
 def tracker_for(runtime: Runtime) -> MlflowTracker:
     return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
+
+
+def batch_sha256(spec: str) -> str:
+    """A batch's content hash: its file's SHA-256 (what the landing zone's ledger keys on), or for several
+    files the SHA-256 of their sorted SHA-256s. The same bytes under another name are the same batch."""
+    import hashlib
+
+    hashes = sorted(ledger.file_sha256(url, lambda u: sources._open(u, "rb"))[0] for url in sources.expand(spec))
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
 @contextmanager
@@ -300,6 +310,17 @@ def _write_json(path: Path, obj) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def open_failures(settings: Settings) -> list[dict]:
+    """The open check_failed / probe_failed alerts of this state directory, as alert states (``failure`` set)."""
+    keys = ("fingerprint", "rule", "severity", "dataset", "summary", "status", "since")
+    out = []
+    for path in sorted((settings.state_path / "alerts").glob("*_failed-*.json")):
+        note = _read_failure(path)
+        if all(k in note for k in keys):  # else cut short by a crash: the dataset's next check resolves it
+            out.append({k: note[k] for k in keys} | {"breaches": None, "failure": True})
+    return out
+
+
 def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
                    what: str = "check") -> None:
     """A failed run is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
@@ -365,6 +386,15 @@ deliver_notifications = task(send_notifications, name="deliver_notifications", c
 @compute_task
 def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
     return gx_rules.evaluate(suite, row, dataset)
+
+
+@io_task
+def artifact_location(tracker: MlflowTracker, run_id: str, name: str) -> str:
+    """Where a run's artifact is; never fails (it is asked after the run is logged, when nothing may)."""
+    try:
+        return tracker.artifact_location(run_id, name)
+    except Exception:  # noqa: BLE001 - a store that went away now is no reason to fail a logged check
+        return f"{name} in MLflow run {run_id}"
 
 
 @io_task

@@ -4,10 +4,14 @@ Each rule on each dataset (model, slice) has a stable fingerprint. Per run, ever
 breached, not breached, or unknown (its indicator is missing or nan: no evidence either way, the state is
 kept). Transitions:
 
-* breached for fewer than ``for_runs`` consecutive runs: ``pending`` (nobody is paged for one noisy batch);
-* breached for ``for_runs`` runs: ``firing``, and a ``firing`` notification;
+* breached in fewer than ``for_runs`` of the last ``within_runs`` runs (default ``for_runs``: consecutive
+  runs): ``pending`` (nobody is paged for one noisy batch); a pending alert stays pending through a run that
+  does not breach as long as the breaches in its window can still add up to ``for_runs``, so bad batches
+  cannot hide between good ones;
+* breached in ``for_runs`` of the last ``within_runs`` runs: ``firing``, and a ``firing`` notification;
 * still firing ``repeat_interval`` after the last notification: a ``repeat`` notification;
-* not breached while firing: ``resolved``, and a ``resolved`` notification; while pending: forgotten.
+* not breached while firing: ``resolved``, and a ``resolved`` notification; while pending and its window's
+  breaches can no longer fire it: forgotten.
 
 A silence suppresses the notifications of one fingerprint until it expires; the state machine still moves.
 An alert that fired under a silence and is still firing when it expires notifies (as ``firing``) at the
@@ -33,11 +37,12 @@ class AlertState:
     dataset: str
     summary: str
     status: str  # pending | firing
-    breaches: int  # consecutive breaching runs
+    breaches: int  # breaching runs in this episode
     value: float | None
     threshold: float | None
     since: float  # when the current episode began (first breach)
     last_notified: float | None = None
+    recent: tuple[int, ...] = ()  # 1 breached / 0 not, for the rule's last within_runs runs, oldest first
 
 
 @dataclass(frozen=True)
@@ -94,17 +99,18 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
         if not _known(value):
             if old is not None:
                 new[fp] = old
-                alerts.append(_alert(old, old.status))
+                alerts.append(_alert(old, old.status, rule))
             continue
         is_breached = (rule.name in breached) if breached is not None else breached_threshold(rule, value) is not None
         if is_breached:
             breaches = (old.breaches if old else 0) + 1
+            recent = ((old.recent if old else ()) + (1,))[-rule.window:]
             st = AlertState(fp, rule.name, rule.severity, dataset, rule.summary,
                             old.status if old else "pending", breaches, float(value),
                             breached_threshold(rule, value), old.since if old else now,
-                            old.last_notified if old else None)
+                            old.last_notified if old else None, recent)
             muted = fp in silenced_fps
-            if st.status == "pending" and breaches >= rule.for_runs:
+            if st.status == "pending" and sum(recent) >= rule.for_runs:
                 st = replace(st, status="firing", last_notified=None if muted else now)
                 emit("firing", _alert(st, "firing"))
             elif st.status == "firing" and (st.last_notified is None or now - st.last_notified >= repeat_interval):
@@ -113,12 +119,15 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
                 st = replace(st, last_notified=st.last_notified if muted else now)
                 emit(kind, _alert(st, "firing"))
             new[fp] = st
-            alerts.append(_alert(st, st.status))
+            alerts.append(_alert(st, st.status, rule))
         elif old is not None and old.status == "firing":
             done = _alert(replace(old, value=float(value), threshold=None), "resolved")
             alerts.append(done)
             emit("resolved", done)
-        # not breached and pending or unknown: forgotten without a word
+        elif old is not None and _can_still_fire(recent := (old.recent + (0,))[-rule.window:], rule):
+            new[fp] = replace(old, recent=recent)  # value and threshold: those of its last breach
+            alerts.append(_alert(new[fp], "pending", rule))
+        # not breached and pending with no chance left in its window, or unknown: forgotten without a word
     # states of rules no longer in the suite are dropped: their rule is gone
     return StepResult(new, alerts, notes, held)
 
@@ -132,9 +141,23 @@ def failure_notification(kind: str, dataset: str, severity: str, summary: str,
     return Notification(kind, alert).to_dict()
 
 
-def _alert(st: AlertState, status: str) -> Alert:
+def _can_still_fire(recent: tuple[int, ...], rule: Rule) -> bool:
+    """Whether the breaches remembered in ``recent`` can still count: some k < for_runs further runs, all
+    breaching, would add up to for_runs with those still in the window then. (With a window of for_runs, i.e.
+    consecutive runs, one run without a breach always means no.)"""
+    for k in range(1, rule.for_runs):
+        kept = recent[max(0, len(recent) + k - rule.window):]
+        if sum(kept) + k >= rule.for_runs:
+            return True
+    return False
+
+
+def _alert(st: AlertState, status: str, rule: Rule | None = None) -> Alert:
+    progress = {} if rule is None else {
+        "breaches": sum(st.recent) if status == "pending" else st.breaches,
+        "for_runs": rule.for_runs, "within_runs": rule.window}
     return Alert(rule=st.rule, severity=st.severity, status=status, fingerprint=st.fingerprint, value=st.value,
-                 threshold=st.threshold, summary=st.summary, dataset=st.dataset)
+                 threshold=st.threshold, summary=st.summary, dataset=st.dataset, **progress)
 
 
 # -- (de)serialisation of the state record kept in MLflow --------------------------------------------------
@@ -143,7 +166,9 @@ def states_to_json(states: dict[str, AlertState]) -> list[dict[str, Any]]:
 
 
 def states_from_json(data: list[dict[str, Any]] | None) -> dict[str, AlertState]:
-    return {d["fingerprint"]: AlertState(**d) for d in data or []}
+    """States as saved; one saved before windows existed counts its consecutive breaches as its window."""
+    return {d["fingerprint"]: AlertState(**{**d, "recent": tuple(d.get("recent", (1,) * d["breaches"]))})
+            for d in data or []}
 
 
 def parse_duration(text: str) -> float:

@@ -32,16 +32,21 @@ def ladder(holdout: int, sample_size: int) -> list[int]:
 
 
 def fit_bands(
-    n_docs: int, sizes: Sequence[int], replicates: int, measure: Callable[[np.ndarray], dict[str, float]], seed: int = 0
+    n_docs: int, sizes: Sequence[int], replicates: int, measure: Callable[[np.ndarray], dict[str, float]], seed: int = 0,
+    tick: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[int, Band]:
     """Mean and FPC-corrected sd of every indicator ``measure`` returns on random subsets of ``n_docs`` items.
 
-    ``measure`` gets the indices of one pseudo-batch.
+    ``measure`` gets the indices of one pseudo-batch; ``tick(done, total)`` is told after each one.
     """
     rng = np.random.default_rng(seed)
     out: dict[int, Band] = {}
-    for size in sizes:
-        runs = [measure(np.sort(rng.choice(n_docs, size, replace=False))) for _ in range(replicates)]
+    total = len(sizes) * replicates
+    for k, size in enumerate(sizes):
+        runs = []
+        for r in range(replicates):
+            runs.append(measure(np.sort(rng.choice(n_docs, size, replace=False))))
+            tick(k * replicates + r + 1, total)
         fpc = math.sqrt((n_docs - size) / (n_docs - 1)) if n_docs > 1 else 1.0
         band: Band = {}
         for name in runs[0]:

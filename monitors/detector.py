@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +130,7 @@ class TrainedDetector:
 
 
 def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, held_out: float = 0.4,
-                   stylometry: bool = False) -> TrainedDetector:
+                   stylometry: bool = False, progress: Callable[[str], None] = lambda msg: None) -> TrainedDetector:
     """Fit on (1 - held_out) of the labelled texts; keep the rest as the detector's validation set.
 
     On the held-out part: ROC AUC, TPR and FPR at the operating threshold, calibration error, and the choice
@@ -141,9 +142,12 @@ def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, hel
     texts = np.asarray(human + synthetic, dtype=object)
     labels = np.array([0] * len(human) + [1] * len(synthetic))
     x_tr, x_va, y_tr, y_va = train_test_split(texts, labels, test_size=held_out, stratify=labels, random_state=seed)
+    progress(f"fitting the calibrated n-gram detector on {len(x_tr)} texts")
     model = make_pipeline(seed, stylometry=stylometry).fit(x_tr, y_tr)
+    progress(f"scoring the {len(x_va)} held-out texts")
     scores = model.predict_proba(x_va)[:, 1]
     val = Validation(scores, y_va, THRESHOLD, float(y_tr.mean()))
+    progress("choosing the quantifier (ACC, PACC or EM) on the held-out scores")
     method, mae = select_method(val, seed=seed)
     return TrainedDetector(model=model, validation=val, method=method, selection_mae=mae,
                            roc_auc=float(roc_auc_score(y_va, scores)), ece=expected_calibration_error(scores, y_va),

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from monitors import sources
-from monitors.config import Columns, IngestSettings
+from monitors.config import ENV_PREFIX, Columns, IngestSettings
+from monitors.errors import InputError
 from monitors.profile import (
     COLUMNS, DATE_ABSENT, DATE_BAD, DATE_OK, NO_DAY, PROV_ABSENT, PROV_OTHER, PROVENANCE, BatchProfile, days,
     stable_hash,
@@ -183,8 +184,13 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
         quarantined[kind] += 1
         sink.add(file, lineno, kind, reason, raw)
 
+    columns: set[str] | None = set()  # the columns found, while no record has the text column (None: one has)
+    parsed = False
     for lineno, obj, problem, raw, where in rows:
         if problem is None:
+            parsed = True
+            if columns is not None:
+                columns = None if cols.text in obj else (columns | set(obj) if len(columns) < 100 else columns)
             try:
                 rec = _examine(obj, cols, ing, file, where)
             except Exception as exc:  # noqa: BLE001 - one record never kills a batch
@@ -230,6 +236,7 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
         sample=sorted((-nh, i, t) for nh, i, t in heap),
         quarantined=quarantined, unparsed=unparsed,
         quarantine_files=[sink.path] if sink.path else [], entries=sink.entries,
+        text_column={file: None if columns is None else sorted(map(str, columns))} if parsed else {},
     )
 
 
@@ -307,7 +314,18 @@ def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
     files = sources.expand(spec)
     shards = sources.plan_shards(files, shard_bytes)
     parts = (mapper or map)(_ShardJob(opts), shards)
-    return merge_all(parts, opts), shards
+    profile = merge_all(parts, opts)
+    check_text_column(profile, opts.columns.text)
+    return profile, shards
+
+
+def check_text_column(profile: BatchProfile, text: str) -> None:
+    """A file none of whose records has the text column was mapped wrong, not sent empty: an input error."""
+    for file, found in profile.text_column.items():
+        if found is not None:
+            raise InputError(f"{file}: no record has the text column {text!r} (columns found: {', '.join(found) or 'none'}). "
+                             f"If the text is in another column, set columns.text to it (in the config file, or "
+                             f"{ENV_PREFIX}COLUMNS__TEXT=NAME)")
 
 
 @dataclass(frozen=True)

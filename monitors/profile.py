@@ -67,6 +67,8 @@ class BatchProfile:
     quarantine_files: list[str] = field(default_factory=list)
     #: Quarantine entries kept in memory (when the reader was given no folder to write them to).
     entries: list[dict] = field(default_factory=list)
+    #: Per file with a parsed record: None when some record has the text column, else the columns found.
+    text_column: dict[str, list[str] | None] = field(default_factory=dict)
 
     # -- merging ---------------------------------------------------------------------------
     def merge(self, later: BatchProfile) -> BatchProfile:
@@ -99,6 +101,7 @@ class BatchProfile:
             sample=heapq.nsmallest(self.sample_size, heapq.merge(self.sample, their_sample)),
             quarantined=quarantined, unparsed=self.unparsed + later.unparsed, late_duplicates=late,
             quarantine_files=self.quarantine_files + later.quarantine_files, entries=self.entries + later.entries,
+            text_column=_merge_text_column(self.text_column, later.text_column),
         )
 
     # -- what finalizing needs ------------------------------------------------------------------
@@ -135,6 +138,14 @@ class BatchProfile:
         wanted = np.fromiter((h for h, _, _ in self.sample), dtype=np.uint64, count=len(self.sample))
         codes = prov[order][np.searchsorted(hashes[order], wanted)] if len(wanted) else np.empty(0, np.int8)
         return [t for (_, _, t), c in zip(self.sample, codes) if c not in (0, 1)]
+
+
+def _merge_text_column(a: dict[str, list[str] | None], b: dict[str, list[str] | None]) -> dict[str, list[str] | None]:
+    out = dict(a)
+    for file, cols in b.items():
+        mine = out.get(file, [])
+        out[file] = None if mine is None or cols is None else sorted(set(mine) | set(cols))
+    return out
 
 
 def days(d: date) -> int:

@@ -145,8 +145,10 @@ def _length_indicators(texts: list[str]) -> dict[str, float]:
 def build_reference(
     profile: BatchProfile, *, dataset: str, settings: IndicatorSettings, drift: DriftFn | None = None,
     progress: Callable[[str], None] = lambda msg: None,
+    tick: Callable[[int, int], None] = lambda done, total: None,
 ) -> ReferenceProfile:
-    """Turn the profile of trusted human text into a reference (see the module docstring)."""
+    """Turn the profile of trusted human text into a reference (see the module docstring). ``progress`` is
+    told each stage, ``tick(done, total)`` each pseudo-batch measured for the bands."""
     if profile.sample_size != settings.reference_docs:
         raise ValueError("profile the reference with sample_size=settings.reference_docs")
     core, holdout = split_sample(profile)
@@ -173,14 +175,15 @@ def build_reference(
 
     sizes = bands_mod.ladder(len(holdout), settings.sample_size)
     progress(f"fitting bands on {len(holdout)} held-out documents at sizes {sizes}")
-    fitted = bands_mod.fit_bands(len(holdout), sizes, REPLICATES, measure)
+    fitted = bands_mod.fit_bands(len(holdout), sizes, REPLICATES, measure, tick=tick)
     if drift is not None:
         progress("fitting drift bands (Evidently)")
         drift_sizes = [n for n in sizes if n >= DRIFT_MIN_SIZE][-2:] or sizes[-1:]
         drift_bands = bands_mod.fit_bands(len(holdout), drift_sizes, DRIFT_REPLICATES,
-                                          lambda idx: drift([holdout[i] for i in idx], sample), seed=1)
+                                          lambda idx: drift([holdout[i] for i in idx], sample), seed=1, tick=tick)
         for n, b in drift_bands.items():
             fitted[n].update(b)
+    progress("measuring the baseline on every held-out document")
     baseline = measure(np.arange(len(holdout)))
     if drift is not None:
         baseline.update(drift(holdout[: settings.sample_size], sample))

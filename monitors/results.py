@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitors.quantify import ShareEstimate
-from monitors.rules import Alert, max_severity
+from monitors.rules import SEVERITIES, Alert, max_severity
 
 #: Indicators shown in the readable summary and the history table, in this order.
 KEY_INDICATORS = (
@@ -77,18 +77,36 @@ def critical_firing(alerts: list[Alert]) -> bool:
     return any(a.status == "firing" and a.severity == "critical" for a in alerts)
 
 
+def _threshold(a: Alert) -> str:
+    return "" if a.threshold is None else f", threshold {a.threshold}"
+
+
+def lead_lines(alerts: list[Alert]) -> list[str]:
+    """The first lines of a run's summary: what fires, critical first, then what is pending and when it fires."""
+    order = sorted(alerts, key=lambda a: (a.status != "firing", -SEVERITIES.index(a.severity), a.rule))
+    lines = []
+    for a in order:
+        if a.status == "firing":
+            lines.append(f"  FIRING [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)}")
+        elif a.status == "pending":
+            window = f" (within {a.within_runs})" if a.within_runs and a.within_runs > (a.for_runs or 0) else ""
+            progress = f"; {a.breaches} of {a.for_runs} breaching runs{window} to fire" if a.for_runs else ""
+            lines.append(f"  PENDING [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)}{progress}")
+    return lines
+
+
 def alert_lines(alerts: list[Alert], notifications: list[dict], delivery: dict, notes: list[str]) -> list[str]:
     """The end of a run's summary: firing alerts, pending and resolved ones, what was sent, the notes."""
     firing = [a for a in alerts if a.status == "firing"]
     if firing:
         lines = [f"  alerts firing ({max_severity(alerts)}):"]
-        lines += [f"    [{a.severity}] {a.rule}: value {_fmt(a.value)}, threshold {a.threshold} - {a.summary}" for a in firing]
+        lines += [f"    [{a.severity}] {a.rule}: value {_fmt(a.value)}{_threshold(a)} - {a.summary}" for a in firing]
     else:
         lines = ["  alerts: none firing"]
     pending = [a.rule for a in alerts if a.status == "pending"]
     resolved = [a.rule for a in alerts if a.status == "resolved"]
     if pending:
-        lines.append(f"  pending (breached, not yet for enough runs to fire): {', '.join(pending)}")
+        lines.append(f"  pending (breached, not yet in enough runs to fire): {', '.join(pending)}")
     if resolved:
         lines.append(f"  resolved: {', '.join(resolved)}")
     if notifications:
@@ -122,6 +140,8 @@ class CheckResult:
     delivery: dict[str, Any] = field(default_factory=dict)
     #: where the results wait when MLflow could not take them (replayed by the next check)
     spooled: str = ""
+    #: the run that already counted this batch's content: a re-check, not added to the corpus totals again
+    recheck_of: str = ""
 
     @property
     def critical_firing(self) -> bool:
@@ -141,7 +161,10 @@ class CheckResult:
                                 "out_of_range": self.share.out_of_range, "fit_p": num(self.share.fit_p),
                                 "by_method": self.share.by_method},
             "alerts": [{"rule": a.rule, "severity": a.severity, "status": a.status, "fingerprint": a.fingerprint,
-                        "value": num(a.value), "threshold": a.threshold, "summary": a.summary} for a in self.alerts],
+                        "value": num(a.value), "threshold": a.threshold, "summary": a.summary, "breaches": a.breaches,
+                        "for_runs": a.for_runs, "within_runs": a.within_runs} for a in self.alerts],
+            "firing": [a.rule for a in self.alerts if a.status == "firing"],
+            "pending": [a.rule for a in self.alerts if a.status == "pending"],
             "reference_run_id": self.reference_run_id,
             "max_severity": max_severity(self.alerts),
             "record_checks": self.record_checks,
@@ -149,6 +172,7 @@ class CheckResult:
             "silenced": self.silenced,
             "delivery": self.delivery,
             "spooled": self.spooled,
+            "recheck_of": self.recheck_of or None,
             "notes": self.notes,
         }
 
@@ -166,7 +190,9 @@ class CheckResult:
         else:
             share = f"n/a ({s.note})"
         lines = [
-            f"check of {self.batch_file} against dataset {self.dataset!r} (MLflow run {self.run_id})",
+            f"{'re-check' if self.recheck_of else 'check'} of {self.batch_file} against dataset {self.dataset!r} "
+            f"(MLflow run {self.run_id})",
+            *lead_lines(self.alerts),
             f"  records: {self.records} checked, {self.quarantined} quarantined",
             f"  synthetic share: {share}",
         ]
@@ -216,6 +242,8 @@ class ProbeResult:
             "previous": self.previous, "first": self.first, "lineage": self.lineage,
             "alerts": [{**a.to_dict(), "value": num(a.value)} for a in self.alerts],
             "max_severity": max_severity(self.alerts), "notifications": self.notifications,
+            "firing": [a.rule for a in self.alerts if a.status == "firing"],
+            "pending": [a.rule for a in self.alerts if a.status == "pending"],
             "silenced": self.silenced, "delivery": self.delivery, "spooled": self.spooled, "notes": self.notes,
         }
 
@@ -223,7 +251,7 @@ class ProbeResult:
         fmt = _fmt
         ind = self.indicators
         lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {self.probe_set} "
-                 f"(MLflow run {self.run_id})",
+                 f"(MLflow run {self.run_id})", *lead_lines(self.alerts),
                  "  examples: " + ", ".join(f"{s} {n}" for s, n in self.examples.items())]
         against = [f"previous version {self.previous['version']}" + (" (evaluated now)" if self.previous["evaluated_now"] else "")
                    ] if self.previous else []

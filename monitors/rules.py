@@ -2,7 +2,8 @@
 
 Each expectation is one rule over one column of the one-row-per-run indicator table, with
 ``meta.rule`` (its name), ``meta.severity`` (warning | critical), ``meta.summary`` and optionally
-``meta.for_runs`` (consecutive breaching runs before it fires; default 1 for critical, 2 for warning).
+``meta.for_runs`` (breaching runs before it fires; default 1 for critical, 2 for warning) and optionally
+``meta.within_runs`` (counted over the last that many runs; default ``for_runs``: consecutive runs).
 Great Expectations evaluates the suite (see :mod:`monitors.gx_rules`); this module holds the pure parts.
 """
 
@@ -29,8 +30,14 @@ class Rule:
     max_value: float | None
     severity: str
     summary: str
-    #: consecutive breaching runs before the alert fires (meta.for_runs; default 1 critical, 2 warning)
+    #: breaching runs before the alert fires (meta.for_runs; default 1 critical, 2 warning) ...
     for_runs: int = 1
+    #: ... among the last this many runs (meta.within_runs; 0 or default: for_runs, i.e. consecutive runs)
+    within_runs: int = 0
+
+    @property
+    def window(self) -> int:
+        return max(self.within_runs, self.for_runs)
 
 
 DEFAULT_FOR_RUNS = {"critical": 1, "warning": 2}
@@ -46,6 +53,10 @@ class Alert:
     threshold: float | None
     summary: str
     dataset: str
+    #: a state machine alert's progress: breaching runs counted (in the window while pending), for_runs, window
+    breaches: int | None = None
+    for_runs: int | None = None
+    within_runs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,9 +103,13 @@ def load_rules(path: str | Path) -> RuleSuite:
         for_runs = meta.get("for_runs", DEFAULT_FOR_RUNS[meta["severity"]])
         if not isinstance(for_runs, int) or isinstance(for_runs, bool) or for_runs < 1:
             raise RulesError(f"{label}: meta.for_runs must be a whole number of runs >= 1, not {for_runs!r}")
+        within = meta.get("within_runs", for_runs)
+        if not isinstance(within, int) or isinstance(within, bool) or within < for_runs:
+            raise RulesError(f"{label}: meta.within_runs must be a whole number of runs >= meta.for_runs ({for_runs}), "
+                             f"not {within!r}")
         names.add(meta["rule"])
         rules.append(Rule(meta["rule"], kwargs["column"], bounds[0], bounds[1], meta["severity"],
-                          meta.get("summary", ""), for_runs))
+                          meta.get("summary", ""), for_runs, within))
     return RuleSuite(path=path, raw=raw, rules=tuple(rules))
 
 

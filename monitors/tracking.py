@@ -32,6 +32,7 @@ KIND = "collapse.kind"
 ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 CONTENT_TAG = "collapse.content_sha256"
+RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,13 @@ class MlflowTracker:
             raise
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def artifact_location(self, run_id: str, name: str) -> str:
+        """Where a run's artifact is: a local path for a local artifact store, else its URI."""
+        from urllib.parse import unquote, urlparse
+
+        uri = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{name}"
+        return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
 
     def run_for_content(self, dataset: str, sha256: str) -> str | None:
         """The finished check that counted a landing file with this content, if one did."""

@@ -159,7 +159,8 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert main(["alerts", "silence", fp, "--for", "2h", "--reason", "vendor backfill", "--dataset", "news"]) == 0
     assert f"silenced {fp} on dataset 'news'" in capsys.readouterr().out
     assert main(["alerts", "list"]) == 0
-    assert f"{fp}  silence active" in capsys.readouterr().out
+    silences = [ln.split() for ln in capsys.readouterr().out.split("SILENCE", 1)[1].splitlines()[1:]]
+    assert [ln[0] for ln in silences if fp in ln] == ["active"]
     assert main(["alerts", "silence", "feedfacefeedface", "--for", "2h", "--reason", "x"]) == 2
     assert "no current alert has fingerprint" in capsys.readouterr().err
 
@@ -233,3 +234,43 @@ async def _flow_runs(name):
 
     async with get_client() as client:
         return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+
+
+def test_first_hour_mistakes_are_named_and_not_counted(isolated, data, capsys):
+    """Issue 20: a wrong text column is an input error (no run, no page), the quarantine is findable, a re-check
+    of the same file is not counted into the corpus twice, and a failed check shows in `alerts list`."""
+    import gzip
+
+    reference, human_batch, _ = data
+    ref_file = write_jsonl(isolated / "ref.jsonl", [{"id": p["id"], "text": p["text"]} for p in reference[:600]])
+    assert main(["reference", "build", "--input", str(ref_file), "--dataset", "news"]) == 0
+    shown = capsys.readouterr()  # progress on stderr (item 7), the result alone on stdout
+    assert "reading " in shown.err and "fitting bands" in shown.err and "pseudo-batches: " in shown.err
+    assert "saving the reference to MLflow" in shown.err and shown.out.startswith("reference for dataset 'news'")
+
+    body = write_jsonl(isolated / "body.jsonl", [{"id": p["id"], "body": p["text"]} for p in human_batch[:100]])
+    code, err = _run_json(["check", "--input", str(body), "--dataset", "news"], capsys)
+    assert code == 2 and err["exit_code"] == 2
+    for part in (str(body), "no record has the text column 'text'", "columns found: body, id", "columns.text"):
+        assert part in err["error"], part
+    assert main(["history", "--dataset", "news", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
+
+    batch = write_jsonl(isolated / "human.jsonl", [{"id": p["id"], "text": p["text"]} for p in human_batch] + ['{"id": "cut'])
+    assert main(["check", "--input", str(batch), "--dataset", "news"]) == 0
+    out = capsys.readouterr().out
+    where = [ln.split("quarantined records: ", 1)[1] for ln in out.splitlines() if "quarantined records: " in ln]
+    assert len(where) == 1 and "not valid JSON" in Path(where[0]).read_text(), out
+
+    code, again = _run_json(["check", "--input", str(batch), "--dataset", "news"], capsys)
+    assert code == 0 and again["recheck_of"] and again["indicators"]["corpus.batches"] == 1
+    assert any("already counted" in n for n in again["notes"])
+    code, recounted = _run_json(["check", "--input", str(batch), "--dataset", "news", "--recount"], capsys)
+    assert recounted["recheck_of"] is None and recounted["indicators"]["corpus.batches"] == 2
+
+    whole = gzip.compress(b"".join(json.dumps({"id": p["id"], "text": p["text"]}).encode() + b"\n" for p in human_batch))
+    (isolated / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    assert main(["check", "--input", str(isolated / "cut.jsonl.gz"), "--dataset", "news"]) == 2
+    capsys.readouterr()
+    assert main(["alerts", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("SEVERITY") and lines[1].split()[:4] == ["warning", "firing", "check_failed", "news"]

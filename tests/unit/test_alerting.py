@@ -109,3 +109,69 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError, match="positive number with a unit"):
         parse_duration(text)
+
+
+# -- for_runs over a window: bad batches cannot hide between good ones (issue 20, item 4) --------------------
+WINDOWED = Rule("tail_loss", "tail.z", -5.0, None, "warning", "tails thin", for_runs=2, within_runs=3)
+
+
+def test_a_window_rule_fires_on_two_bad_batches_of_three():
+    r1 = _run({}, 0, -7, rules=(WINDOWED,))
+    r2 = _run(r1.states, H, 0, rules=(WINDOWED,))  # a good batch in between: still pending, and shown
+    assert [(a.rule, a.status, a.breaches, a.for_runs, a.within_runs) for a in r2.alerts] == [("tail_loss", "pending", 1, 2, 3)]
+    r3 = _run(r2.states, 2 * H, -7, rules=(WINDOWED,))
+    assert _kinds(r3) == [("firing", "tail_loss")]
+    # strictly consecutive (the default window = for_runs): the same stream never fires
+    c3 = _run(_run(_run({}, 0, -7).states, H, 0).states, 2 * H, -7)
+    assert c3.notifications == [] and c3.alerts[0].status == "pending"
+
+
+def test_a_window_forgets_a_breach_that_left_it():
+    r = _run({}, 0, -7, rules=(WINDOWED,))
+    for i in range(1, 3):
+        r = _run(r.states, i * H, 0, rules=(WINDOWED,))
+    assert r.states == {} and r.alerts == []  # 1 of the last 3 can no longer reach 2 before it leaves
+    r = _run(r.states, 3 * H, -7, rules=(WINDOWED,))
+    assert r.notifications == [] and r.alerts[0].status == "pending"
+
+
+def test_states_saved_before_windows_still_load():
+    old = states_to_json(_run({}, 0, -7).states)
+    for s in old:
+        del s["recent"]
+    assert _kinds(_run(states_from_json(old), H, -7)) == [("firing", "tail_loss")]
+
+
+def test_within_runs_is_read_and_checked(isolated):
+    import json
+
+    exp = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "a", "min_value": 1},
+           "meta": {"rule": "w", "severity": "warning", "for_runs": 2, "within_runs": 3}}
+    path = isolated / "rules.json"
+    path.write_text(json.dumps({"expectations": [exp]}))
+    assert (load_rules(path).rules[0].for_runs, load_rules(path).rules[0].within_runs) == (2, 3)
+    exp["meta"]["within_runs"] = 1
+    path.write_text(json.dumps({"expectations": [exp]}))
+    with pytest.raises(RulesError, match=r"meta.within_runs must be a whole number of runs >= meta.for_runs \(2\)"):
+        load_rules(path)
+
+
+def test_the_shipped_share_rules_count_two_bad_batches_of_three():
+    from tests.conftest import REPO
+
+    rules = {r.name: r for r in load_rules(REPO / "expectations" / "collapse_indicators.json").rules}
+    assert (rules["synthetic_share_high"].for_runs, rules["synthetic_share_high"].within_runs) == (2, 3)
+    assert (rules["human_share_below_floor"].for_runs, rules["human_share_below_floor"].within_runs) == (2, 3)
+
+
+def test_the_summary_and_json_lead_with_a_pending_alert():
+    from monitors.quantify import ShareEstimate
+    from monitors.results import CheckResult
+
+    pending = _run({}, 0, -7, rules=(WINDOWED,)).alerts
+    result = CheckResult("r1", "news", "b.jsonl", 100, 0, {"tail.z": -7.0}, ShareEstimate.unavailable("none"), pending, "ref", None)
+    lines = result.summary().splitlines()
+    assert lines[1].strip().startswith("PENDING [warning] tail_loss") and "1 of 2 breaching runs (within 3)" in lines[1]
+    data = result.to_dict()
+    assert data["pending"] == ["tail_loss"] and data["firing"] == []
+    assert data["alerts"][0] | {"breaches": 1, "for_runs": 2, "within_runs": 3} == data["alerts"][0]

@@ -165,3 +165,77 @@ def test_probes_build_errors(isolated, capsys, args, message):
     inp = write_jsonl(isolated / "in.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     assert main(["probes", "build", "--input", str(inp), "--out", str(isolated / "o.jsonl"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+# -- common options: before the command, after it, or between a command and its action (issue 20, item 1) --
+COMMON_OPTIONS = [(["--config", "other.yaml"], "config", "other.yaml"), (["--state-dir", "elsewhere"], "state_dir", "elsewhere"),
+                  (["-v"], "verbose", True), (["--verbose"], "verbose", True)]
+EVERY_COMMAND = [["check", "--input", "b.jsonl"], ["reference", "build", "--input", "h.jsonl"],
+                 ["detector", "train", "--human", "h.jsonl", "--synthetic", "s.jsonl"],
+                 ["probes", "build", "--input", "i.jsonl", "--out", "p.jsonl"],
+                 ["probe", "--model", "models:/m@production", "--probes", "p.jsonl"], ["report", "--out", "r"], ["serve"],
+                 ["alerts", "list"], ["alerts", "silence", "abc", "--for", "1h", "--reason", "r"], ["history"], ["demo"], ["ui"]]
+
+
+@pytest.mark.parametrize("option,dest,value", COMMON_OPTIONS)
+@pytest.mark.parametrize("argv", EVERY_COMMAND, ids=lambda a: " ".join(a[:2]))
+def test_common_options_count_in_every_position(option, dest, value, argv):
+    from flows.cli import _parser
+
+    positions = [[*option, *argv], [*argv, *option]]
+    if argv[0] in ("reference", "detector", "probes", "alerts"):  # between the command and its action
+        positions.append([argv[0], *option, *argv[1:]])
+    for args in positions:
+        assert getattr(_parser().parse_args(args), dest) == value, args
+    defaults = _parser().parse_args(argv)
+    assert (defaults.config, defaults.state_dir, defaults.verbose) == (None, None, False)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_a_config_file_given_before_the_command_is_read(isolated, capsys, before):
+    (isolated / "typo.yaml").write_text("indicators:\n  window: zero\n")
+    argv = ["--config", "typo.yaml", "history"] if before else ["history", "--config", "typo.yaml"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "typo.yaml" in err and "indicators.window" in err
+
+
+# -- failures where people look (issue 20, item 5) --------------------------------------------------------
+def test_check_json_prints_one_error_object_when_it_fails(isolated, capsys):
+    assert main(["check", "--input", "nothere.jsonl", "--json"]) == 2
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1, out
+    err = json.loads(lines[0])
+    assert err["exit_code"] == 2 and "nothere.jsonl: no such batch file" in err["error"]
+
+
+def test_a_bug_under_json_still_prints_the_error_object_and_the_traceback(isolated, capsys, monkeypatch):
+    from flows import cli
+
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "history", broken)
+    with pytest.raises(RuntimeError):
+        main(["history", "--json"])
+    assert json.loads(capsys.readouterr().out) == {"error": "RuntimeError: boom", "exit_code": 1}
+
+
+def test_alerts_list_shows_a_failed_check_with_a_header_critical_first(isolated, capsys):
+    from flows.tasks import report_failure
+    from monitors.config import load_settings
+    from monitors.errors import InputError
+
+    settings = load_settings(None)
+    report_failure(settings, "news", "b.jsonl.gz", InputError("b.jsonl.gz: truncated gzip"))
+    report_failure(settings, "models/intent", "probes.jsonl", RuntimeError("model raised"), "probe_failed", "probe")
+    assert main(["alerts", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["SEVERITY", "STATUS", "RULE", "DATASET"]
+    assert lines[1].split()[:4] == ["critical", "firing", "probe_failed", "models/intent"]
+    assert lines[2].split()[:4] == ["warning", "firing", "check_failed", "news"]
+    assert "truncated gzip" in lines[2]
+    assert main(["alerts", "list", "--dataset", "news", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [a["rule"] for a in listed["news"]["alerts"]] == ["check_failed"]

@@ -166,3 +166,29 @@ def test_declared_provenance_is_counted_and_only_undeclared_texts_go_to_the_dete
     sampled = {t for _, _, t in prof.sample}
     want = {r["text"] for r in rows if r.get("provenance") in (None, "unknown")} & sampled
     assert set(undeclared) == want and 0 < len(undeclared) < 30
+
+
+# -- a wrong column name is an input error, not an empty batch (issue 20, item 2) --------------------------
+def test_a_file_without_the_text_column_is_an_input_error_naming_file_columns_and_setting(isolated):
+    body = write_jsonl(isolated / "b.jsonl", [{"id": str(i), "body": f"text {i}", "source": "web"} for i in range(100)])
+    with pytest.raises(InputError) as err:
+        _read(body)
+    msg = str(err.value)
+    assert str(body) in msg and "'text'" in msg and "body, id, source" in msg and "columns.text" in msg
+    csv = isolated / "c.csv"
+    pd.DataFrame({"id": ["1", "2"], "content": ["one", "two"]}).to_csv(csv, index=False)
+    with pytest.raises(InputError, match=r"c.csv: no record has the text column 'text' \(columns found: content, id\)"):
+        _read(csv)
+
+
+def test_the_text_column_is_looked_for_per_file_and_across_shards(isolated):
+    good = write_jsonl(isolated / "d" / "a.jsonl", [{"id": f"a{i}", "text": f"text {i}"} for i in range(50)])
+    write_jsonl(isolated / "d" / "b.jsonl", [{"id": f"b{i}", "body": f"text {i}"} for i in range(50)])
+    with pytest.raises(InputError, match=r"b.jsonl: no record has the text column"):
+        _read(isolated / "d")
+    # some records without it are quarantined as before; a file split in shards counts as one
+    mixed = write_jsonl(isolated / "m.jsonl", [{"id": f"m{i}", "body": "x"} for i in range(300)] + [{"id": "t", "text": "here"}])
+    prof, entries = _read(mixed, shard_bytes=1000)
+    assert prof.records == 1 and prof.quarantined["missing_text"] == 300
+    prof, _ = _read(good, cols=Columns(text="text"))
+    assert prof.records == 50
