@@ -117,12 +117,26 @@ def report(results: dict[str, list[dict]], args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", choices=("reference", "trained", "both"), default="both",
+                    help="reference: the share from a human reference alone (local LM); trained: a trained detector")
     ap.add_argument("--splits", type=int, default=2)
     ap.add_argument("--batches", type=int, default=20)
-    ap.add_argument("--size", type=int, default=500)
+    ap.add_argument("--size", type=int, default=500, help="batch size of the trained scenario")
+    ap.add_argument("--lm-size", type=int, default=250, help="LM-scored documents per batch (lm.sample_size)")
     ap.add_argument("--replicates", type=int, default=1000)
     ap.add_argument("--stylometry", action="store_true", help="add the stylometric features to the detector")
+    ap.add_argument("--no-reweight", action="store_true", help="reference scenario: no topic re-weighting")
+    ap.add_argument("--no-speed", action="store_true", help="reference scenario: skip the scorer speed and the curve")
     args = ap.parse_args()
+    if args.scenario in ("reference", "both"):
+        from benchmarks import share_reference
+
+        share_reference.run(args)
+    if args.scenario in ("trained", "both"):
+        trained_main(args)
+
+
+def trained_main(args) -> None:
     rows = detector_set()
     merged: dict[str, list[dict]] = {}
     started = time.monotonic()

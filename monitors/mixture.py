@@ -44,6 +44,8 @@ MAX_WEIGHT = 5.0
 MIN_EFFECTIVE = 60  # effective reference documents below which the estimate is flagged
 UNCOVERED_SHARE = 0.2  # batch share in clusters the reference barely covers above which it is flagged
 _GRID = np.linspace(0.02, 0.98, 49)
+EXCESS_QUANTILES = (0.05, 0.1, 0.25)
+EXCESS_Z = 3.0  # one-sided, three thresholds: about 0.4 % of human batches flagged by chance
 
 
 def machine_score(features: np.ndarray) -> np.ndarray:
@@ -74,6 +76,20 @@ def effective_size(weights: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w ** 2).sum()) if (w > 0).any() else 0.0
 
 
+def human_side_excess(batch: np.ndarray, human: np.ndarray, weights: np.ndarray | None, n_human: float) -> float:
+    """How far the batch has *more* mass on the human side than the reference (largest z over a few low
+    thresholds). A mixture of human text and predictable machine text cannot: documents less predictable than
+    human are unlike anything this estimate is built on, and nothing bounds how many of them are machine text."""
+    w = np.ones_like(human) if weights is None else weights
+    w = w / w.sum()
+    z = []
+    for t in np.quantile(human, EXCESS_QUANTILES):
+        qb, qh = float((batch <= t).mean()), float(((human <= t) * w).sum())
+        var = qh * (1 - qh) * (1 / batch.size + 1 / max(n_human, 1.0))
+        z.append((qb - qh) / np.sqrt(var) if var > 0 else 0.0)
+    return float(max(z))
+
+
 def bbe_human_share(batch: np.ndarray, human: np.ndarray, weights: np.ndarray | None = None, *,
                     n_human: float | None = None, delta: float = DELTA, gamma: float = GAMMA) -> np.ndarray:
     """Best Bin Estimation of the human proportion of ``batch``; rows are bootstrap replicates.
@@ -100,7 +116,7 @@ def bbe_human_share(batch: np.ndarray, human: np.ndarray, weights: np.ndarray | 
 
 def estimate_from_reference(batch: np.ndarray, human: np.ndarray, *, batch_clusters: np.ndarray | None = None,
                             human_clusters: np.ndarray | None = None, clusters: int = 0, replicates: int = 1000,
-                            seed: int = 0, level: float = 0.95) -> ShareEstimate:
+                            seed: int = 0, level: float = 0.95, reweight: bool = True) -> ShareEstimate:
     """The synthetic share of the documents behind ``batch`` scores, against the human reference's scores.
 
     Scores are per-document :func:`machine_score` values; nan scores (texts too short to score) are left
@@ -124,35 +140,48 @@ def estimate_from_reference(batch: np.ndarray, human: np.ndarray, *, batch_clust
     weights, uncovered, why = None, 0.0, []
     if batch_clusters is not None and human_clusters is not None and clusters:
         weights, uncovered = topic_weights(np.asarray(human_clusters)[h_ok], np.asarray(batch_clusters)[b_ok], clusters)
+        if not reweight:
+            weights = None
     n_eff = effective_size(weights) if weights is not None else float(h.size)
     rng = np.random.default_rng(seed)
-    point = 1 - float(bbe_human_share(b, h, weights, n_human=n_eff)[0])
+    raw = 1 - float(bbe_human_share(b, h, weights, n_human=n_eff)[0])
     bi = rng.integers(0, b.size, (replicates, b.size))
     hi = rng.integers(0, h.size, (replicates, h.size))
     wb = None if weights is None else weights[hi]
     reps = 1 - bbe_human_share(b[bi], h[hi], wb, n_human=n_eff)
+    # Best-bin selection takes a minimum over noisy ratios: the estimate is biased away from 0 (a human batch
+    # reads as a little machine text) and from 1. The bootstrap shows the bias, because each replicate selects
+    # again: subtract it (bootstrap bias correction), and shift the replicates with it.
+    bias = float(reps.mean()) - raw
+    point = float(np.clip(raw - bias, 0.0, 1.0))
     tail = (1 - level) / 2
-    low, high = (float(v) for v in np.quantile(reps, [tail, 1 - tail]))
-    # Best-bin selection makes the estimate a minimum over noisy ratios, biased away from 0 and 1 where the
-    # bootstrap cannot show it (a pure batch's replicates share the bias). The interval takes the larger of
-    # its two half-widths on both sides, so it reaches the boundary a pure batch sits on.
+    low, high = (float(np.clip(v, 0.0, 1.0)) for v in np.quantile(reps - 2 * bias, [tail, 1 - tail]))
+    # The clipped percentile interval cannot reach a boundary a pure batch sits on: take the larger of its two
+    # half-widths on both sides.
     half = max(point - low, high - point)
     low, high = max(0.0, min(low, point - half)), min(1.0, max(high, point + half))
-    by_method = {METHOD: point}
+    by_method = {METHOD: point, f"{METHOD}-uncorrected": raw}
     if weights is not None:
         unweighted = 1 - float(bbe_human_share(b, h)[0])
         by_method[f"{METHOD}-unweighted"] = unweighted
+    excess = human_side_excess(b, h, weights, n_eff)
+    topic_ok = n_eff >= MIN_EFFECTIVE and uncovered <= UNCOVERED_SHARE
+    if excess > EXCESS_Z:
+        why.append(f"more of it is less predictable than the human reference allows (z = {excess:.1f}): "
+                   f"text from high-temperature sampling or a weak generator, or human text unlike the reference")
     if n_eff < MIN_EFFECTIVE:
         why.append(f"re-weighted to the batch's topics, the reference has only {n_eff:.0f} effective documents")
     if uncovered > UNCOVERED_SHARE:
         why.append(f"{uncovered:.0%} of the batch is on topics the reference barely covers")
     notes = []
     if why:
-        # the data cannot tell a change of topic from machine text here: say so, and widen to what is known
-        low, high = 0.0, 1.0
-        notes.append("the batch is unlike the human reference (" + "; ".join(why) + "): a change of topic can "
-                     "read as machine text, so the interval is widened; rebuild the reference with human text of "
-                     "these topics")
+        # Nothing in the scores bounds how much of such a batch is machine text: widen to what is known. Off-topic
+        # human text can read as machine text (low bound 0); unusually unpredictable text can hide machine text
+        # of an unseen kind (high bound 1).
+        low, high = (low if topic_ok else 0.0), 1.0
+        notes.append("the batch is unlike the human reference (" + "; ".join(why) + "), so the interval is "
+                     "widened to what the data allow; if it is human text on other topics, rebuild the reference "
+                     "with such text")
     dropped = int((~b_ok).sum())
     if dropped:
         notes.append(f"{dropped} document(s) too short for the LM were left out")

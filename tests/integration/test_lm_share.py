@@ -77,9 +77,9 @@ def test_reference_only_share_with_the_real_lm(lm_on, pools, capsys, monkeypatch
     bad = lm_on / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.parent.mkdir()
     from monitors.lmscore import default_model_file
-    bad.write_bytes(b"GGUF" + b"\0" * (default_model_file().stat().st_size - 4))  # same name and size: same tag
+    bad.write_bytes(b"GGUF" + b"\0" * (default_model_file().stat().st_size - 4))  # same name and size
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__MODEL_FILE", str(bad))
-    nonce = uuid.uuid4().hex  # texts no cache can hold, so the model must be loaded
+    nonce = uuid.uuid4().hex  # texts no cache can hold
     fresh = write_jsonl(lm_on / "fresh.jsonl", [{"id": f"f{i}", "text": f"{t} ({nonce})", "created_at": "2021-01-01"}
                                                 for i, t in enumerate(pools["fresh"])])
     code, out = _check(fresh, capsys)

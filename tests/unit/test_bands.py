@@ -78,3 +78,18 @@ def test_fit_bands_corrects_for_overlapping_subsets():
     # The sd of a mean of 100 independent draws is 1/sqrt(100); subsets of one finite set vary less, the FPC undoes it.
     assert fitted[100]["mean"][1] == pytest.approx(0.1, rel=0.15)
     assert math.isfinite(fitted[100]["mean"][0])
+
+
+def test_lm_scores_round_trip_with_the_reference(reference):
+    import dataclasses
+
+    from monitors.reference import LMReference
+
+    rng = np.random.default_rng(0)
+    lm = LMReference("model.gguf|1|budget=128|bfloat16|v1", rng.normal(size=(60, 5)), rng.integers(0, 8, 60))
+    with_lm = dataclasses.replace(reference, lm=lm)
+    again = ReferenceProfile.from_json(with_lm.to_json(), with_lm.arrays_npz())
+    assert again.lm.tag == lm.tag
+    assert np.allclose(again.lm.features, lm.features, atol=1e-6) and (again.lm.clusters == lm.clusters).all()
+    # a reference built before the LM (or without it) loads with none
+    assert ReferenceProfile.from_json(reference.to_json(), reference.arrays_npz()).lm is None

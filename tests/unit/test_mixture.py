@@ -131,7 +131,7 @@ def test_topic_weights_compare_a_batch_with_the_reference_of_its_topics():
                                                human_clusters=human_c, clusters=2, replicates=200)
     assert plain.estimate > 0.3  # the trap: a change of topic reads as machine text
     assert weighted.estimate < 0.08
-    assert weighted.by_method[f"{mixture.METHOD}-unweighted"] == pytest.approx(plain.estimate)
+    assert weighted.by_method[f"{mixture.METHOD}-unweighted"] == pytest.approx(plain.by_method[f"{mixture.METHOD}-uncorrected"])
 
 
 def test_topics_the_reference_lacks_widen_the_interval():
@@ -153,3 +153,22 @@ def test_too_little_to_estimate_is_unavailable():
     rng = np.random.default_rng(4)
     assert mixture.estimate_from_reference(rng.normal(size=5), rng.normal(size=200)).estimate is None
     assert "reference" in mixture.estimate_from_reference(rng.normal(size=100), rng.normal(size=10)).note
+
+
+def test_text_less_predictable_than_human_is_flagged_and_widened():
+    rng = np.random.default_rng(5)
+    human = rng.normal(0, 1, 400)
+    batch = np.r_[rng.normal(0, 1, 150), rng.normal(-3, 1, 100)]  # 40 % far on the human side: a weak generator
+    e = mixture.estimate_from_reference(batch, human, replicates=200)
+    assert e.out_of_range and e.high == 1.0 and "less predictable" in e.note
+    clean = mixture.estimate_from_reference(rng.normal(0, 1, 250), human, replicates=200)
+    assert not clean.out_of_range
+
+
+def test_a_model_file_with_other_content_gets_another_tag(tmp_path):
+    a, b = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf"
+    for path, fill in ((a, b"\1"), (b, b"\2")):
+        path.parent.mkdir()
+        path.write_bytes(b"GGUF" + fill * 3_000_000)
+    tags = {lmscore.LMScorer(lmscore.ScorerConfig(model_file=str(p))).tag for p in (a, b)}
+    assert len(tags) == 2  # same name and size, other bytes: neither cached scores nor the converted model are shared
