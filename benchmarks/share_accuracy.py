@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--lm-size", type=int, default=250, help="LM-scored documents per batch (lm.sample_size)")
     ap.add_argument("--replicates", type=int, default=1000)
     ap.add_argument("--stylometry", action="store_true", help="add the stylometric features to the detector")
-    ap.add_argument("--no-reweight", action="store_true", help="reference scenario: no topic re-weighting")
+    ap.add_argument("--reweight", action="store_true", help="reference scenario: re-weight the reference to the "
+                    "batch's topic clusters (lm.topic_weights)")
     ap.add_argument("--no-speed", action="store_true", help="reference scenario: skip the scorer speed and the curve")
     args = ap.parse_args()
     if args.scenario in ("reference", "both"):

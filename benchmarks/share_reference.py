@@ -107,7 +107,7 @@ def simulate(pools: dict, args, sizes=None) -> dict[str, list[dict]]:
         def estimate(scores, clusters, seed):
             return estimate_from_reference(scores, ref_s, batch_clusters=clusters, human_clusters=ref_c,
                                            clusters=12, replicates=args.replicates, seed=seed,
-                                           reweight=not getattr(args, "no_reweight", False))
+                                           reweight=getattr(args, "reweight", False))
 
         for name, pool in pools.items():
             if name == "human":

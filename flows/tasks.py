@@ -273,7 +273,8 @@ def share_from_reference(texts: list[str], reference: ReferenceProfile | None, s
     return mixture.estimate_from_reference(
         mixture.machine_score(features), mixture.machine_score(reference.lm.features),
         batch_clusters=clusters, human_clusters=reference.lm.clusters if emb is not None else None,
-        clusters=reference.settings.clusters, replicates=settings.detector.bootstrap, seed=settings.detector.seed)
+        clusters=reference.settings.clusters, replicates=settings.detector.bootstrap, seed=settings.detector.seed,
+        reweight=settings.lm.topic_weights)
 
 
 @io_task

@@ -98,6 +98,7 @@ class LMSettings(_Section):
     token_budget: int = Field(128, ge=8, le=2048, description="tokens of each text the LM reads")
     sample_size: int = Field(250, ge=20, description="undeclared documents of a batch the LM scores per check")
     reference_docs: int = Field(500, ge=50, description="held-out reference documents scored at reference build")
+    topic_weights: bool = Field(False, description="re-weight the reference to the batch's topic clusters")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="auto: bfloat16 on CPUs with native bf16 units (AMX, AVX512-BF16), else float32")
     batch_size: int = Field(16, ge=1, description="texts per forward pass")

@@ -128,7 +128,7 @@ def test_topic_weights_compare_a_batch_with_the_reference_of_its_topics():
     batch = rng.normal(1.5, 1, 300)  # human text of topic 1 only
     plain = mixture.estimate_from_reference(batch, human, replicates=200)
     weighted = mixture.estimate_from_reference(batch, human, batch_clusters=np.ones(300, int),
-                                               human_clusters=human_c, clusters=2, replicates=200)
+                                               human_clusters=human_c, clusters=2, replicates=200, reweight=True)
     assert plain.estimate > 0.3  # the trap: a change of topic reads as machine text
     assert weighted.estimate < 0.08
     assert weighted.by_method[f"{mixture.METHOD}-unweighted"] == pytest.approx(plain.by_method[f"{mixture.METHOD}-uncorrected"])
