@@ -618,9 +618,14 @@ def _demo(args) -> int:
     return EXIT_OK
 
 
+_STARLETTE_WSGI = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+
+
 def _ui(args) -> int:
     settings, rt = _setup(args)
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # 10 worker processes otherwise
+    # MLflow's server imports starlette.middleware.wsgi, which warns on import in each worker; not ours to act on.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _STARLETTE_WSGI]))
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking_uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on {rt.tracking_uri}: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
