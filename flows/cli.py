@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -611,11 +613,23 @@ def _demo(args) -> int:
     print(demo_probes.table(probed))
     print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "
           f"experiment collapse-monitor/demo; {sum(len(v) for v in probed.values())} model versions probed.")
-    print(f"Trend report (HTML with charts): collapse-monitor report --dataset demo --out demo-report "
-          f"--state-dir {settings.state_path}")
-    print(f"Open the MLflow UI on the results: collapse-monitor ui --state-dir {settings.state_path}  "
-          f"(then browse http://127.0.0.1:5000)")
+    prog, state = _program(), shlex.quote(str(settings.state_path))
+    report = shlex.quote(str(settings.state_path / "demo" / "report"))
+    print(f"Trend report (HTML with charts): {prog} report --dataset demo --out {report} --state-dir {state}")
+    print(f"Open the MLflow UI on the results: {prog} ui --state-dir {state}  (then browse http://127.0.0.1:5000)")
     return EXIT_OK
+
+
+def _program() -> str:
+    """This program as it was started, for commands we print: ``.venv/bin/collapse-monitor`` when run that way
+    (the README installs into .venv without activating it), ``collapse-monitor`` when that is what PATH finds."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "collapse-monitor" or os.sep not in argv0:
+        return "collapse-monitor"
+    found = shutil.which("collapse-monitor")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return "collapse-monitor"
+    return shlex.quote(argv0)
 
 
 _STARLETTE_WSGI = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
