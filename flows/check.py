@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow
@@ -73,6 +74,7 @@ def check_incoming_data(
 
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
            reference_run_id: str | None, content_sha256: str = "", counted_in: str = "") -> CheckResult:
+    started = time.time()  # the MLflow run spans the check, not just the logging of it
     tracker = tasks.tracker_for(runtime)
     replayed = tasks.replay_spool(tracker, settings)  # before any state is read: spooled runs come first
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
@@ -135,6 +137,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         req = log_request(result, settings, artifacts)
+        req.started = started
         if content_sha256 and not counted_in:  # lets a later run find out that this content was counted
             req.tags[CONTENT_TAG] = content_sha256
         if counted_in:

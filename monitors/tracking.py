@@ -33,6 +33,9 @@ ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 CONTENT_TAG = "collapse.content_sha256"
 RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
+# MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
+# classic one; the value is the UI's CUSTOM_MODEL_DEVELOPMENT kind (mlflow/server/js, 3.17).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,20 @@ class MlflowTracker:
         name = experiment_name(dataset)
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if EXPERIMENT_KIND[0] not in exp.tags:  # made before the kind was set; a user's own kind stays
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return exp.experiment_id
         if not create:
             return None
         location = f"{self.artifact_root}/{dataset}" if self.artifact_root else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         except MlflowException:  # created meanwhile by a concurrent run
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str]) -> str:
+    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str], started: float = 0.0) -> str:
         run = self.client.create_run(
-            self.experiment_id(dataset), run_name=run_name,
+            self.experiment_id(dataset), run_name=run_name, start_time=int(started * 1000) if started else None,
             tags={KIND: kind, "collapse.dataset": dataset, **tags},
         )
         return run.info.run_id
@@ -222,11 +227,12 @@ class MlflowTracker:
     def log_check(self, req: LogRequest) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset.
 
+        The run spans the check (``req.started`` to ``req.finished``, or to now), not the logging of it.
         JSON artifacts are written with nan as null; a ``summary.json`` dict gets the new run's id.
         """
         step = self.next_sequence(req.dataset, req.kind)
         run_id = self._start(req.dataset, req.kind, req.run_name or f"check {req.dataset} {req.batch_name}",
-                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id})
+                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id}, req.started)
         try:
             self._log(run_id, req.metrics, req.params, {**req.tags, "mlflow.note.content": req.description,
                                                         "collapse.sequence": str(step)}, step)
@@ -247,7 +253,7 @@ class MlflowTracker:
             except Exception:  # noqa: BLE001 - the store is what failed; a replay replaces this run
                 pass
             raise
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED", end_time=int(req.finished * 1000) if req.finished else None)
         return run_id
 
     def replay(self, req: LogRequest) -> str:
