@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows import tasks
-from monitors import alerting
+from monitors import alerting, drift
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
 from monitors.quantify import CorpusTotals
@@ -132,8 +132,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         if quality.data_docs_html:
             artifacts["record_quality/data_docs.html"] = quality.data_docs_html
         if report is not None:
-            artifacts["drift/report.html"] = report.html
-            artifacts["drift/report.json"] = report.json
+            artifacts.update(drift.report_artifacts(report))
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         req = log_request(result, settings, artifacts)
