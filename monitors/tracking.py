@@ -33,6 +33,8 @@ ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 CONTENT_TAG = "collapse.content_sha256"
 RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
+DRIFT_ARTIFACTS = "drift"  # Evidently's report of a check; `collapse-monitor gc` deletes old ones
+DRIFT_DELETED_TAG = "collapse.drift_report_deleted"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
 # classic one; the value is the UI's CUSTOM_MODEL_DEVELOPMENT kind (mlflow/server/js, 3.17).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -276,6 +278,32 @@ class MlflowTracker:
             raise
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def delete_drift_reports(self, dataset: str, before_ms: int, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Delete the ``drift/`` artifacts (Evidently's report) of the dataset's checks that started before
+        ``before_ms``; the runs, their metrics and other artifacts stay, tagged with when it was deleted."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        exp_id = self.experiment_id(dataset, create=False)
+        if exp_id is None:
+            return []
+        runs = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.start_time < {int(before_ms)}",
+            order_by=["attributes.start_time ASC"], max_results=50000)
+        deleted = []
+        for run in runs:
+            if DRIFT_DELETED_TAG in run.data.tags:
+                continue
+            files = self.client.list_artifacts(run.info.run_id, DRIFT_ARTIFACTS)
+            if not files:
+                continue
+            size = sum(f.file_size or 0 for f in files)
+            if not dry_run:
+                get_artifact_repository(run.info.artifact_uri).delete_artifacts(DRIFT_ARTIFACTS)
+                self.client.set_tag(run.info.run_id, DRIFT_DELETED_TAG, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            deleted.append({"dataset": dataset, "run_id": run.info.run_id, "batch": run.data.tags.get("collapse.batch", ""),
+                            "started": run.info.start_time, "bytes": size})
+        return deleted
 
     def artifact_location(self, run_id: str, name: str) -> str:
         """Where a run's artifact is: a local path for a local artifact store, else its URI."""
