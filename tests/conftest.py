@@ -31,6 +31,7 @@ def pytest_configure(config):
         # logs afterwards, e.g. while its server stops at exit). The process's own stderr (fd 2, which pytest
         # still captures per test) lives as long as the process.
         "PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM": "ext://sys.__stderr__",
+        "PREFECT_LOGGING_LEVEL": "WARNING",  # as the CLI sets it: no 'Stopping temporary server' after the summary
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
         # The local LM costs minutes of CPU per reference; tests of other features run without it, and the
