@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow
 
 from flows import tasks
-from monitors import alerting
+from monitors import alerting, drift
 from monitors.config import Settings
 from monitors.gx_records import alerts as record_alerts
 from monitors.quantify import CorpusTotals
@@ -73,6 +74,7 @@ def check_incoming_data(
 
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
            reference_run_id: str | None, content_sha256: str = "", counted_in: str = "") -> CheckResult:
+    started = time.time()  # the MLflow run spans the check, not just the logging of it
     tracker = tasks.tracker_for(runtime)
     replayed = tasks.replay_spool(tracker, settings)  # before any state is read: spooled runs come first
     reference_run, reference = tasks.load_reference(tracker, dataset, reference_run_id)
@@ -130,11 +132,11 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         if quality.data_docs_html:
             artifacts["record_quality/data_docs.html"] = quality.data_docs_html
         if report is not None:
-            artifacts["drift/report.html"] = report.html
-            artifacts["drift/report.json"] = report.json
+            artifacts.update(drift.report_artifacts(report))
         if quarantine is not None:
             artifacts["quarantine.jsonl"] = quarantine
         req = log_request(result, settings, artifacts)
+        req.started = started
         if content_sha256 and not counted_in:  # lets a later run find out that this content was counted
             req.tags[CONTENT_TAG] = content_sha256
         if counted_in:

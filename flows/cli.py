@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -279,6 +281,19 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  collapse-monitor demo            # 10 batches, 4 model generations, about 2 minutes\n"
                               "  collapse-monitor demo --quick    # 5 smaller batches, 3 generations, about 1.5 minutes")
     d.add_argument("--quick", action="store_true", help="5 smaller batches")
+
+    g = sub.add_parser("gc", parents=[common], formatter_class=_Formatter,
+                       help="delete old checks' Evidently drift reports (retention)",
+                       description="Delete the Evidently drift reports (artifacts drift/) of checks that started more "
+                                   "than indicators.drift_keep_days days ago (default 90). The runs, their metrics, "
+                                   "alerts and other artifacts stay; each run is tagged collapse.drift_report_deleted.",
+                       epilog="examples:\n  collapse-monitor gc --dry-run                 # what would go, and how much\n"
+                              "  collapse-monitor gc --dataset news --keep-days 30")
+    g.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
+    g.add_argument("--keep-days", type=float, metavar="DAYS",
+                   help="keep the reports of the last DAYS days (default: indicators.drift_keep_days)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
 
     u = sub.add_parser("ui", parents=[common], formatter_class=_Formatter,
                        help="open the MLflow UI on the results",
@@ -618,16 +633,59 @@ def _demo(args) -> int:
     print(demo_probes.table(probed))
     print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "
           f"experiment collapse-monitor/demo; {sum(len(v) for v in probed.values())} model versions probed.")
-    print(f"Trend report (HTML with charts): collapse-monitor report --dataset demo --out demo-report "
-          f"--state-dir {settings.state_path}")
-    print(f"Open the MLflow UI on the results: collapse-monitor ui --state-dir {settings.state_path}  "
-          f"(then browse http://127.0.0.1:5000)")
+    prog, state = _program(), shlex.quote(str(settings.state_path))
+    report = shlex.quote(str(settings.state_path / "demo" / "report"))
+    print(f"Trend report (HTML with charts): {prog} report --dataset demo --out {report} --state-dir {state}")
+    print(f"Open the MLflow UI on the results: {prog} ui --state-dir {state}  (then browse http://127.0.0.1:5000)")
     return EXIT_OK
+
+
+def _program() -> str:
+    """This program as it was started, for commands we print: ``.venv/bin/collapse-monitor`` when run that way
+    (the README installs into .venv without activating it), ``collapse-monitor`` when that is what PATH finds."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "collapse-monitor" or os.sep not in argv0:
+        return "collapse-monitor"
+    found = shutil.which("collapse-monitor")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return "collapse-monitor"
+    return shlex.quote(argv0)
+
+
+def _gc(args) -> int:
+    settings, rt = _setup(args)
+    from flows.tasks import tracker_for
+
+    keep = args.keep_days if args.keep_days is not None else settings.indicators.drift_keep_days
+    if keep is None:
+        raise UserError("nothing to delete: indicators.drift_keep_days is unset (keep forever); give --keep-days")
+    if keep <= 0:
+        raise UserError(f"--keep-days must be positive, got {keep:g}")
+    tracker = tracker_for(rt)
+    before = int((time.time() - keep * 86400) * 1000)
+    deleted = [r for ds in _datasets(tracker, args.dataset)
+               for r in tracker.delete_drift_reports(ds, before, dry_run=args.dry_run)]
+    size = sum(r["bytes"] for r in deleted)
+    if args.json:
+        print(json.dumps({"keep_days": keep, "dry_run": args.dry_run, "deleted": deleted, "bytes": size}))
+        return EXIT_OK
+    for r in deleted:
+        when = datetime.fromtimestamp(r["started"] / 1000).strftime("%Y-%m-%d %H:%M")
+        print(f"{when}  {r['dataset']:<12} {r['batch']:<30} {r['bytes'] / 1e6:7.2f} MB  run {r['run_id']}")
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} the drift reports of {len(deleted)} check{'s' if len(deleted) != 1 else ''} started more than "
+          f"{keep:g} days ago ({size / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
+_STARLETTE_WSGI = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
 
 
 def _ui(args) -> int:
     settings, rt = _setup(args)
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # 10 worker processes otherwise
+    # MLflow's server imports starlette.middleware.wsgi, which warns on import in each worker; not ours to act on.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _STARLETTE_WSGI]))
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking_uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on {rt.tracking_uri}: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
@@ -635,7 +693,7 @@ def _ui(args) -> int:
     return EXIT_INTERNAL  # not reached
 
 
-COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "report": _report, "alerts": _alerts, "history": _history, "demo": _demo, "ui": _ui}
+COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "report": _report, "alerts": _alerts, "history": _history, "demo": _demo, "gc": _gc, "ui": _ui}
 
 
 def main(argv: list[str] | None = None) -> int:

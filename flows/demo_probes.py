@@ -15,7 +15,6 @@ by word rarity against the human reference (generator).
 from __future__ import annotations
 
 import random
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +92,8 @@ def run_probe_demo(settings: Settings, runtime: Runtime, reference_texts: list[s
             for g, model in enumerate(lineage_models):
                 tags = demo_models.lineage_tags(kind, teacher, fractions[g])
                 register = demo_models.register_classifier if kind == "classifier" else demo_models.register_text_generator
-                with warnings.catch_warnings():  # MLflow's notice that a Python object is pickled
-                    warnings.simplefilter("ignore")
-                    version = register(client, model, experiment_id=exp, name=name, alias="production", tags=tags,
-                                       run_name=f"train {name} generation {g}")
+                version = register(client, model, experiment_id=exp, name=name, alias="production", tags=tags,
+                                   run_name=f"train {name} generation {g}")
                 teacher = f"models:/{name}/{version}"
                 r = evaluate_long_tail_probes(f"models:/{name}@production", str(path), settings, runtime)
                 out.append(r)

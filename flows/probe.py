@@ -114,6 +114,7 @@ def evaluate_long_tail_probes(model_uri: str, probes_path: str, settings: Settin
 
 
 def _probe(model_uri: str, probes_path: str, settings: Settings, runtime: Runtime, kind: str | None) -> ProbeResult:
+    started = time.time()
     tracker = tasks.tracker_for(runtime)
     replayed = tasks.replay_spool(tracker, settings)
     ref = resolve_model(tracker, model_uri)
@@ -180,7 +181,7 @@ def _probe(model_uri: str, probes_path: str, settings: Settings, runtime: Runtim
                  "alerts/notifications.json": {"notify": result.notifications, "silenced": result.silenced},
                  "summary.json": result.to_dict()}
     req = LogRequest(scope, f"v{ref.version}", row, params, tags, artifacts, description, kind="probe",
-                     run_name=f"probe {ref.name} v{ref.version}")
+                     run_name=f"probe {ref.name} v{ref.version}", started=started)
     result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
     result.notes += [note] if note else []
     tasks.publish_to_prefect(result.alerts, scope, result.run_id,

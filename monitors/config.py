@@ -80,6 +80,8 @@ class IndicatorSettings(_Section):
     embedding_dims: int = Field(32, ge=2, description="SVD components of the hashed TF-IDF embedding")
     clusters: int = Field(12, ge=2, description="k-means clusters fitted on the reference's embeddings")
     drift: bool = Field(True, description="run the Evidently drift report on the sample")
+    drift_keep_days: float | None = Field(
+        90.0, gt=0, description="`collapse-monitor gc` deletes the drift reports of checks older than this (none: keep)")
 
 
 class DetectorSettings(_Section):

@@ -7,22 +7,33 @@ tracking URI for the process first, as the CLI does.
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from monitors.models import KIND_TAG
+from monitors.registry import register_version
 from monitors.simulate import BigramGenerator
 
 
 class BigramTextModel(mlflow.pyfunc.PythonModel):
-    """``task=generate``: a continuation of each prompt; ``task=loglik``: log-likelihood and token count."""
+    """``task=generate``: a continuation of each prompt; ``task=loglik``: log-likelihood and token count.
 
-    def __init__(self, generator: BigramGenerator, max_words: int = 40):
+    Logged as code (:mod:`monitors.demo_generator_model`) with the generator's state as a JSON artifact, so
+    neither logging nor loading it pickles anything.
+    """
+
+    def __init__(self, generator: BigramGenerator | None = None, max_words: int = 40):
         self.generator = generator
         self.max_words = max_words
+
+    def load_context(self, context):
+        with open(context.artifacts["generator"], encoding="utf-8") as fh:
+            self.generator = BigramGenerator.from_dict(json.load(fh))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         params = params or {}
@@ -35,10 +46,7 @@ class BigramTextModel(mlflow.pyfunc.PythonModel):
 
 
 def _register(info, name: str, tags: dict[str, str], alias: str | None, client) -> str:
-    version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
-    return version
+    return register_version(client, info, name, tags, alias)
 
 
 def lineage_tags(kind: str, teacher: str | None, synthetic_fraction: float) -> dict[str, str]:
@@ -68,12 +76,20 @@ def register_text_generator(client, generator: BigramGenerator, *, experiment_id
                             run_name: str | None = None) -> str:
     """Log the bigram generator as a pyfunc (with a signature that declares its ``task`` and ``seed``
     parameters) and register it; returns the version."""
+    import tempfile
+
     from mlflow.models import infer_signature
 
-    signature = infer_signature(pd.DataFrame({"text": ["a prompt"]}), ["a continuation"],
-                                params={"task": "generate", "seed": 0})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
-                          tags={"collapse.kind": "model"}):
-        info = mlflow.pyfunc.log_model(name="model", python_model=BigramTextModel(generator), signature=signature,
-                                       pip_requirements=["numpy", "pandas"])
+    from monitors import demo_generator_model
+
+    example = pd.DataFrame({"text": ["a prompt"]})
+    signature = infer_signature(example, ["a continuation"], params={"task": "generate", "seed": 0})
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "generator.json"
+        state.write_text(json.dumps(generator.to_dict()), encoding="utf-8")
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
+                              tags={"collapse.kind": "model"}):
+            info = mlflow.pyfunc.log_model(name="model", python_model=demo_generator_model.__file__,
+                                           artifacts={"generator": str(state)}, signature=signature,
+                                           input_example=example, pip_requirements=["numpy", "pandas"])
     return _register(info, name, tags or {}, alias, client)

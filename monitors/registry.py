@@ -76,10 +76,30 @@ def register_detector(client, detector: TrainedDetector, *, experiment_id: str, 
                **{f"collapse.{k}": f"{val:.4g}" for k, val in detector.metrics().items()
                   if k in ("roc_auc", "tpr", "fpr", "ece", "threshold")},
                **{f"collapse.data.{k}": str(val)[:500] for k, val in data.items()}}
-    version = mlflow.register_model(info.model_uri, name, tags=figures).version
+    return register_version(client, info, name, figures, alias)
+
+
+def register_version(client, info, name: str, tags: dict[str, str], alias: str | None) -> str:
+    """Register a logged model (``info`` from ``log_model``) as a new version of ``name``; returns the version.
+
+    What ``mlflow.register_model`` does, through the client: that one prints two lines per version on stderr
+    ("Successfully registered model", "Created version"), 16 lines in the demo.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    version = str(client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
+                                              model_id=info.model_id).version)
+    linked = json.loads(client.get_logged_model(info.model_id).tags.get("mlflow.modelVersions") or "[]")
+    client.set_logged_model_tags(info.model_id, {"mlflow.modelVersions": json.dumps(
+        linked + [{"name": name, "version": version}])})  # the UI's link from the logged model to its versions
     if alias:
         client.set_registered_model_alias(name, alias, version)
-    return str(version)
+    return version
 
 
 def _trusted_types(model) -> list[str]:

@@ -38,18 +38,41 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def _figure():
+def _figure(over_time: bool = False):
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7.5, 2.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 2.8), dpi=100)
     ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # runs and versions are whole numbers
+    if over_time:
+        locator = mdates.AutoDateLocator(tz=timezone.utc)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
+        ax.set_xlabel("check started (UTC)")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # registry versions are whole numbers
     return plt, fig, ax
+
+
+def _t(run: dict) -> datetime:
+    """A check's place on a chart's x-axis: when it started."""
+    return datetime.fromtimestamp(run["started"] / 1000, timezone.utc)
+
+
+def _y_range(values, bounds) -> tuple[float, float]:
+    """The y-axis: the values and every threshold, and never narrower than a tenth of the values' magnitude,
+    so that a 2 % wiggle is drawn as a wiggle, not a cliff."""
+    lo, hi = min([*values, *bounds]), max([*values, *bounds])
+    least = 0.1 * max(abs(lo), abs(hi)) or 0.1
+    if hi - lo < least:
+        mid = (hi + lo) / 2
+        lo, hi = mid - least / 2, mid + least / 2
+    pad = (hi - lo) * 0.1
+    return lo - pad, hi + pad
 
 
 def _png(plt, fig) -> bytes:
@@ -61,35 +84,32 @@ def _png(plt, fig) -> bytes:
 
 
 def indicator_chart(column: str, runs: list[dict], rules: list[Rule]) -> Chart | None:
-    """One indicator across runs (x: the run's sequence number), its allowed band per rule (outside shaded)
-    and the runs where a rule on it was pending, firing or resolved."""
-    pts = [(r["sequence"], r["metrics"][column]) for r in runs if _finite(r["metrics"].get(column))]
+    """One indicator across runs (x: when each check started), its allowed band per rule (outside shaded)
+    and the runs where a rule on it was pending, firing or resolved; the y-axis always shows the thresholds."""
+    pts = [(_t(r), r["metrics"][column]) for r in runs if _finite(r["metrics"].get(column))]
     if not pts:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = _figure(over_time=True)
     xs, ys = zip(*pts)
     ax.plot(xs, ys, color="#0072b2", marker=".", lw=1.5, label=column)
-    lo_y, hi_y = min(ys), max(ys)
+    bounds = [b for rule in rules for b in (rule.min_value, rule.max_value) if b is not None]
     for rule in rules:
-        for bound, side in ((rule.min_value, "min"), (rule.max_value, "max")):
-            if bound is None:
-                continue
-            lo_y, hi_y = min(lo_y, bound), max(hi_y, bound)
-            ax.axhline(bound, color="#d55e00", ls="--", lw=1)
+        for bound in (rule.min_value, rule.max_value):
+            if bound is not None:
+                ax.axhline(bound, color="#d55e00", ls="--", lw=1)
         for state in ("pending", "firing", "resolved"):
-            hit = [(r["sequence"], r["metrics"].get(column)) for r in runs
+            hit = [(_t(r), r["metrics"].get(column)) for r in runs
                    if r["alert_states"].get(rule.name) == state and _finite(r["metrics"].get(column))]
             if hit:
                 ax.scatter(*zip(*hit), color=COLORS[state], marker=MARKERS[state], s=60, zorder=3,
                            label=f"{rule.name} {state}")
-    pad = (hi_y - lo_y) * 0.1 or 0.1
-    ax.set_ylim(lo_y - pad, hi_y + pad)
+    low, high = _y_range(ys, bounds)
+    ax.set_ylim(low, high)
     for rule in rules:  # shade what breaks the rule
         if rule.min_value is not None:
-            ax.axhspan(lo_y - pad, rule.min_value, color="#d55e00", alpha=0.08)
+            ax.axhspan(low, rule.min_value, color="#d55e00", alpha=0.08)
         if rule.max_value is not None:
-            ax.axhspan(rule.max_value, hi_y + pad, color="#d55e00", alpha=0.08)
-    ax.set_xlabel("check (sequence number)")
+            ax.axhspan(rule.max_value, high, color="#d55e00", alpha=0.08)
     ax.set_title(column, fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return Chart(column.replace(".", "_"), column, _png(plt, fig))
@@ -100,17 +120,16 @@ def share_chart(runs: list[dict]) -> Chart | None:
     pts = [r for r in runs if _finite(r["metrics"].get("synthetic.share"))]
     if not pts:
         return None
-    plt, fig, ax = _figure()
-    xs = [r["sequence"] for r in pts]
+    plt, fig, ax = _figure(over_time=True)
+    xs = [_t(r) for r in pts]
     ax.fill_between(xs, [r["metrics"].get("synthetic.share_low", math.nan) for r in pts],
                     [r["metrics"].get("synthetic.share_high", math.nan) for r in pts], color="#cc79a7", alpha=0.25,
                     label="95 % interval")
     ax.plot(xs, [r["metrics"]["synthetic.share"] for r in pts], color="#cc79a7", marker=".", label="synthetic share")
-    corpus = [(r["sequence"], r["metrics"]["corpus.human_share"]) for r in runs if _finite(r["metrics"].get("corpus.human_share"))]
+    corpus = [(_t(r), r["metrics"]["corpus.human_share"]) for r in runs if _finite(r["metrics"].get("corpus.human_share"))]
     if corpus:
         ax.plot(*zip(*corpus), color="#009e73", ls="-.", label="corpus human share")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("check (sequence number)")
     ax.set_title("synthetic share (batch) and human share (accumulated corpus)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return Chart("synthetic_share", "synthetic share", _png(plt, fig))
@@ -131,6 +150,28 @@ def probe_chart(model: str, runs: list[dict]) -> Chart | None:
     ax.set_xlabel("registry version")
     ax.set_title(f"{model}: tail / head quality", fontsize=10)
     return Chart(f"probe_{''.join(c if c.isalnum() else '_' for c in model)}", f"{model} tail/head", _png(plt, fig))
+
+
+def _rank(severity: str) -> int:
+    """critical first, then warning, then alerts of no rule in the suite (check_failed and the like)."""
+    return {"critical": 0, "warning": 1}.get(severity, 2)
+
+
+def current_status(runs: list[dict], rules: list[Rule]) -> list[dict[str, Any]]:
+    """What the newest check has firing or pending, each with its severity and the run its current streak
+    began (runs oldest first); critical first, firing before pending."""
+    if not runs:
+        return []
+    severity = {r.name: r.severity for r in rules}
+    out = []
+    for rule, state in runs[-1]["alert_states"].items():
+        if state not in ("firing", "pending"):
+            continue
+        i = len(runs) - 1
+        while i > 0 and runs[i - 1]["alert_states"].get(rule) == state:
+            i -= 1
+        out.append({"rule": rule, "state": state, "severity": severity.get(rule, "-"), "since": runs[i]})
+    return sorted(out, key=lambda a: (_rank(a["severity"]), a["state"] != "firing", a["rule"]))
 
 
 def first_breaches(runs: list[dict]) -> list[dict[str, Any]]:
@@ -169,13 +210,23 @@ def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[s
     def link(r: dict, text: str) -> str:
         return f'<a href="{e(run_url(r))}">{e(text)}</a>'
 
+    def at(run: dict) -> str:
+        return link(run, "#%d %s" % (run["sequence"], _when(run["started"])))
+
+    severity = {r.name: r.severity for r in rules}
     breach_rows = []
-    for b in first_breaches(runs):
+    for b in sorted(first_breaches(runs), key=lambda b: _rank(severity.get(b["rule"], "-"))):  # stable: by time within
         cells = []
         for state in ("pending", "firing", "resolved"):
             run = b.get(state)
-            cells.append(f"<td>{link(run, '#%d %s' % (run['sequence'], _when(run['started'])))}</td>" if run else "<td>-</td>")
-        breach_rows.append(f"<tr><td>{e(b['rule'])}</td>{''.join(cells)}</tr>")
+            cells.append(f"<td>{at(run)}</td>" if run else "<td>-</td>")
+        breach_rows.append(f"<tr><td>{e(severity.get(b['rule'], '-'))}</td><td>{e(b['rule'])}</td>{''.join(cells)}</tr>")
+    now = current_status(runs, rules)
+    status_rows = "".join(
+        f"<li class='{'firing' if a['state'] == 'firing' else ''}'><b>{e(a['severity'])}</b> {e(a['rule'])}: "
+        f"{a['state']} since {at(a['since'])}</li>" for a in now)
+    status = (f"<ul>{status_rows}</ul>" if now else "<p>Nothing firing or pending at the newest check.</p>")
+    newest = f" (newest check: {at(runs[-1])})" if runs else ""
     run_rows = []
     for r in reversed(runs):
         states = r["alert_states"]
@@ -203,15 +254,18 @@ def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[s
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; }} table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 2px 6px; font-size: 13px; text-align: left; vertical-align: top; }}
 .firing {{ color: #b03a00; }} figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
-figcaption {{ font-size: 12px; color: #555; }}
+figcaption {{ font-size: 12px; color: #555; }} #charts figure, #probe-charts figure {{ display: block; max-width: 1100px; }}
+#status {{ border: 2px solid #b03a00; padding: 0.3em 1em; margin: 1em 0; max-width: 1100px; }}
+#status.quiet {{ border-color: #009e73; }}
 </style></head><body>
 <h1>Dataset {e(dataset)}: {len(runs)} checks, {span} (UTC)</h1>
-<p>Each chart is one indicator across checks (x: the check's sequence number in the dataset). Dashed red lines are
-alert thresholds and the shaded side breaks the rule; triangles mark runs where a rule was pending, dots where it
-fired, diamonds where it resolved. Links open the MLflow run.</p>
+<div id="status" class="{'' if now else 'quiet'}"><h2>Now{newest}</h2>{status}</div>
+<p>Each chart is one indicator across checks (x: when the check started, UTC). Dashed red lines are
+alert thresholds and the shaded side breaks the rule; the y-axis always includes them. Triangles mark runs where a
+rule was pending, dots where it fired, diamonds where it resolved. Links open the MLflow run.</p>
 <h2>When each alert started</h2>
-<table id="breaches"><tr><th>rule</th><th>first pending</th><th>first firing</th><th>first resolved</th></tr>
-{''.join(breach_rows) or '<tr><td colspan="4">no alert so far</td></tr>'}</table>
+<table id="breaches"><tr><th>severity</th><th>rule</th><th>first pending</th><th>first firing</th><th>first resolved</th></tr>
+{''.join(breach_rows) or '<tr><td colspan="5">no alert so far</td></tr>'}</table>
 <h2>Indicators</h2>
 <div id="charts">{''.join(img(c) for c in charts)}</div>
 <h2>Models on long-tail probes</h2>

@@ -54,6 +54,19 @@ class BigramGenerator:
                 counts[a][b] += 1
         if not self.lengths_:
             raise ValueError("cannot fit a generator on no text")
+        return self._build(counts)
+
+    def to_dict(self) -> dict:
+        """The fitted state as plain JSON-ready data (the demo stores it so that loading it unpickles nothing)."""
+        return {"min_words": self.min_words, "lengths": self.lengths_, "counts": self.counts_}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> BigramGenerator:
+        gen = cls(min_words=int(state["min_words"]))
+        gen.lengths_ = [int(n) for n in state["lengths"]]
+        return gen._build({ctx: Counter(nxt) for ctx, nxt in state["counts"].items()})
+
+    def _build(self, counts: dict[str, Counter]) -> BigramGenerator:
         self.table_ = {}
         self.unigram_: Counter = Counter()
         for ctx, nxt in counts.items():

@@ -36,6 +36,8 @@ class LogRequest:
     spool_id: str = ""
     kind: str = "check"  # the run's collapse.kind: check | probe | probe-baseline
     run_name: str = ""  # default: "check <dataset> <batch>"
+    started: float = 0.0  # epoch seconds the check began (0: when its run is logged)
+    finished: float = 0.0  # epoch seconds it ended (0: when its run is logged; a spooled one keeps its own)
 
     def __post_init__(self):
         self.spool_id = self.spool_id or uuid.uuid4().hex
@@ -69,7 +71,8 @@ def save(folder: Path, req: LogRequest) -> Path:
     (tmp / "request.json").write_text(json.dumps({
         "spooled": time.time(), "spool_id": req.spool_id, "dataset": req.dataset, "batch_name": req.batch_name,
         "metrics": _nan_safe(req.metrics), "params": {k: str(v) for k, v in req.params.items()}, "tags": req.tags,
-        "description": req.description, "artifacts": kinds, "kind": req.kind, "run_name": req.run_name}))
+        "description": req.description, "artifacts": kinds, "kind": req.kind, "run_name": req.run_name,
+        "started": req.started, "finished": req.finished or time.time()}))
     os.replace(tmp, final)
     return final
 
@@ -83,7 +86,8 @@ def load(entry: Path) -> LogRequest:
                            "json": lambda p=path: json.loads(p.read_text("utf-8"))}[kind]()
     metrics = {k: (float("nan") if v is None else v) for k, v in raw["metrics"].items()}
     return LogRequest(raw["dataset"], raw["batch_name"], metrics, raw["params"], raw["tags"], artifacts,
-                      raw["description"], raw["spool_id"], raw.get("kind", "check"), raw.get("run_name", ""))
+                      raw["description"], raw["spool_id"], raw.get("kind", "check"), raw.get("run_name", ""),
+                      raw.get("started", 0.0), raw.get("finished", 0.0))
 
 
 def entries(folder: Path) -> list[Path]:

@@ -33,6 +33,11 @@ ALERT_STATE = "alerts/state.json"
 SILENCE_TAG = "collapse.silence."
 CONTENT_TAG = "collapse.content_sha256"
 RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
+DRIFT_ARTIFACTS = "drift"  # Evidently's report of a check; `collapse-monitor gc` deletes old ones
+DRIFT_DELETED_TAG = "collapse.drift_report_deleted"
+# MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
+# classic one; the value is the UI's CUSTOM_MODEL_DEVELOPMENT kind (mlflow/server/js, 3.17).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 @dataclass(frozen=True)
@@ -76,18 +81,20 @@ class MlflowTracker:
         name = experiment_name(dataset)
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if EXPERIMENT_KIND[0] not in exp.tags:  # made before the kind was set; a user's own kind stays
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return exp.experiment_id
         if not create:
             return None
         location = f"{self.artifact_root}/{dataset}" if self.artifact_root else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         except MlflowException:  # created meanwhile by a concurrent run
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str]) -> str:
+    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str], started: float = 0.0) -> str:
         run = self.client.create_run(
-            self.experiment_id(dataset), run_name=run_name,
+            self.experiment_id(dataset), run_name=run_name, start_time=int(started * 1000) if started else None,
             tags={KIND: kind, "collapse.dataset": dataset, **tags},
         )
         return run.info.run_id
@@ -222,11 +229,12 @@ class MlflowTracker:
     def log_check(self, req: LogRequest) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset.
 
+        The run spans the check (``req.started`` to ``req.finished``, or to now), not the logging of it.
         JSON artifacts are written with nan as null; a ``summary.json`` dict gets the new run's id.
         """
         step = self.next_sequence(req.dataset, req.kind)
         run_id = self._start(req.dataset, req.kind, req.run_name or f"check {req.dataset} {req.batch_name}",
-                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id})
+                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id}, req.started)
         try:
             self._log(run_id, req.metrics, req.params, {**req.tags, "mlflow.note.content": req.description,
                                                         "collapse.sequence": str(step)}, step)
@@ -247,7 +255,7 @@ class MlflowTracker:
             except Exception:  # noqa: BLE001 - the store is what failed; a replay replaces this run
                 pass
             raise
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED", end_time=int(req.finished * 1000) if req.finished else None)
         return run_id
 
     def replay(self, req: LogRequest) -> str:
@@ -270,6 +278,32 @@ class MlflowTracker:
             raise
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def delete_drift_reports(self, dataset: str, before_ms: int, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Delete the ``drift/`` artifacts (Evidently's report) of the dataset's checks that started before
+        ``before_ms``; the runs, their metrics and other artifacts stay, tagged with when it was deleted."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        exp_id = self.experiment_id(dataset, create=False)
+        if exp_id is None:
+            return []
+        runs = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.start_time < {int(before_ms)}",
+            order_by=["attributes.start_time ASC"], max_results=50000)
+        deleted = []
+        for run in runs:
+            if DRIFT_DELETED_TAG in run.data.tags:
+                continue
+            files = self.client.list_artifacts(run.info.run_id, DRIFT_ARTIFACTS)
+            if not files:
+                continue
+            size = sum(f.file_size or 0 for f in files)
+            if not dry_run:
+                get_artifact_repository(run.info.artifact_uri).delete_artifacts(DRIFT_ARTIFACTS)
+                self.client.set_tag(run.info.run_id, DRIFT_DELETED_TAG, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            deleted.append({"dataset": dataset, "run_id": run.info.run_id, "batch": run.data.tags.get("collapse.batch", ""),
+                            "started": run.info.start_time, "bytes": size})
+        return deleted
 
     def artifact_location(self, run_id: str, name: str) -> str:
         """Where a run's artifact is: a local path for a local artifact store, else its URI."""

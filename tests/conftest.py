@@ -26,6 +26,12 @@ def pytest_configure(config):
         "PREFECT_MEMO_STORE_PATH": os.path.join(_SESSION_HOME, "memo_store.toml"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        # Prefect's console handler keeps the stderr of the moment its logging is set up; under pytest that is a
+        # capture stream pytest later closes ('--- Logging error --- I/O operation on closed file' when Prefect
+        # logs afterwards, e.g. while its server stops at exit). The process's own stderr (fd 2, which pytest
+        # still captures per test) lives as long as the process.
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM": "ext://sys.__stderr__",
+        "PREFECT_LOGGING_LEVEL": "WARNING",  # as the CLI sets it: no 'Stopping temporary server' after the summary
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
         # The local LM costs minutes of CPU per reference; tests of other features run without it, and the

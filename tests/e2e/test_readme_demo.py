@@ -38,7 +38,12 @@ def test_demo_quick_in_an_empty_folder(isolated):
     assert all(abs(t - e) <= 0.1 for t, e in zip(true_share, estimate)), rows
     assert rows[0].rstrip().endswith("-"), "the first, human-only batch must stay green"
     assert "human_share_below_floor" in rows[-1] and "tail_coverage_loss" in rows[-1]
-    assert out.rstrip().splitlines()[-1].startswith("Open the MLflow UI on the results: collapse-monitor ui")
+    # The closing commands are spelled as the demo was started (issue 20, item 9) and run as printed.
+    prog = rf"(?:collapse-monitor|{re.escape(str(script))})"
+    assert re.match(rf"Open the MLflow UI on the results: {prog} ui ", out.rstrip().splitlines()[-1])
+    report_cmd = re.search(rf"^Trend report \(HTML with charts\): ({prog} report .*)$", out, re.M).group(1)
+    # Quiet (issue 20, item 8): no MLflow registry chatter, nothing pickled.
+    assert "Created version" not in proc.stderr and "CloudPickle" not in proc.stderr, proc.stderr[-3000:]
 
     # Model lineages on long-tail probes: the tail falls in the replace lineage and holds in the accumulate one.
     sections = dict(re.findall(r"^(\w+ lineage '\w+') \(.*?\)\n.*?\n-+\n((?:v\d.*\n)+)", out, re.M))
@@ -67,9 +72,18 @@ def test_demo_quick_in_an_empty_folder(isolated):
     assert str(client.get_model_version_by_alias("collapse-demo-detector", "production").version) == "1"
     probe_exp = client.get_experiment_by_name("collapse-monitor/models/collapse-demo-classifier-replace")
     assert len(client.search_runs([probe_exp.experiment_id], "tags.`collapse.kind` = 'probe'")) == 3
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # the classic view (item 10)
+    assert all(r.info.end_time - r.info.start_time > 1000 for r in checks), "a run spans its check"
     last = max(checks, key=lambda r: r.info.start_time)
     assert last.data.tags["collapse.alerts.max_severity"] in ("warning", "critical")
     assert last.data.metrics["synthetic.share"] > 0.7
+
+    import shlex
+
+    shown = subprocess.run([str(script), *shlex.split(report_cmd)[1:]], cwd=isolated, env=_clean_env(isolated),
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert (state / "demo" / "report" / "index.html").is_file() and not (isolated / "demo-report").exists()
 
     hist = subprocess.run([str(script), "history", "--json", "--last", "3"], cwd=isolated, env=_clean_env(isolated),
                           capture_output=True, text=True, timeout=300)

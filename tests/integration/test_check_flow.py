@@ -98,7 +98,7 @@ def test_check_logs_runs_metrics_and_alert_tags_to_mlflow(isolated, data, capsys
     assert "not valid JSON" in open(quarantine).read()
     # Evidently's report and GX's results and Data Docs are artifacts; their figures are metrics.
     drift_dir = client.download_artifacts(second.info.run_id, "drift", str(isolated / "dl"))
-    assert {"report.html", "report.json"} <= set(os.listdir(drift_dir))
+    assert {"report.html.gz", "report.json.gz"} <= set(os.listdir(drift_dir))
     assert second.data.metrics["drift.text_auc"] > 0.9 and second.data.metrics["drift.text_auc.z"] > 5
     assert first.data.metrics["drift.text_auc"] < 0.75
     rq = client.download_artifacts(second.info.run_id, "record_quality", str(isolated / "dl"))

@@ -11,7 +11,7 @@ import pytest
 from flows.cli import main
 from tests.conftest import REPO, write_jsonl
 
-COMMANDS = ["check", "reference", "history", "demo", "ui"]
+COMMANDS = ["check", "reference", "history", "demo", "gc", "ui"]
 
 
 def test_top_level_help_lists_every_command(capsys):
@@ -22,7 +22,7 @@ def test_top_level_help_lists_every_command(capsys):
     assert "demo --quick" in out and "Exit codes" in out
 
 
-@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["detector", "train"], ["alerts", "list"], ["alerts", "silence"], ["history"], ["demo"], ["ui"]])
+@pytest.mark.parametrize("argv", [["check"], ["reference", "build"], ["detector", "train"], ["alerts", "list"], ["alerts", "silence"], ["history"], ["demo"], ["gc"], ["ui"]])
 def test_every_command_help_has_an_example(argv, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out

@@ -203,3 +203,19 @@ def test_em_lands_on_the_boundary_for_a_pure_batch():
                                               np.r_[np.ones(400), np.zeros(400)]), method="em", replicates=300)
     assert e.low == 0.0 and e.high < 0.05
     assert em(np.full(50, 0.01), 0.5) == 0.0 and em(np.full(50, 0.99), 0.5) == 1.0
+
+
+def test_interval_never_narrower_than_the_batch_size_allows():
+    """Issue 20, item 11: a clearly human 300-document batch got the interval 0.000-0.000. Whatever the
+    bootstrap says, 300 documents cannot show a share that exactly: the interval holds at least the Wilson
+    interval of the estimate at the batch's size."""
+    from monitors.quantify import wilson_interval
+
+    rng = np.random.default_rng(3)
+    val = Validation(np.r_[rng.beta(30, 2, 400), rng.beta(2, 30, 400)], np.r_[np.ones(400), np.zeros(400)], 0.5, 0.5)
+    e = estimate_share(rng.beta(2, 30, 300), val)
+    low, high = wilson_interval(e.estimate, 300, 0.95)
+    assert e.low <= low and e.high >= high
+    assert e.high >= 0.012 and e.low == 0.0  # at 0 of 300: [0, 0.0126]
+    assert wilson_interval(0.5, 100, 0.95) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson_interval(0.0, 3000, 0.95)[1] < wilson_interval(0.0, 300, 0.95)[1]  # more documents show more

@@ -65,8 +65,48 @@ def test_report_escapes_data_and_marks_when_alerts_started(isolated):
     assert "<script" not in page.lower() and "&lt;script&gt;" in page and "m&lt;i&gt;x&lt;/i&gt;" in page
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     assert 'href="http://ui/#/runs/run3?a=1&amp;b=2"' in page
-    breach = re.search(r"<tr><td>tail_coverage_loss</td>(.*?)</tr>", page).group(1)
+    breach = re.search(r"<tr><td>warning</td><td>tail_coverage_loss</td>(.*?)</tr>", page).group(1)
     assert ">#2 1970-01-03 00:00<" in breach and ">#3 1970-01-04 00:00<" in breach and ">#4 1970-01-05 00:00<" in breach
     charts = sorted(p.name for p in (isolated / "out" / "charts").iterdir())
     assert charts == ["probe_m_i_x__i_.png", "synthetic_share.png", "tail_rare_coverage_z.png"]
     assert page.count('<img alt="') == 3 and page.count("data:image/png;base64,iVBORw0KGgo") == 3
+
+
+def test_report_leads_with_current_status_and_charts_over_time(isolated, monkeypatch):
+    """Issue 20, item 12: what is firing now (since when, how severe) comes first; the breach table has a
+    severity column with critical rules on top; charts run over time, and a chart whose values wiggle by 2 %
+    is not drawn as a cliff."""
+    drawn = {}
+
+    def keep(plt, fig):
+        ax = fig.axes[0]
+        drawn[ax.get_title()] = (ax.get_xlabel(), ax.get_ylim())
+        plt.close(fig)
+        return b"\x89PNG"
+
+    monkeypatch.setattr(report, "_png", keep)
+    states = [{}, {"text_drift": "pending"}, {"text_drift": "firing", "tail_coverage_loss": "firing"},
+              {"text_drift": "firing", "tail_coverage_loss": "firing"}]
+    runs = [_row(i, (i + 1) * DAY, f"b{i}.jsonl", s, {"drift.text_auc.z": 1.0 + 0.02 * i, "tail.rare_coverage.z": -1.0 * i,
+                                                    "human.share": 0.98 + 0.005 * i})
+            for i, s in enumerate(states)]
+    rules = [Rule("text_drift", "drift.text_auc.z", None, 4.0, "warning", "drift", 2),
+             Rule("tail_coverage_loss", "tail.rare_coverage.z", -5.0, None, "critical", "tail", 1)]
+    page = report.render("news", runs, rules, {}, lambda r: "http://ui/", isolated / "out").read_text()
+
+    status = page[page.index('id="status"'):page.index('id="breaches"')]
+    assert page.index('id="status"') < page.index("<h2>Indicators")
+    assert status.index("tail_coverage_loss") < status.index("text_drift")  # critical first
+    assert re.search(r"critical</b> tail_coverage_loss: firing since <a[^>]*>#2 1970-01-04", status, re.S)
+    assert re.search(r"warning</b> text_drift: firing since <a[^>]*>#2 1970-01-04", status, re.S)
+    table = page[page.index('id="breaches"'):]
+    assert "<th>severity</th>" in table
+    assert table.index("<td>critical</td><td>tail_coverage_loss</td>") < table.index("<td>warning</td><td>text_drift</td>")
+
+    xlabel, (lo, hi) = drawn["drift.text_auc.z"]
+    assert "UTC" in xlabel and "sequence" not in xlabel
+    assert lo <= 1.0 and hi >= 4.0  # the threshold is on the chart
+    _, (lo, hi) = drawn["tail.rare_coverage.z"]
+    assert lo <= -5.0 <= hi
+    _, (lo, hi) = drawn["human.share"]  # no rule: 0.98 to 0.995 is not drawn edge to edge
+    assert hi - lo >= 0.1
