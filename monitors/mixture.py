@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitors.quantify import ShareEstimate
+from monitors.quantify import ShareEstimate, wilson_interval
 
 METHOD = "mpe-bbe"
 DELTA, GAMMA = 0.1, 0.01
@@ -162,6 +162,8 @@ def estimate_from_reference(batch: np.ndarray, human: np.ndarray, *, batch_clust
     # half-widths on both sides.
     half = max(point - low, high - point)
     low, high = max(0.0, min(low, point - half)), min(1.0, max(high, point + half))
+    floor_low, floor_high = wilson_interval(point, int(b.size), level)  # no narrower than n documents can show
+    low, high = min(low, floor_low), max(high, floor_high)
     by_method = {METHOD: point, f"{METHOD}-uncorrected": raw}
     if weights is not None:
         unweighted = 1 - float(bbe_human_share(b, h)[0])
