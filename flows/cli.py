@@ -627,10 +627,17 @@ def _demo(args) -> int:
     from flows.demo import run_demo, table
 
     _console_reports_failures_once(args)
-    results, probed = run_demo(settings, rt, quick=args.quick)
+    results, probed, shared = run_demo(settings, rt, quick=args.quick)
     print(table(results))
     print("\nModel lineages on long-tail probes (each version an MLflow run in collapse-monitor/models/<name>):\n")
     print(demo_probes.table(probed))
+    if shared:
+        print("\nThe synthetic share from human text alone (no detector; the local LM against the human reference, "
+              "dataset demo-share):\n")
+        print(table(shared))
+    elif args.quick:
+        print("\n(The full demo, without --quick, also shows the synthetic share from human text alone, "
+              "with the local LM.)")
     print(f"\nDone in {time.monotonic() - started:.0f} s: {len(results)} batches checked, each an MLflow run in "
           f"experiment collapse-monitor/demo; {sum(len(v) for v in probed.values())} model versions probed.")
     prog, state = _program(), shlex.quote(str(settings.state_path))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flows.check import check_incoming_data
 from flows.demo_probes import run_probe_demo
+from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
 from monitors import registry
 from monitors.config import Settings
@@ -64,13 +65,19 @@ def _dated(rng: random.Random, start: date, end: date) -> str:
 
 
 def run_demo(settings: Settings, runtime: Runtime, quick: bool = False
-             ) -> tuple[list[tuple[float, CheckResult]], dict[tuple[str, str], list[ProbeResult]]]:
+             ) -> tuple[list[tuple[float, CheckResult]], dict[tuple[str, str], list[ProbeResult]],
+                        list[tuple[float, CheckResult]]]:
+    """The stream's checks, the probed lineages, and (full demo only) the share from human text alone."""
     plan = QUICK if quick else FULL
     started = time.monotonic()
     rng = random.Random(7)
     work = settings.state_path / "demo"
-    settings = settings.model_copy(update={"detector": settings.detector.model_copy(
-        update={"model_uri": f"models:/{DETECTOR}@production"})})
+    user_settings = settings
+    # The stream's share comes from the demo detector, so its reference needs no LM scores (a minute saved);
+    # the last part shows the share without a detector.
+    settings = settings.model_copy(update={
+        "detector": settings.detector.model_copy(update={"model_uri": f"models:/{DETECTOR}@production"}),
+        "lm": settings.lm.model_copy(update={"enabled": False})})
 
     paragraphs = austen_paragraphs()
     rng.shuffle(paragraphs)
@@ -127,7 +134,9 @@ def run_demo(settings: Settings, runtime: Runtime, quick: bool = False
         results.append((share, result))
     probed = run_probe_demo(settings, runtime, [p["text"] for p in reference], work,
                             lambda msg: _progress(msg, started), quick=quick)
-    return results, probed
+    shared = [] if quick else run_share_demo(user_settings, runtime, work, _write_jsonl,
+                                             lambda msg: _progress(msg, started))
+    return results, probed, shared
 
 
 def table(results: list[tuple[float, CheckResult]]) -> str:
