@@ -135,6 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     dtr.add_argument("--max-docs", type=int, default=100_000, metavar="N",
                      help="train on a uniform sample of at most N texts per class (default 100000)")
     dtr.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split (default 0)")
+    dtr.add_argument("--lm", action=argparse.BooleanOptionalAction, default=None,
+                     help="add the local LM's five statistics (NLL, entropy, log-rank, curvature, NLL/entropy) to the "
+                          "n-gram features; checks then score with the LM too (default: on when the LM is "
+                          "enabled and loads)")
 
     pb = sub.add_parser("probes", parents=[common], formatter_class=_Formatter,
                         help="build long-tail probe sets (head / torso / tail slices) for `probe`",
@@ -376,13 +380,15 @@ def _detector(args) -> int:
     progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
     r = train_detector_flow(args.human, args.synthetic, name, args.alias, settings, rt, max_docs=args.max_docs,
-                            seed=args.seed)
+                            seed=args.seed, lm=args.lm)
     m, mae = r.detector.metrics(), r.detector.selection_mae
     print(f"registered detector {r.name} version {r.version}" + (f" as @{r.alias}" if r.alias else " (no alias set)"))
     print(f"  trained on {r.detector.trained_on['human']} human and {r.detector.trained_on['synthetic']} synthetic texts; "
           f"held out {int(m['val_negatives'])} human and {int(m['val_positives'])} synthetic")
     print(f"  held-out ROC AUC {m['roc_auc']:.4f}; at threshold {m['threshold']:.2f}: TPR {m['tpr']:.4f}, "
           f"FPR {m['fpr']:.4f}; calibration error (ECE) {m['ece']:.4f}")
+    print("  features: word and character n-grams" + (f" + LM statistics ({r.detector.lm_tag})" if r.detector.lm_tag
+                                                        else f" (no LM statistics: {r.lm_note})" if r.lm_note else ""))
     print(f"  quantifier: {r.detector.method} (validation MAE " + ", ".join(f"{k} {v:.4f}" for k, v in mae.items()) + ")")
     for label, n in r.quarantined.items():
         if n:

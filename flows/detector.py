@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from prefect import flow, get_run_logger
 
 from flows import progress, tasks
@@ -12,6 +13,7 @@ from monitors import registry
 from monitors.config import Settings
 from monitors.detector import TrainedDetector, data_hash, train_detector
 from monitors.errors import InputError
+from monitors.lmscore import ScorerUnavailable
 from monitors.runtime import Runtime
 
 EXPERIMENT = "detectors"  # MLflow experiment collapse-monitor/detectors
@@ -25,12 +27,38 @@ class TrainingResult:
     detector: TrainedDetector
     documents: dict[str, int]
     quarantined: dict[str, int]
+    #: why the detector has no LM features ("" when it has them, or when --no-lm asked for none)
+    lm_note: str = ""
 
 
 @tasks.compute_task
-def fit(human: list[str], synthetic: list[str], seed: int) -> TrainedDetector:
+def lm_features(texts: dict[str, list[str]], settings: Settings, lm: bool | None
+                ) -> tuple[tuple[np.ndarray, np.ndarray] | None, str, str]:
+    """The LM statistics of both classes, the scorer's tag, and why there are none (when there are none).
+
+    ``lm`` True: required (an unavailable LM is an error); None: used when lm.enabled and the LM loads."""
+    if lm is False:
+        return None, "", ""
+    if lm is None and not settings.lm.enabled:
+        return None, "", "the local LM is off (lm.enabled), so the detector uses n-grams alone"
     try:
-        return train_detector(human, synthetic, seed=seed, progress=progress.stage)
+        scorer = tasks.lm_scorer(settings, f"LM features of {sum(map(len, texts.values()))} training texts")
+        rows = scorer.score(texts["human"] + texts["synthetic"])
+    except ScorerUnavailable as exc:
+        if lm:
+            raise
+        get_run_logger().warning("training the detector without LM features: %s", exc)
+        return None, "", f"the local LM is unavailable, so the detector uses n-grams alone ({exc})"
+    n = len(texts["human"])
+    return (rows[:n], rows[n:]), scorer.tag, ""
+
+
+@tasks.compute_task
+def fit(human: list[str], synthetic: list[str], seed: int,
+        features: tuple[np.ndarray, np.ndarray] | None = None, lm_tag: str = "") -> TrainedDetector:
+    try:
+        return train_detector(human, synthetic, seed=seed, lm_features=features, lm_tag=lm_tag,
+                              progress=progress.stage)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
@@ -45,9 +73,12 @@ def register(runtime: Runtime, detector: TrainedDetector, name: str, alias: str 
 
 @flow(name="train_detector", flow_run_name="detector {name}", validate_parameters=False)
 def train_detector_flow(human_path: str, synthetic_path: str, name: str, alias: str | None, settings: Settings,
-                        runtime: Runtime, max_docs: int = 100_000, seed: int = 0) -> TrainingResult:
+                        runtime: Runtime, max_docs: int = 100_000, seed: int = 0, lm: bool | None = None
+                        ) -> TrainingResult:
     """Read both labelled inputs (records that cannot be used are quarantined, as in a check), train and
-    evaluate the detector on a held-out split, register it with its figures and data hashes."""
+    evaluate the detector on a held-out split, register it with its figures and data hashes.
+
+    ``lm``: add the local LM's statistics as features (True: required; None: when the LM is available)."""
     logger = get_run_logger()
     texts, counts, quarantined, data, artifacts = {}, {}, {}, {}, {}
     with tasks.workspace() as work:
@@ -64,7 +95,8 @@ def train_detector_flow(human_path: str, synthetic_path: str, name: str, alias: 
                 artifacts[f"quarantine/{label}/quarantine.jsonl"] = tasks.write_quarantine(prof, shards, folder, settings)
             data |= {f"{label}_source": spec, f"{label}_docs": len(texts[label]), f"{label}_sha256": data_hash(texts[label]),
                      f"{label}_quarantined": prof.quarantined_total}
-        detector = fit(texts["human"], texts["synthetic"], seed)
+        features, lm_tag, lm_note = lm_features(texts, settings, lm)
+        detector = fit(texts["human"], texts["synthetic"], seed, features, lm_tag)
         progress.stage(f"registering {name} in the MLflow model registry")
         version = register(runtime, detector, name, alias, data, artifacts)
-    return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined)
+    return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined, lm_note)
