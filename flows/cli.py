@@ -127,7 +127,12 @@ def _parser() -> argparse.ArgumentParser:
                "Inputs are read like batches (JSONL, Parquet, CSV; file, folder, glob or URL; the config's column "
                "mapping); unusable records are quarantined and logged with the detector's run.")
     dtr.add_argument("--human", required=True, metavar="PATH", help="human-written text")
-    dtr.add_argument("--synthetic", required=True, metavar="PATH", help="machine-generated text")
+    dtr.add_argument("--synthetic", metavar="PATH", help="machine-generated text (or --generate N)")
+    dtr.add_argument("--generate", type=int, default=0, metavar="N",
+                     help="make N synthetic examples with the local LM, prompted with openings of the --human texts "
+                          "under 8 rotating decoding settings (temperature 0.7-1.1, top-p 0.9-1.0, repetition penalty "
+                          "1.0-1.3, chat instruction or plain continuation); they are logged with the detector's run. "
+                          "Replaces --synthetic, or adds to it")
     dtr.add_argument("--name", metavar="NAME", help="registered model name (default: the name in detector.model_uri, "
                                                     "collapse-detector)")
     dtr.add_argument("--alias", metavar="ALIAS", help="point this alias at the new version (e.g. production); "
@@ -371,7 +376,12 @@ def _reference(args) -> int:
 
 def _detector(args) -> int:
     settings, rt = _setup(args)
-    sources.expand(args.human), sources.expand(args.synthetic)  # fail fast on paths that match nothing
+    if not args.synthetic and args.generate <= 0:
+        raise UserError("detector train needs machine text: --synthetic PATH, or --generate N to make N examples "
+                         "with the local LM from openings of the human text")
+    sources.expand(args.human)  # fail fast on paths that match nothing
+    if args.synthetic:
+        sources.expand(args.synthetic)
     from flows import progress
     from flows.detector import train_detector_flow
     from monitors.registry import model_name
@@ -380,7 +390,7 @@ def _detector(args) -> int:
     progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
     r = train_detector_flow(args.human, args.synthetic, name, args.alias, settings, rt, max_docs=args.max_docs,
-                            seed=args.seed, lm=args.lm)
+                            seed=args.seed, lm=args.lm, generate=max(args.generate, 0))
     m, mae = r.detector.metrics(), r.detector.selection_mae
     print(f"registered detector {r.name} version {r.version}" + (f" as @{r.alias}" if r.alias else " (no alias set)"))
     print(f"  trained on {r.detector.trained_on['human']} human and {r.detector.trained_on['synthetic']} synthetic texts; "
