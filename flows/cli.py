@@ -397,6 +397,11 @@ def _detector(args) -> int:
           f"held out {int(m['val_negatives'])} human and {int(m['val_positives'])} synthetic")
     print(f"  held-out ROC AUC {m['roc_auc']:.4f}; at threshold {m['threshold']:.2f}: TPR {m['tpr']:.4f}, "
           f"FPR {m['fpr']:.4f}; calibration error (ECE) {m['ece']:.4f}")
+    if r.generated:
+        g = r.generated
+        print(f"  generated {g['requested']} synthetic examples with the local LM ({g['dropped_short']} under "
+              f"{g['min_words']} words dropped) at {g['speed'].get('tokens_per_s', 0):.0f} new tokens/s; logged with "
+              f"the run as generated/synthetic.jsonl, settings in generated/decoding.json")
     print("  features: word and character n-grams" + (f" + LM statistics ({r.detector.lm_tag})" if r.detector.lm_tag
                                                         else f" (no LM statistics: {r.lm_note})" if r.lm_note else ""))
     print(f"  quantifier: {r.detector.method} (validation MAE " + ", ".join(f"{k} {v:.4f}" for k, v in mae.items()) + ")")

@@ -30,6 +30,8 @@ class TrainingResult:
     quarantined: dict[str, int]
     #: why the detector has no LM features ("" when it has them, or when --no-lm asked for none)
     lm_note: str = ""
+    #: what --generate did (counts, speed, decoding settings); {} without it
+    generated: dict | None = None
 
 
 @tasks.compute_task
@@ -109,7 +111,7 @@ def train_detector_flow(human_path: str, synthetic_path: str | None, name: str, 
     ``generate``: this many synthetic examples made by the local LM from openings of the human texts (in
     addition to ``synthetic_path``'s, or instead of them when it is None)."""
     logger = get_run_logger()
-    texts, counts, quarantined, data, artifacts = {}, {}, {}, {}, {}
+    texts, counts, quarantined, data, artifacts, info = {}, {}, {}, {}, {}, None
     with tasks.workspace() as work:
         texts["synthetic"], counts["synthetic"], quarantined["synthetic"] = [], 0, 0
         for label, spec in (("human", human_path), ("synthetic", synthetic_path)):
@@ -143,4 +145,4 @@ def train_detector_flow(human_path: str, synthetic_path: str | None, name: str, 
         detector = fit(texts["human"], texts["synthetic"], seed, features, lm_tag)
         progress.stage(f"registering {name} in the MLflow model registry")
         version = register(runtime, detector, name, alias, data, artifacts)
-    return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined, lm_note)
+    return TrainingResult(name, version, alias, detector, {k: len(v) for k, v in texts.items()}, quarantined, lm_note, info)

@@ -54,3 +54,20 @@ def test_prompts_chat_template_messages_or_plain_continuation():
     assert finish_text(cont, " night; the rain fell.\n\nSecond paragraph") == "It was a dark and stormy night; the rain fell."
     assert finish_text(cont, ", said he.") == "It was a dark and stormy, said he."
     assert finish_text(chat, '"It was a dark and stormy night,\n the end."') == "It was a dark and stormy night, the end."
+
+
+def test_each_row_gets_its_own_penalty_temperature_and_top_p():
+    torch = pytest.importorskip("torch")
+    from monitors.lmscore import _per_row_decoding
+
+    jobs = [GenerationJob(0, "x", Decoding("chat", 1.0, 1.0, 1.0), 1),
+            GenerationJob(0, "x", Decoding("chat", 0.5, 0.5, 2.0), 2)]
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]))
+    seen = torch.tensor([[1], [1]])  # token 1 already in each row
+    out = _per_row_decoding(jobs)(seen, logits.clone())
+    torch.testing.assert_close(out[0], logits[0])  # neutral setting: unchanged
+    assert out[1, 2] == float("-inf")  # top-p 0.5 keeps only the most likely token ...
+    assert out[1, 1] == float("-inf")
+    torch.testing.assert_close(out[1, 0], logits[1, 0] / 0.5)  # ... at temperature 0.5
+    penalised = _per_row_decoding([GenerationJob(0, "x", Decoding("chat", 1.0, 1.0, 2.0), 2)])
+    torch.testing.assert_close(penalised(seen[:1], logits[:1].clone())[0, 1], logits[0, 1] * 2.0)  # negative: times 2
