@@ -115,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     dtr = dsub.add_parser(
         "train", parents=[common], formatter_class=_Formatter,
         help="train, evaluate and register a detector from labelled human and machine text",
-        description="Train a calibrated word and character n-gram detector on labelled text, evaluate it on "
+        description="Train a calibrated word and character n-gram detector (plus the local LM's statistics, "
+                    "unless --no-lm) on labelled text, or on human text and examples the local LM makes from it "
+                    "(--generate N), evaluate it on "
                     "a held-out 40 % (ROC AUC, TPR and FPR at the operating point, calibration error), choose the "
                     "quantification estimator (ACC, PACC or EM) on that held-out part, and register it in the MLflow "
                     "model registry (skops format) with those figures, its held-out scores and the hashes of its "
@@ -123,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                     "says otherwise.",
         epilog="examples:\n"
                "  collapse-monitor detector train --human human.jsonl --synthetic machine.jsonl --alias production\n"
-               "  collapse-monitor detector train --human 'human/*.parquet' --synthetic gen/ --name news-detector\n\n"
+               "  collapse-monitor detector train --human 'human/*.parquet' --synthetic gen/ --name news-detector\n"
+               "  collapse-monitor detector train --human human.jsonl --generate 600 --alias production\n\n"
                "Inputs are read like batches (JSONL, Parquet, CSV; file, folder, glob or URL; the config's column "
                "mapping); unusable records are quarantined and logged with the detector's run.")
     dtr.add_argument("--human", required=True, metavar="PATH", help="human-written text")
