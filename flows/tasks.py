@@ -235,6 +235,9 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
     if isinstance(detector, str):
         return combine_with_declared(declared, share_from_reference(texts, reference, settings, detector))
     method = detector.method if settings.detector.method == "auto" else settings.detector.method
+    if detector.lm_tag and settings.lm.enabled and len(texts) > settings.lm.sample_size:
+        # the LM's time bounds the check: the sample is in hash order, so any prefix is a uniform sample
+        texts = texts[: settings.lm.sample_size]
     features, lm_note = detector_lm_features(texts, detector, settings)
     undeclared = quantify.estimate_share(detector.scores(texts, features), detector.validation, method=method,
                                          replicates=settings.detector.bootstrap, seed=settings.detector.seed)
