@@ -135,7 +135,8 @@ def train_detector_flow(human_path: str, synthetic_path: str | None, name: str, 
             made, files, info = generate_synthetic(texts["human"], generate, settings, seed, folder)
             texts["synthetic"] = texts["synthetic"] + made
             artifacts |= files
-            data |= {"generated_docs": len(made), "generated_dropped_short": info["dropped_short"],
+            data |= {"generated_docs": len(made), "generated_sha256": data_hash(made),
+                     "generated_dropped_short": info["dropped_short"],
                      "generated_tokens_per_s": info["speed"].get("tokens_per_s", 0.0),
                      "generated_decodings": ",".join(d["name"] for d in info["decodings"])}
             if synthetic_path is None:

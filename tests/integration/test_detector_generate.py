@@ -60,7 +60,7 @@ def test_generate_train_register_and_check(lm_on, capsys, monkeypatch):
     # the reference (needed by every check) without LM scores: the detector, not the reference, gives the share
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__ENABLED", "false")
     ref = write_jsonl(lm_on / "ref.jsonl", [{"id": f"r{i}", "text": t, "created_at": "2020-01-01"}
-                                            for i, t in enumerate(human[200:500])])
+                                            for i, t in enumerate(human[200:800])])
     assert main(["reference", "build", "--input", str(ref), "--dataset", "gen"]) == 0
     capsys.readouterr()
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__ENABLED", "true")
