@@ -240,9 +240,43 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
     if isinstance(detector, str):
         return combine_with_declared(declared, share_from_reference(texts, reference, settings, detector))
     method = detector.method if settings.detector.method == "auto" else settings.detector.method
-    undeclared = quantify.estimate_share(detector.scores(texts), detector.validation, method=method,
+    if detector.lm_tag and settings.lm.enabled and len(texts) > settings.lm.sample_size:
+        # the LM's time bounds the check: the sample is in hash order, so any prefix is a uniform sample
+        texts = texts[: settings.lm.sample_size]
+    features, lm_note = detector_lm_features(texts, detector, settings)
+    undeclared = quantify.estimate_share(detector.scores(texts, features), detector.validation, method=method,
                                          replicates=settings.detector.bootstrap, seed=settings.detector.seed)
+    if lm_note:
+        import dataclasses
+
+        undeclared = dataclasses.replace(undeclared, note=". ".join(n for n in (undeclared.note, lm_note) if n))
     return combine_with_declared(declared, undeclared)
+
+
+def detector_lm_features(texts: list[str], detector: registry.LoadedDetector, settings: Settings
+                         ) -> tuple[np.ndarray | None, str]:
+    """The LM features a detector trained with them needs, and a note when they could not be had as trained.
+
+    Without the LM (off, or not loadable) the detector still scores: its LM block falls back to its training
+    medians, so the n-grams alone decide, and its validation (made with real LM features) fits less well."""
+    from monitors.lmscore import ScorerUnavailable
+
+    if not detector.lm_tag or not texts:
+        return None, ""
+    fallback = (f"detector {detector.label} was trained with LM features, but {{why}}: it scored on its n-grams "
+                f"alone (LM features set to their training medians), so its validated error rates may not hold")
+    if not settings.lm.enabled:
+        return None, fallback.format(why="the local LM is off (lm.enabled)")
+    try:
+        scorer = lm_scorer(settings, f"LM features of {len(texts)} documents for the detector")
+        features = scorer.score(texts)
+    except ScorerUnavailable as exc:
+        return None, fallback.format(why=f"the local LM is unavailable ({exc})")
+    if scorer.tag != detector.lm_tag:
+        return features, (f"detector {detector.label} was trained with LM features of {detector.lm_tag!r}, but the "
+                          f"settings give {scorer.tag!r} (lm.model_file, lm.token_budget, lm.dtype): its LM features "
+                          f"may be shifted; retrain it or restore those settings")
+    return features, ""
 
 
 def share_from_reference(texts: list[str], reference: ReferenceProfile | None, settings: Settings,

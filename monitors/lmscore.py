@@ -188,6 +188,7 @@ class LMScorer:
         self._model = self._tokenizer = None
         #: what the last :meth:`score` call did: texts scored by the model, from the cache, tokens, seconds
         self.last = {"scored": 0, "cached": 0, "tokens": 0, "seconds": 0.0}
+        self.last_generation: dict = {}
 
     # loading is lazy: a check whose texts are all cached never pays for it
     def _load(self):
@@ -286,6 +287,13 @@ class LMScorer:
         table = {**cached, **fresh}
         return np.array([table[k] for k in keys], dtype=float).reshape(len(texts), len(FEATURES))
 
+    def generate(self, jobs: list["GenerationJob"], *, max_new_tokens: int = 0, batch_size: int = 32,
+                 progress: Callable[[int, int], None] | None = None) -> list[dict]:
+        """Sample one text per job (:func:`generation_plan`) with the same loaded model, each with its own
+        decoding setting, in batches seeded by their first job. Returns, in job order, each text with its opening
+        and decoding setting; :attr:`last_generation` has the token count and speed."""
+        return _generate(self, jobs, max_new_tokens or GENERATE_TOKENS, batch_size, progress)
+
     def _forward(self, texts: list[str]) -> tuple[np.ndarray, int]:
         import torch
 
@@ -313,3 +321,153 @@ class LMScorer:
         stats = document_statistics(per_token[:, 0], per_token[:, 1], per_token[:, 2], per_token[:, 3],
                                     doc.numpy(), len(texts))
         return stats, int(h.shape[0])
+
+
+# -- generation: domain-matched synthetic examples from openings of the user's human text ---------------------
+@dataclass(frozen=True)
+class Decoding:
+    """One decoding setting: chat (an instruction through the chat template) or plain continuation."""
+
+    mode: str  # "chat" | "continue"
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}-t{self.temperature:g}-p{self.top_p:g}-r{self.repetition_penalty:g}"
+
+
+#: the settings rotated through, spanning temperature 0.7-1.1, top-p 0.9-1.0, repetition penalty 1.0-1.3 and
+#: both prompt styles, so a detector trained on them is not tuned to one way of sampling
+DECODINGS = (
+    Decoding("chat", 0.7, 0.9, 1.0),
+    Decoding("continue", 0.8, 0.95, 1.1),
+    Decoding("chat", 0.9, 1.0, 1.2),
+    Decoding("continue", 1.0, 0.9, 1.3),
+    Decoding("chat", 1.1, 0.95, 1.1),
+    Decoding("continue", 0.7, 1.0, 1.0),
+    Decoding("chat", 0.8, 0.9, 1.3),
+    Decoding("continue", 1.1, 0.95, 1.2),
+)
+OPENING_WORDS = 8  # words of a human text that open each generated one
+GENERATE_TOKENS = 80  # new tokens per generated text (~60 words: a short paragraph)
+CHAT_PROMPT = ("Continue the following text in the same style, topic and language. Write one paragraph of plain "
+               "prose, about 60 words, no lists. Begin with: \"{opening}\"")
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    source: int  # index of the human text whose opening prompts it
+    opening: str
+    decoding: Decoding
+    seed: int
+
+
+def generation_plan(human: list[str], n: int, seed: int = 0, opening_words: int = OPENING_WORDS,
+                    decodings: tuple[Decoding, ...] = DECODINGS) -> list[GenerationJob]:
+    """``n`` jobs: openings of distinct human texts in a seeded order (reused only when ``n`` exceeds them),
+    decoding settings in rotation so every setting gets ``n / len(decodings)`` texts. Pure."""
+    usable = [i for i, t in enumerate(human) if len(t.split()) > opening_words]
+    if not usable and n > 0:
+        raise UserError(f"no human text has more than {opening_words} words to open a generated one with")
+    order = list(usable)
+    import random
+
+    random.Random(seed).shuffle(order)
+    jobs = []
+    for k in range(n):
+        src = order[k % len(order)]
+        jobs.append(GenerationJob(src, " ".join(human[src].split()[:opening_words]), decodings[k % len(decodings)],
+                                  zlib_seed(f"{seed}-{k}")))
+    return jobs
+
+
+def zlib_seed(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def prompt_for(job: GenerationJob) -> str | list[dict]:
+    """The chat messages (chat mode) or the raw text to continue (continue mode). Pure."""
+    if job.decoding.mode == "chat":
+        return [{"role": "user", "content": CHAT_PROMPT.format(opening=job.opening)}]
+    return job.opening
+
+
+def finish_text(job: GenerationJob, generated: str) -> str:
+    """The example as a user would see such text: one paragraph; a continuation keeps its opening. Pure."""
+    import re
+
+    text = generated.strip()
+    if job.decoding.mode == "continue":
+        text = f"{job.opening}{'' if text[:1] in ',.;:!?' else ' '}{text}"
+    text = text.strip().strip('"').strip()
+    return re.sub(r"\s+", " ", re.split(r"\n\s*\n", text)[0]).strip()
+
+
+def _per_row_decoding(jobs: list[GenerationJob]):
+    """A logits processor applying each row's own repetition penalty, temperature and top-p, so jobs of every
+    decoding setting share one batch (a generation step costs nearly as much for 1 row as for 16)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class PerRow(LogitsProcessor):
+        def __init__(self):
+            self.pen = torch.tensor([j.decoding.repetition_penalty for j in jobs])[:, None]
+            self.temp = torch.tensor([j.decoding.temperature for j in jobs])[:, None]
+            self.top_p = torch.tensor([j.decoding.top_p for j in jobs])[:, None]
+
+        def __call__(self, input_ids, scores):
+            scores = scores.float()
+            seen = torch.gather(scores, 1, input_ids)  # as transformers' penalty: every token so far, prompt too
+            scores = scores.scatter(1, input_ids, torch.where(seen < 0, seen * self.pen, seen / self.pen))
+            scores = scores / self.temp
+            ordered, order = torch.sort(scores, descending=False)
+            cut = ordered.softmax(-1).cumsum(-1) <= (1 - self.top_p)
+            cut[:, -1] = False  # the most likely token always stays
+            return scores.masked_fill(cut.scatter(1, order, cut), float("-inf"))
+
+    return PerRow()
+
+
+def _generate(scorer: "LMScorer", jobs: list[GenerationJob], max_new_tokens: int, batch_size: int,
+              progress: Callable[[int, int], None] | None) -> list[dict]:
+    import torch
+    from transformers import LogitsProcessorList
+
+    scorer._load()
+    tok, model = scorer._tokenizer, scorer._model
+    out: list[dict] = []
+    started, new_tokens = time.monotonic(), 0
+    tok.padding_side = "left"
+    try:
+        for start in range(0, len(jobs), batch_size):
+            part = jobs[start: start + batch_size]
+            prompts = [prompt_for(j) for j in part]
+            texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                     if isinstance(p, list) else p for p in prompts]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            torch.manual_seed(part[0].seed)
+            with torch.inference_mode():
+                # sampling from the processed logits as they are: the model's own defaults (top-k 50 ...) off
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
+                                     top_p=1.0, top_k=0, repetition_penalty=1.0, pad_token_id=tok.pad_token_id,
+                                     logits_processor=LogitsProcessorList([_per_row_decoding(part)]))
+            for job, ids in zip(part, gen[:, enc["input_ids"].shape[1]:]):
+                n_new = int((ids != tok.pad_token_id).sum())
+                new_tokens += n_new
+                d = job.decoding
+                out.append({"text": finish_text(job, tok.decode(ids, skip_special_tokens=True)),
+                            "opening": job.opening, "source": job.source, "seed": job.seed, "decoding": d.name,
+                            "mode": d.mode, "temperature": d.temperature, "top_p": d.top_p,
+                            "repetition_penalty": d.repetition_penalty, "new_tokens": n_new})
+            if progress:
+                progress(len(out), len(jobs))
+    finally:
+        tok.padding_side = "right"  # what score() expects
+    seconds = time.monotonic() - started
+    scorer.last_generation = {"texts": len(jobs), "new_tokens": new_tokens, "seconds": round(seconds, 2),
+                              "tokens_per_s": round(new_tokens / seconds, 1) if seconds else 0.0}
+    return out

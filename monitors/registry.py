@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitors.detector import TrainedDetector
+from monitors.detector import LM_COLUMNS, TrainedDetector, detector_input
 from monitors.errors import UserError
 from monitors.quantify import Validation
 
@@ -31,14 +31,21 @@ class DetectorUnavailable(UserError):
 class LoadedDetector:
     uri: str
     version: str
-    model: object  # a fitted, calibrated sklearn classifier over raw texts
+    model: object  # a fitted, calibrated sklearn classifier over raw texts (and LM features, see lm_tag)
     validation: Validation
     method: str
+    #: the LM scorer whose features the model takes next to the texts (monitors.lmscore.LMScorer.tag); ""
+    #: for a detector on n-grams alone
+    lm_tag: str = ""
 
-    def scores(self, texts: list[str]) -> np.ndarray:
+    def scores(self, texts: list[str], lm_features: np.ndarray | None = None) -> np.ndarray:
+        """Scores of the texts; a detector with ``lm_tag`` needs their LM features (nan rows when there are
+        none: the model then imputes its training medians)."""
         if not texts:
             return np.empty(0)
-        return self.model.predict_proba(np.asarray(texts, dtype=object))[:, 1]
+        if self.lm_tag and lm_features is None:
+            lm_features = np.full((len(texts), len(LM_COLUMNS)), np.nan)
+        return self.model.predict_proba(detector_input(texts, lm_features if self.lm_tag else None))[:, 1]
 
     @property
     def label(self) -> str:
@@ -55,14 +62,16 @@ def register_detector(client, detector: TrainedDetector, *, experiment_id: str, 
     import mlflow
     import mlflow.sklearn
 
-    example = np.array(["A short example of a document."], dtype=object)
+    example = detector_input(["A short example of a document."],
+                             np.array([[3.2, 3.0, 1.2, 0.5, 1.07]]) if detector.lm_tag else None)
     v = detector.validation
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"detector {name}",
                           tags={"collapse.kind": "detector"}) as run:
         mlflow.log_metrics(detector.metrics())
         mlflow.log_params({f"data.{k}": str(val)[:500] for k, val in data.items()} | {"quantifier": detector.method})
         mlflow.log_dict({"scores": [round(float(x), 6) for x in v.scores], "labels": v.labels.astype(int).tolist(),
-                         "threshold": v.threshold, "train_prior": v.train_prior, "method": detector.method},
+                         "threshold": v.threshold, "train_prior": v.train_prior, "method": detector.method,
+                         "lm_features": detector.lm_tag},
                         VALIDATION_ARTIFACT)
         for path, local in (artifacts or {}).items():
             folder = str(Path(path).parent)
@@ -75,7 +84,8 @@ def register_detector(client, detector: TrainedDetector, *, experiment_id: str, 
     figures = {"collapse.run_id": run.info.run_id, "collapse.quantifier": detector.method,
                **{f"collapse.{k}": f"{val:.4g}" for k, val in detector.metrics().items()
                   if k in ("roc_auc", "tpr", "fpr", "ece", "threshold")},
-               **{f"collapse.data.{k}": str(val)[:500] for k, val in data.items()}}
+               **{f"collapse.data.{k}": str(val)[:500] for k, val in data.items()},
+               "collapse.lm_features": detector.lm_tag or "none"}
     return register_version(client, info, name, figures, alias)
 
 
@@ -144,4 +154,5 @@ def load_detector(client, uri: str) -> LoadedDetector:
         raise DetectorUnavailable(f"detector {uri} (version {mv.version}) has no usable {VALIDATION_ARTIFACT} in "
                                   f"run {mv.run_id} ({exc}); retrain it with `collapse-monitor detector train`") from None
     model = mlflow.sklearn.load_model(f"models:/{m['name']}/{mv.version}")
-    return LoadedDetector(uri=uri, version=str(mv.version), model=model, validation=val, method=str(raw["method"]))
+    return LoadedDetector(uri=uri, version=str(mv.version), model=model, validation=val, method=str(raw["method"]),
+                          lm_tag=str(raw.get("lm_features") or ""))  # older detectors: n-grams alone

@@ -53,6 +53,12 @@ def test_detector_train_on_too_little_text_exits_2_and_says_how_much_it_needs(is
     assert "need at least 50 human and 50 synthetic texts, got 10 and 60" in capsys.readouterr().err
 
 
+def test_detector_train_without_machine_text_exits_2_and_offers_generate(isolated, capsys):
+    human = write_jsonl(isolated / "h.jsonl", [{"id": "1", "text": "some text"}])
+    assert main(["detector", "train", "--human", str(human)]) == 2
+    assert "--synthetic PATH, or --generate N" in capsys.readouterr().err
+
+
 def test_check_without_reference_exits_2_and_names_the_command(isolated, capsys):
     batch = write_jsonl(isolated / "b.jsonl", [{"id": "1", "text": "some text"}])
     assert main(["check", "--input", str(batch), "--dataset", "news"]) == 2

@@ -16,7 +16,7 @@ from flows.cli import main
     ("/opt/x/bin/collapse-monitor", True, "collapse-monitor"),
 ])
 def test_demo_prints_commands_that_run_as_started(argv0, on_path, expected, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(flows.demo, "run_demo", lambda *a, **k: ([], {}))
+    monkeypatch.setattr(flows.demo, "run_demo", lambda *a, **k: ([], {}, []))
     monkeypatch.setattr(sys, "argv", [argv0, "demo"])
     monkeypatch.setattr("shutil.which", lambda name, *a, **k: argv0 if on_path else None)
     state = tmp_path / "my state"
