@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from monitors import sources
-from monitors.config import ENV_PREFIX, load_settings
+from monitors.config import ENV_PREFIX, dataset_name, load_settings
 from monitors.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--input", required=True, metavar="PATH",
                    help="the batch: a file, a folder of batch files, a glob ('landing/*.jsonl.gz') or an fsspec URL")
-    c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+    c.add_argument("--dataset", metavar="NAME", type=_dataset, help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     c.add_argument("--recount", action="store_true",
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--input", required=True, metavar="PATH",
                     help="trusted human text (JSONL, Parquet, CSV): a file, a folder, a glob or an fsspec URL")
-    rb.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+    rb.add_argument("--dataset", metavar="NAME", type=_dataset, help="dataset name (default: the 'dataset' setting)")
 
     dt = sub.add_parser("detector", parents=[common], formatter_class=_Formatter,
                         help="train the synthetic-text detector and register it in the MLflow model registry",
@@ -203,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
                     "models' tail/head ratio by version; links to every MLflow run. The folder is also logged as "
                     "the artifacts of a 'report' run in the dataset's experiment.",
         epilog="example:\n  collapse-monitor report --dataset news --out reports/news && xdg-open reports/news/index.html")
-    rp.add_argument("--dataset", metavar="NAME", help="the dataset (default: the 'dataset' setting)")
+    rp.add_argument("--dataset", metavar="NAME", type=_dataset, help="the dataset (default: the 'dataset' setting)")
     rp.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into")
     rp.add_argument("--ui-url", default="http://127.0.0.1:5000", metavar="URL",
                     help="MLflow UI the run links point at when the tracking store is not a server "
@@ -237,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
                               help="pending and firing alerts and silences, per dataset",
                               description="Pending and firing alerts (as of each dataset's newest check) and silences.",
                               epilog="examples:\n  collapse-monitor alerts list\n  collapse-monitor alerts list --dataset news --json")
-    al_list.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all)")
+    al_list.add_argument("--dataset", metavar="NAME", type=_dataset, help="only this dataset (default: all)")
     al_list.add_argument("--json", action="store_true", help="print a JSON object")
     al_sil = asub.add_parser("silence", parents=[common], formatter_class=_Formatter,
                              help="hold back an alert's notifications until the silence expires",
@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     al_sil.add_argument("fingerprint", metavar="FINGERPRINT")
     al_sil.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 90m, 24h, 7d")
     al_sil.add_argument("--reason", required=True, metavar="TEXT", help="why (kept with the silence)")
-    al_sil.add_argument("--dataset", metavar="NAME",
+    al_sil.add_argument("--dataset", metavar="NAME", type=_dataset,
                         help="the alert's dataset (default: the dataset whose newest check has this fingerprint)")
 
     h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
@@ -258,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
                               "  collapse-monitor history --since 7d --severity critical\n"
                               "  collapse-monitor history --dataset news --state firing --csv > firing.csv\n"
                               "  collapse-monitor history --json | jq '.[0]'")
-    h.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
+    h.add_argument("--dataset", metavar="NAME", type=_dataset, help="only this dataset (default: all datasets)")
     h.add_argument("--since", metavar="WHEN", help="only runs since then: a duration back (7d, 12h) or an ISO date "
                                                    "(2026-11-01, UTC)")
     h.add_argument("--severity", choices=("warning", "critical"),
@@ -286,6 +286,14 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="example:\n  collapse-monitor ui --port 5000    # then browse http://127.0.0.1:5000")
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     return p
+
+
+def _dataset(value: str) -> str:
+    """--dataset is checked like the 'dataset' setting, before anything is written under its name."""
+    try:
+        return dataset_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} {exc}") from None
 
 
 def _setup(args):

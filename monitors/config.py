@@ -144,6 +144,25 @@ class ProbeSettings(_Section):
     seed: int = Field(0, description="seed passed to a generator's predict")
 
 
+#: Names a dataset may not take: ``collapse-monitor/models/<name>`` holds the probes of models and
+#: ``collapse-monitor/detectors`` the detectors.
+RESERVED_DATASETS = ("models", "detectors")
+MAX_DATASET_CHARS = 100
+
+
+def dataset_name(v: str) -> str:
+    """A dataset name is an MLflow experiment name and a folder under the artifact root: one short path segment."""
+    if not v or v.strip() != v:
+        raise ValueError("must be a non-empty name without surrounding spaces")
+    if len(v) > MAX_DATASET_CHARS:
+        raise ValueError(f"must be at most {MAX_DATASET_CHARS} characters, not {len(v)}")
+    if v in (".", "..") or any(c in "/\\" or not c.isprintable() for c in v):
+        raise ValueError("must be a name without '/', '\\' or control characters, and not '.' or '..'")
+    if v in RESERVED_DATASETS:
+        raise ValueError(f"{v!r} is reserved ({', '.join(RESERVED_DATASETS)} hold models' probes and detectors): choose another name")
+    return v
+
+
 class LandingSettings(_Section):
     #: Where the ledger lives (SQLAlchemy URL): default SQLite under the state directory; PostgreSQL for
     #: several workers. Secret: a database URL may hold a password.
@@ -162,6 +181,11 @@ class ScheduleSettings(_Section):
     probes_every: str = Field("6h", description="interval of the probes (s, m, h, d); probes_cron wins if set")
     probes_cron: str | None = Field(None, description="cron expression of the probes")
     timezone: str = Field("UTC", description="time zone of the cron expressions")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str | None) -> str | None:
+        return None if v is None else dataset_name(v)
 
 
 class Settings(BaseSettings):
@@ -194,9 +218,7 @@ class Settings(BaseSettings):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, v: str) -> str:
-        if not v or "/" in v or v.strip() != v:
-            raise ValueError("must be a non-empty name without '/' or surrounding spaces")
-        return v
+        return dataset_name(v)
 
     @classmethod
     def settings_customise_sources(
