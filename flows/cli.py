@@ -629,7 +629,7 @@ def _demo(args) -> int:
 def _ui(args) -> int:
     settings, rt = _setup(args)
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # 10 worker processes otherwise
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking_uri, "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking.get_secret_value(), "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on {rt.tracking_uri}: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
     os.execv(sys.executable, cmd)

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from monitors.errors import ConfigError
 
@@ -197,7 +198,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(Path(".collapse-monitor"), description="local stores: MLflow, Prefect home")
     dataset: str = Field("default", description="dataset name when a command gets no --dataset")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; else MLFLOW_TRACKING_URI; else SQLite")
+    tracking_uri: SecretStr | None = Field(
+        None, description="MLflow tracking URI (secret: it may hold a password); else MLFLOW_TRACKING_URI; else SQLite")
     prefect_api_url: str | None = Field(None, description="Prefect API; else PREFECT_API_URL; else ephemeral")
     rules_path: Path = Field(DEFAULT_RULES, description="the batch-level alert rule suite (GX JSON)")
     record_rules_path: Path = Field(DEFAULT_RECORD_RULES, description="the record-level quality suite (GX JSON)")
@@ -234,7 +236,8 @@ class Settings(BaseSettings):
 
     # Resolved values: the file, then the standard variables, then the embedded default.
     def mlflow_tracking_uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
+        configured = self.tracking_uri.get_secret_value() if self.tracking_uri is not None else None
+        return configured or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
 
     @property
     def embedded_tracking_uri(self) -> str:
@@ -293,6 +296,8 @@ def _env_name(loc: tuple) -> str:
 
 
 def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str]) -> str:
+    from monitors.delivery import scrub
+
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not isinstance(p, int))
@@ -309,7 +314,7 @@ def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str
             msg = "unknown setting (check its spelling against the README's configuration reference)"
         value = err.get("input")
         hidden = err["type"] == "extra_forbidden" or isinstance(value, dict) or key in SECRET_SETTINGS
-        shown = "" if hidden else f" (got {value!r})"
+        shown = "" if hidden else f" (got {scrub(repr(value))})"
         lines.append(f"{origin}: {key}: {msg}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
@@ -325,6 +330,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, resolved, os.environ)) from None
+    except SettingsError as exc:  # a variable of a list or mapping setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        prefix = ENV_PREFIX + (field.group(1).upper() if field else "")
+        names = sorted(k for k in os.environ if k.upper().startswith(prefix)) or [f"{ENV_PREFIX}*"]
+        raise ConfigError(f"invalid configuration:\n  environment variable {', '.join(names)}: not valid JSON; give a "
+                          f"list or mapping setting as JSON (e.g. COLLAPSE_MONITOR_ALERTS__URLS='[\"pdevents://KEY\"]'), "
+                          f"or the channels whitespace-separated in {ALERT_URLS_ENV}") from None
     from monitors.delivery import parse_urls
 
     problems = _channel_problems(parse_urls(os.environ.get(ALERT_URLS_ENV)))

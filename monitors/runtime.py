@@ -10,14 +10,25 @@ import logging
 import os
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from monitors.config import Settings
 
 
 @dataclass(frozen=True)
 class Runtime:
-    tracking_uri: str
+    #: The MLflow tracking URI as MLflow needs it. It may hold a password (``http://user:PASS@host``), so it
+    #: prints and serialises (Prefect flow-run parameters, logs) as '**********'; show :attr:`tracking_uri`.
+    tracking: SecretStr
     artifact_root: str | None
     prefect_api_url: str | None  # None: Prefect's ephemeral API
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking URI without credentials: what may be printed or logged."""
+        from monitors.delivery import scrub
+
+        return scrub(self.tracking.get_secret_value())
 
     @property
     def prefect_mode(self) -> str:
@@ -53,10 +64,11 @@ def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read by mlflow when it is imported
         for name in ("great_expectations", "mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    return Runtime(tracking_uri=tracking, artifact_root=settings.mlflow_artifact_root(), prefect_api_url=api)
+    return Runtime(tracking=SecretStr(tracking), artifact_root=settings.mlflow_artifact_root(), prefect_api_url=api)
 
 
 def mlflow_client(runtime: Runtime):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=runtime.tracking_uri, registry_uri=runtime.tracking_uri)
+    uri = runtime.tracking.get_secret_value()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
