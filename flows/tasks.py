@@ -376,7 +376,9 @@ def send_notifications(settings: Settings, notifications: list[dict], run_id: st
         return None
     return delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,
                             [{**n, "run_id": run_id} for n in notifications],
-                            retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
+                            retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds,
+                            timeout=settings.alerts.delivery_timeout_seconds, budget=settings.alerts.delivery_budget_seconds,
+                            max_items=settings.alerts.outbox_max_items, max_age_hours=settings.alerts.outbox_max_age_hours)
 
 
 #: retries happen inside, per notification, with backoff; the outbox keeps the rest

@@ -119,6 +119,11 @@ class AlertSettings(_Section):
         None, gt=0, description="the dataset's check schedule; no successful check for twice this long alerts")
     delivery_retries: int = Field(3, ge=1, description="tries per notification and run before it waits in the outbox")
     delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
+    delivery_timeout_seconds: float = Field(10.0, gt=0, description="longest wait for a channel to answer one try")
+    delivery_budget_seconds: float = Field(
+        60.0, gt=0, description="longest a run spends delivering; what is left waits in the outbox for the next run")
+    outbox_max_items: int = Field(1000, ge=1, description="undelivered notifications kept; the oldest go first")
+    outbox_max_age_hours: float = Field(72.0, gt=0, description="an undelivered notification older than this is dropped")
 
     @field_validator("urls")
     @classmethod
