@@ -134,7 +134,10 @@ def plan_shards(files: list[str], target_bytes: int = 64 << 20) -> list[Shard]:
                 end = cuts[i + 1] if i + 1 < len(cuts) else None
                 shards.append(Shard(url, fmt, len(shards), start, end))
         elif fmt == "parquet":
-            groups = _parquet_groups(url)
+            try:
+                groups = _parquet_groups(url)
+            except InputError:
+                groups = 1  # one shard whose reading fails: the file is quarantined, or the batch rejected
             for g in range(max(groups, 1)):
                 shards.append(Shard(url, fmt, len(shards), g, g + 1))
         else:
