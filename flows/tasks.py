@@ -279,12 +279,30 @@ def load_previous(tracker: MlflowTracker, dataset: str) -> tuple[PreviousCheck, 
 @io_task
 def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
     """Log every spooled check (oldest first) and remove it; returns the run ids. Stops at the first that
-    fails, leaving it and the rest for the next run."""
+    fails to log (MLflow is away), leaving it and the rest for the next run. An entry that cannot be read is
+    moved to ``spool/corrupt/`` with an alert and skipped: it would otherwise block every later check."""
     done = []
     for entry in spool.entries(settings.state_path / "spool"):
-        done.append(tracker.replay(spool.load(entry)))
+        try:
+            req = spool.load(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _set_aside(settings, entry, exc)
+            continue
+        done.append(tracker.replay(req))
         shutil.rmtree(entry)
     return done
+
+
+def _set_aside(settings: Settings, entry: Path, exc: Exception) -> None:
+    aside = entry.parent / "corrupt" / entry.name
+    aside.parent.mkdir(exist_ok=True)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(entry, aside)
+    summary = (f"spooled run {entry.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): it was moved to "
+               f"{aside} and skipped, so its check is not in MLflow. Inspect it, then delete it")
+    logging.getLogger(__name__).error(summary)
+    send_notifications(settings, [alerting.failure_notification("firing", "spool", "warning", summary,
+                                                                "spool_entry_corrupt")], f"spool-{entry.name}")
 
 
 def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
