@@ -175,6 +175,7 @@ class LandingSettings(_Section):
     ledger_url: SecretStr | None = Field(None, description="ledger database URL (secret); default sqlite:///<state_dir>/ledger.db")
     lease_minutes: float = Field(60.0, gt=0, description="a claim older than this belongs to a run that died")
     settle_seconds: float = Field(60.0, ge=0, description="files modified more recently are left for the next run")
+    max_attempts: int = Field(3, ge=1, description="failed checks of one file before it is given up, with an alert")
 
 
 class ScheduleSettings(_Section):

@@ -7,6 +7,9 @@ new file at once cannot both take it (the database's unique key decides, SQLite 
 claim older than its lease belongs to a run that died: the next run may take it over, after asking MLflow
 whether the dead run got as far as logging (then the file is marked done with that run, not checked again).
 
+A file whose check fails is given back and tried again by the next run, up to ``max_attempts`` times (table
+``landing_failures``); then it is given up (a poison file is not retried forever; changed content is a new file).
+
 A path whose content changed after it was counted is flagged once (table ``landing_changes``) and not
 counted again: the new content is not silently added to the corpus, and the old count is not taken back.
 
@@ -45,6 +48,16 @@ CHANGES = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
 )
 
+FAILURES = sa.Table(
+    "landing_failures", _META,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False),
+)
+
 
 def file_sha256(url: str, opener) -> tuple[str, int]:
     """SHA-256 and size of a file's bytes, read in 1 MB blocks (``opener(url)`` gives a binary file)."""
@@ -73,12 +86,14 @@ class Plan:
     stale: list[tuple[LandedFile, dict[str, Any]]] = field(default_factory=list)  # claimed by a run that died
     changed: list[tuple[LandedFile, str, bool]] = field(default_factory=list)  # (file, counted sha, first time seen)
     duplicates: list[tuple[LandedFile, str]] = field(default_factory=list)  # same bytes as a counted file elsewhere
+    given_up: list[tuple[LandedFile, dict[str, Any]]] = field(default_factory=list)  # failed max_attempts times
 
 
 class Ledger:
-    def __init__(self, url: str, lease_seconds: float = 3600.0):
+    def __init__(self, url: str, lease_seconds: float = 3600.0, max_attempts: int = 3):
         self.url = url
         self.lease = lease_seconds
+        self.max_attempts = max_attempts
         kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         self.engine = sa.create_engine(url, **kwargs)
         _META.create_all(self.engine)
@@ -93,6 +108,8 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = {r.sha256: r._asdict() for r in conn.execute(sa.select(FILES).where(FILES.c.dataset == dataset))}
             flagged = {(r.path, r.sha256) for r in conn.execute(sa.select(CHANGES).where(CHANGES.c.dataset == dataset))}
+            failures = {r.sha256: r._asdict() for r in conn.execute(sa.select(FAILURES).where(
+                FAILURES.c.dataset == dataset, FAILURES.c.attempts >= self.max_attempts))}
         by_path = {r["path"]: r for r in rows.values() if r["status"] == "done"}
         plan = Plan()
         for f in files:
@@ -103,6 +120,8 @@ class Ledger:
                 plan.stale.append((f, row))
             elif row is not None:
                 plan.busy.append(f)
+            elif f.sha256 in failures:
+                plan.given_up.append((f, failures[f.sha256]))
             elif f.path in by_path:
                 plan.changed.append((f, by_path[f.path]["sha256"], (f.path, f.sha256) not in flagged))
             else:
@@ -153,6 +172,21 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
                                               FILES.c.owner == owner, FILES.c.status == "claimed"))
+
+    def fail(self, dataset: str, sha256: str, path: str, owner: str, error: str) -> int:
+        """Give a claim back after a failed check and count the failure; returns the file's failures so far
+        (at ``max_attempts`` the file is given up: :meth:`plan` lists it as such, no run takes it again)."""
+        with self.engine.begin() as conn:
+            conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
+                                              FILES.c.owner == owner, FILES.c.status == "claimed"))
+            key = (FAILURES.c.dataset == dataset) & (FAILURES.c.sha256 == sha256)
+            before = conn.execute(sa.select(FAILURES.c.attempts).where(key)).scalar()
+            values = {"path": path, "attempts": (before or 0) + 1, "last_error": error[:1000], "last_at": time.time()}
+            if before is None:
+                conn.execute(FAILURES.insert().values(dataset=dataset, sha256=sha256, **values))
+            else:
+                conn.execute(FAILURES.update().where(key).values(**values))
+            return values["attempts"]
 
     def flag_changed(self, dataset: str, f: LandedFile, counted_sha256: str) -> None:
         try:

@@ -47,3 +47,68 @@ def test_a_single_unreadable_file_is_still_an_input_error(isolated, name):
     d = _folder(isolated)
     with pytest.raises(InputError, match=f"{name}: cannot be read as"):
         _read(d / name)
+
+
+# -- a corrupt spool entry is skipped with an alert, not blocking every check -------------------------------
+def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays(isolated, monkeypatch):
+    from flows import tasks
+    from monitors import spool
+    from monitors.config import load_settings
+
+    settings = load_settings(None)
+    folder = settings.state_path / "spool"
+    good = spool.save(folder, spool.LogRequest("news", "b.jsonl", {"m": 1.0}, {}, {}, {"a.json": {"x": 1}}, "d"))
+    for name, content in [("empty", ""), ("cut", '{"spooled": 1, "dataset": "ne'), ("keys", '{"spooled": 2}')]:
+        (folder / name).mkdir()
+        (folder / name / "request.json").write_text(content)
+    sent = []
+    monkeypatch.setattr(tasks, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
+
+    class Tracker:
+        replayed = []
+
+        def replay(self, req):
+            self.replayed.append(req.spool_id)
+            return f"run-{req.spool_id}"
+
+    assert tasks.replay_spool.fn(Tracker(), settings) == [f"run-{good.name}"]
+    assert sorted(p.name for p in (folder / "corrupt").iterdir()) == ["cut", "empty", "keys"]
+    assert [n["rule"] for n in sent] == ["spool_entry_corrupt"] * 3
+    assert all(str(folder / "corrupt") in n["summary"] for n in sent)
+    sent.clear()
+    assert tasks.replay_spool.fn(Tracker(), settings) == [] and sent == []  # once, not on every check
+
+
+# -- the landing zone gives up on a poison file after N tries, with an alert --------------------------------
+def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated, monkeypatch):
+    import logging
+
+    from flows import scheduled, tasks
+    from monitors import ledger
+    from monitors.config import load_settings
+
+    monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__MAX_ATTEMPTS", "3")
+    settings = load_settings(None)
+    settings.state_path.mkdir(parents=True)
+    poison = ledger.LandedFile(str(isolated / "poison.csv"), "ab" * 32, 10)
+    tries, sent = [], []
+
+    def failing_check(path, *a, **kw):
+        tries.append(path)
+        raise InputError(f"{path}: cannot be read as csv: EOF inside string")
+
+    class Tracker:
+        def run_for_content(self, dataset, sha):
+            return None
+
+    monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle: ([poison], []))
+    monkeypatch.setattr(scheduled, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(tasks, "with_task_runner", lambda flow, s: failing_check)
+    monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
+    monkeypatch.setattr(tasks, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
+    reports = [scheduled.check_landing("landing", "news", settings, None) for _ in range(5)]
+    assert len(tries) == 3  # not retried forever
+    assert [len(r.failed) for r in reports] == [1, 1, 1, 0, 0]
+    assert [len(r.given_up) for r in reports] == [0, 0, 1, 1, 1] and reports[2].given_up[0]["path"] == poison.path
+    assert "cannot be read as csv" in reports[2].given_up[0]["error"] and reports[2].given_up[0]["attempts"] == 3
+    assert [n["rule"] for n in sent] == ["landing_file_given_up"] and poison.path in sent[0]["summary"]
