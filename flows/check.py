@@ -57,7 +57,8 @@ def check_incoming_data(
     ``counted_in``: the run that already counted this content (a re-check): the batch is checked and logged,
     but not added to the corpus totals again."""
     try:
-        result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
+        with tasks.dataset_lock(settings, dataset):  # from reading the previous totals to logging the new ones
+            result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise

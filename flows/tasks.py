@@ -6,6 +6,7 @@ every time it is asked to.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -24,8 +25,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from monitors import (
-    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, quantify, registry, sources,
-    spool,
+    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, locks, quantify, registry,
+    sources, spool,
 )
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.profile import BatchProfile
@@ -303,6 +304,20 @@ def _set_aside(settings: Settings, entry: Path, exc: Exception) -> None:
     logging.getLogger(__name__).error(summary)
     send_notifications(settings, [alerting.failure_notification("firing", "spool", "warning", summary,
                                                                 "spool_entry_corrupt")], f"spool-{entry.name}")
+
+
+@contextmanager
+def dataset_lock(settings: Settings, dataset: str) -> Iterator[None]:
+    """Serialise the runs of one dataset (or model scope) that read its state and log the next: two at once would
+    both carry on from the same corpus totals, alert states and sequence number. A lock file in the state dir
+    (released by the kernel if its holder dies); a run waits for it at most ``landing.lease_minutes``."""
+    path = settings.state_path / "locks" / f"{hashlib.sha256(dataset.encode()).hexdigest()[:16]}.lock"
+    wait = settings.landing.lease_minutes * 60
+    with locks.file_lock(path, timeout=wait) as locked:
+        if not locked:
+            raise RuntimeError(f"another check of {dataset!r} held its lock {path} for {wait:.0f} s "
+                               f"(landing.lease_minutes); if no check is running, remove the file and retry")
+        yield
 
 
 def _failure_file(settings: Settings, scope: str, rule: str) -> Path:

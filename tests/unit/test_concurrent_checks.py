@@ -1,0 +1,44 @@
+"""Issue 18, item 4: concurrent checks of one dataset keep exact corpus totals. A check reads the dataset's
+previous totals at its start and logs the new ones at its end; two at once used to both start from the same
+totals. The flow now holds a per-dataset lock (a file in the state dir) around that read-modify-write."""
+
+import json
+import threading
+import time
+
+from flows import check, tasks
+from monitors.config import load_settings
+from monitors.results import CheckResult
+
+
+def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monkeypatch):
+    settings = load_settings(None)
+    settings.state_path.mkdir(parents=True)
+    totals = isolated / "totals.json"  # stands in for the newest check's corpus.* in MLflow
+    totals.write_text(json.dumps({"batches": 0, "records": 0}))
+    other = isolated / "other.json"
+    other.write_text(json.dumps({"batches": 0}))
+
+    def fake_check(input_path, dataset, settings, runtime, reference_run_id, content_sha256="", counted_in=""):
+        store = totals if dataset == "news" else other
+        previous = json.loads(store.read_text())  # load_previous
+        time.sleep(0.2)  # the work
+        store.write_text(json.dumps({**previous, "batches": previous["batches"] + 1,
+                                     "records": previous.get("records", 0) + 300}))  # log_or_spool
+        return CheckResult(run_id="r", dataset=dataset, batch_file=input_path, records=300, quarantined=0,
+                           indicators={}, share=None, alerts=[], reference_run_id="ref", detector=None, notes=[])
+
+    monkeypatch.setattr(check, "_check", fake_check)
+    monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
+    monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
+    started = time.monotonic()
+    threads = [threading.Thread(target=check.check_incoming_data.fn, args=(f"b{i}.jsonl", "news", settings, None))
+               for i in range(4)]
+    threads.append(threading.Thread(target=check.check_incoming_data.fn, args=("c.jsonl", "other", settings, None)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert json.loads(totals.read_text()) == {"batches": 4, "records": 1200}
+    assert json.loads(other.read_text())["batches"] == 1
+    assert time.monotonic() - started < 1.5  # another dataset is not held up beyond news' own 4 x 0.2 s
