@@ -309,14 +309,19 @@ def _set_aside(settings: Settings, entry: Path, exc: Exception) -> None:
 @contextmanager
 def dataset_lock(settings: Settings, dataset: str) -> Iterator[None]:
     """Serialise the runs of one dataset (or model scope) that read its state and log the next: two at once would
-    both carry on from the same corpus totals, alert states and sequence number. A lock file in the state dir
-    (released by the kernel if its holder dies); a run waits for it at most ``landing.lease_minutes``."""
-    path = settings.state_path / "locks" / f"{hashlib.sha256(dataset.encode()).hexdigest()[:16]}.lock"
-    wait = settings.landing.lease_minutes * 60
-    with locks.file_lock(path, timeout=wait) as locked:
+    both carry on from the same corpus totals, alert states and sequence number. With a PostgreSQL ledger
+    (several workers), an advisory lock in its database; else a lock file in the state dir. Either is released
+    if its holder dies; a run waits for it at most ``landing.lease_minutes``."""
+    url, wait = settings.ledger_url(), settings.landing.lease_minutes * 60
+    if url.startswith("postgresql"):
+        lock, where = ledger.advisory_lock(url, f"collapse-monitor/{dataset}", wait), "the ledger database's advisory lock"
+    else:
+        path = settings.state_path / "locks" / f"{hashlib.sha256(dataset.encode()).hexdigest()[:16]}.lock"
+        lock, where = locks.file_lock(path, timeout=wait), f"its lock file {path}"
+    with lock as locked:
         if not locked:
-            raise RuntimeError(f"another check of {dataset!r} held its lock {path} for {wait:.0f} s "
-                               f"(landing.lease_minutes); if no check is running, remove the file and retry")
+            raise RuntimeError(f"another check of {dataset!r} held {where} for {wait:.0f} s (landing.lease_minutes); "
+                               f"if no check is running, remove the lock file (or end that database session) and retry")
         yield
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,3 +197,26 @@ class Ledger:
                                                      counted_sha256=counted_sha256, seen_at=time.time()))
         except sa.exc.IntegrityError:
             pass  # flagged before
+
+
+@contextmanager
+def advisory_lock(url: str, name: str, wait: float) -> Iterator[bool]:
+    """A PostgreSQL session advisory lock named ``name``, held while the block runs (by every worker that shares
+    the database); yields False when ``wait`` seconds passed without it. It ends with its connection."""
+    key = int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) - (1 << 63)  # a signed bigint
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SET lock_timeout = {max(1, int(wait * 1000))}"))  # milliseconds
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            except sa.exc.OperationalError:  # lock_timeout passed
+                yield False
+                return
+            conn.commit()  # the lock is the session's: it outlives this transaction
+            try:
+                yield True
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()

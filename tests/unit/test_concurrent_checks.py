@@ -3,17 +3,28 @@ previous totals at its start and logs the new ones at its end; two at once used 
 totals. The flow now holds a per-dataset lock (a file in the state dir) around that read-modify-write."""
 
 import json
+import os
 import threading
 import time
+
+import pytest
 
 from flows import check, tasks
 from monitors.config import load_settings
 from monitors.results import CheckResult
 
 
-def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monkeypatch):
-    settings = load_settings(None)
-    settings.state_path.mkdir(parents=True)
+@pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
+def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monkeypatch, ledger):
+    if ledger == "postgresql":  # workers on several machines: each its own state dir, one ledger database
+        if not os.environ.get("CM_TEST_POSTGRES_URL"):
+            pytest.skip("set CM_TEST_POSTGRES_URL=postgresql+psycopg2://USER@HOST:PORT/DB to run")
+        monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__LEDGER_URL", os.environ["CM_TEST_POSTGRES_URL"])
+    base = load_settings(None)
+    states = [base.model_copy(update={"state_dir": isolated / (f"worker{i}" if ledger == "postgresql" else "state")})
+              for i in range(5)]
+    for settings in states:
+        settings.state_path.mkdir(parents=True, exist_ok=True)
     totals = isolated / "totals.json"  # stands in for the newest check's corpus.* in MLflow
     totals.write_text(json.dumps({"batches": 0, "records": 0}))
     other = isolated / "other.json"
@@ -32,9 +43,9 @@ def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monke
     monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
     monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
     started = time.monotonic()
-    threads = [threading.Thread(target=check.check_incoming_data.fn, args=(f"b{i}.jsonl", "news", settings, None))
+    threads = [threading.Thread(target=check.check_incoming_data.fn, args=(f"b{i}.jsonl", "news", states[i], None))
                for i in range(4)]
-    threads.append(threading.Thread(target=check.check_incoming_data.fn, args=("c.jsonl", "other", settings, None)))
+    threads.append(threading.Thread(target=check.check_incoming_data.fn, args=("c.jsonl", "other", states[4], None)))
     for t in threads:
         t.start()
     for t in threads:
