@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from monitors.config import Settings
+from monitors.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,13 @@ class Runtime:
 def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
     """Create the state directory and point MLflow and Prefect at it unless real servers are configured."""
     state = settings.state_path
-    state.mkdir(parents=True, exist_ok=True)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        if not state.is_dir():  # a symlink to a file
+            raise NotADirectoryError(f"not a directory: {state}")
+    except OSError as exc:
+        raise ConfigError(f"state directory {state} (--state-dir or state_dir) cannot be used: "
+                          f"{exc.strerror or exc}; point it at a folder collapse-monitor may create and write") from None
     tracking = settings.mlflow_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

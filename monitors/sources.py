@@ -13,6 +13,7 @@ import glob as _glob
 import gzip
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def expand(spec: str) -> list[str]:
     if not _is_url(spec):
         local = spec.removeprefix("file://")
         if any(c in local for c in "*?["):
-            files = sorted(p for p in _glob.glob(local, recursive=True) if Path(p).is_file())
+            files = _once(sorted(p for p in _glob.glob(local, recursive=True) if Path(p).is_file()))
         elif Path(local).is_dir():
             files = sorted(str(p) for p in Path(local).iterdir() if p.is_file() and _known(p.name))
         elif Path(local).is_file():
@@ -105,6 +106,12 @@ def expand(spec: str) -> list[str]:
     if not files:
         raise InputError(f"{spec}: matches no batch file")
     return files
+
+
+def _once(paths: list[str]) -> list[str]:
+    """Each file once, under its first path: a ``**`` glob follows symlinks, through a loop many times over."""
+    seen: set[str] = set()
+    return [p for p in paths if not ((real := os.path.realpath(p)) in seen or seen.add(real))]
 
 
 def _known(name: str) -> bool:

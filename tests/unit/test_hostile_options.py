@@ -78,3 +78,24 @@ def test_tracking_uri_credentials_are_never_printed_nor_a_prefect_parameter(isol
     assert "PASS" not in json.dumps(stored, default=str)
     client = runtime.mlflow_client(rt)  # MLflow itself still gets the credentials
     assert client._tracking_client.tracking_uri == uri
+
+
+# -- issue 18, item 12: small ones ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["history"], ["alerts", "list"]])
+def test_a_state_dir_that_is_a_file_exits_2_naming_it(isolated, capsys, argv):
+    (isolated / "afile").write_text("x")
+    assert main(["--state-dir", str(isolated / "afile"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "state" in err and "Traceback" not in err
+
+
+def test_a_glob_through_a_symlink_loop_reads_each_file_once(isolated):
+    import os
+
+    from monitors import sources
+
+    d = isolated / "landing"
+    write_jsonl(d / "sub" / "a.jsonl", [{"id": "1", "text": "t"}])
+    os.symlink(d, d / "sub" / "loop")  # sub/loop -> landing: landing/sub/loop/sub/loop/...
+    files = sources.expand(str(d / "**" / "*.jsonl"))
+    assert files == [str(d / "sub" / "a.jsonl")]
