@@ -65,7 +65,7 @@ def batch_sha256(spec: str) -> str:
 @contextmanager
 def workspace() -> Iterator[Path]:
     """A private folder for one run's quarantine parts, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="cm-run-"))
+    path = Path(tempfile.mkdtemp(prefix=f"cm-run-{os.getpid()}-"))  # the pid: a later start removes it if killed
     try:
         yield path
     finally:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -65,6 +69,7 @@ def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
         os.environ.setdefault("PREFECT_MEMO_STORE_PATH", str(home / "memo_store.toml"))
         # The 20 s default times out on a busy 2-core machine (PLATFORM.md).
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    _remove_temp_dirs_of_dead_processes()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if quiet_prefect:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -72,6 +77,23 @@ def prepare(settings: Settings, *, quiet_prefect: bool = True) -> Runtime:
         for name in ("great_expectations", "mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return Runtime(tracking=SecretStr(tracking), artifact_root=settings.mlflow_artifact_root(), prefect_api_url=api)
+
+
+_OURS = re.compile(r"^cm-(?:gx-docs|run)-(\d+)-")
+
+
+def _remove_temp_dirs_of_dead_processes() -> None:
+    """Temp dirs (``cm-run-<pid>-*``, ``cm-gx-docs-<pid>-*``) of a run that was killed: no one else removes them."""
+    for path in Path(tempfile.gettempdir()).glob("cm-*-*"):
+        m = _OURS.match(path.name)
+        if not m or not path.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OverflowError, ValueError):
+            pass  # alive (another user's), or not a pid
 
 
 def mlflow_client(runtime: Runtime):
