@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from monitors.errors import InputError
+from monitors.text import shown
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 CHUNK_ROWS = 10_000
@@ -56,7 +57,7 @@ def file_format(path: str) -> tuple[str, bool]:
     rest = [s for s in suffixes if s != ".gz"]
     fmt = FORMATS.get(rest[-1].lower()) if rest else None
     if fmt is None or (compressed and fmt != "jsonl"):
-        raise InputError(f"{path}: unknown batch format {''.join(suffixes) or '(no extension)'}; "
+        raise InputError(f"{shown(path)}: unknown batch format {''.join(suffixes) or '(no extension)'}; "
                          f"use one of {', '.join(sorted(FORMATS))} (JSONL may be gzipped)")
     return fmt, compressed
 
@@ -71,7 +72,7 @@ def _fs(spec: str):
     try:
         return fsspec.core.url_to_fs(spec)
     except (ImportError, ValueError) as exc:
-        raise InputError(f"{spec}: cannot open this URL: {exc}") from None
+        raise InputError(f"{shown(spec)}: cannot open this URL: {exc}") from None
 
 
 def expand(spec: str) -> list[str]:
@@ -89,9 +90,9 @@ def expand(spec: str) -> list[str]:
         elif Path(local).is_file():
             return [local]
         else:
-            raise InputError(f"{spec}: no such batch file or folder")
+            raise InputError(f"{shown(spec)}: no such batch file or folder")
         if not files:
-            raise InputError(f"{spec}: matches no batch file ({', '.join(sorted(FORMATS))}, JSONL may be gzipped)")
+            raise InputError(f"{shown(spec)}: matches no batch file ({', '.join(sorted(FORMATS))}, JSONL may be gzipped)")
         return files
     fs, path = _fs(spec)
     if any(c in path for c in "*?["):
@@ -101,10 +102,10 @@ def expand(spec: str) -> list[str]:
     elif fs.isfile(path):
         found = [path]
     else:
-        raise InputError(f"{spec}: no such batch file or folder")
+        raise InputError(f"{shown(spec)}: no such batch file or folder")
     files = sorted(fs.unstrip_protocol(p) for p in found if fs.isfile(p))
     if not files:
-        raise InputError(f"{spec}: matches no batch file")
+        raise InputError(f"{shown(spec)}: matches no batch file")
     return files
 
 
@@ -171,7 +172,7 @@ def _parquet_groups(url: str) -> int:
         with _open(url) as fh:
             return pq.ParquetFile(fh).num_row_groups
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-        raise InputError(f"{url}: cannot be read as parquet: {exc}") from None
+        raise InputError(f"{shown(url)}: cannot be read as parquet: {exc}") from None
 
 
 def rows(shard: Shard, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
@@ -188,10 +189,10 @@ def rows(shard: Shard, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
     except InputError:
         raise
     except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+        raise InputError(f"{shown(shard.file)}: cannot be read as {shard.fmt}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise their own types for broken containers
         if type(exc).__module__.startswith(("pyarrow", "pandas")):
-            raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+            raise InputError(f"{shown(shard.file)}: cannot be read as {shard.fmt}: {exc}") from None
         raise
 
 

@@ -99,3 +99,19 @@ def test_a_glob_through_a_symlink_loop_reads_each_file_once(isolated):
     os.symlink(d, d / "sub" / "loop")  # sub/loop -> landing: landing/sub/loop/sub/loop/...
     files = sources.expand(str(d / "**" / "*.jsonl"))
     assert files == [str(d / "sub" / "a.jsonl")]
+
+
+def test_a_newline_in_a_file_name_is_never_printed_raw(isolated, capsys):
+    from monitors.quantify import ShareEstimate
+    from monitors.results import CheckResult
+
+    name = "evil\n  records: 0 checked, 0 quarantined.jsonl"
+    assert main(["check", "--input", name]) == 2
+    err = capsys.readouterr().err
+    assert "\\n" in err and "\n  records" not in err
+    (isolated / name).write_text('{"id": "1", "text": "t"}\n')
+    r = CheckResult(run_id="r", dataset="news", batch_file=str(isolated / name), records=1, quarantined=0,
+                    indicators={}, share=ShareEstimate(None, None, None, "none"), alerts=[], reference_run_id="ref",
+                    detector=None, notes=[])
+    lines = r.summary().splitlines()
+    assert "evil\\n" in lines[0] and not any(line.startswith("  records: 0 checked, 0 quarantined.jsonl") for line in lines)
