@@ -67,23 +67,31 @@ def _mtime(url: str) -> float | None:
 
 
 @tasks.io_task
-def scan_landing(landing: str, settle_seconds: float) -> tuple[list[ledger.LandedFile], list[str]]:
-    """The landing zone's files that have settled, hashed; and those still being written."""
+def scan_landing(landing: str, settle_seconds: float, known: dict[str, tuple[int, float, str]] | None = None,
+                 ) -> tuple[list[ledger.LandedFile], list[str], list[tuple[str, int, float, str]]]:
+    """The landing zone's files that have settled, hashed; those still being written; and the hashes just
+    computed. A file whose path, size and modification time are ``known`` is not read again."""
     try:
         urls = sources.expand(landing)
     except InputError as exc:
         if "matches no batch file" in str(exc):
-            return [], []
+            return [], [], []
         raise
-    now, files, settling = time.time(), [], []
+    now, files, settling, fresh = time.time(), [], [], []
     for url in urls:
         mtime = _mtime(url)
         if mtime is not None and now - mtime < settle_seconds:
             settling.append(url)
             continue
+        size, seen = sources._size(url), (known or {}).get(url)
+        if mtime is not None and seen is not None and seen[:2] == (size, mtime):
+            files.append(ledger.LandedFile(url, seen[2], size))
+            continue
         sha, size = ledger.file_sha256(url, lambda u: sources._open(u, "rb"))
         files.append(ledger.LandedFile(url, sha, size))
-    return files, settling
+        if mtime is not None:
+            fresh.append((url, size, mtime, sha))
+    return files, settling, fresh
 
 
 def _owner() -> str:
@@ -110,8 +118,13 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
     """Check every new file of a landing zone once, each as its own ``check_incoming_data`` run."""
     log = get_run_logger()
     report = LandingReport(landing, dataset)
-    files, report.settling = scan_landing(landing, settings.landing.settle_seconds)
     book = ledger.Ledger(settings.ledger_url(), settings.landing.lease_minutes * 60, settings.landing.max_attempts)
+    try:
+        files, report.settling, fresh = scan_landing(landing, settings.landing.settle_seconds, book.known_hashes())
+        book.remember_hashes(fresh)  # the archive only grows: a file already hashed is not read again
+    except BaseException:
+        book.close()
+        raise
     tracker = tasks.tracker_for(rt)
     owner = _owner()
     try:

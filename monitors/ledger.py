@@ -60,6 +60,14 @@ FAILURES = sa.Table(
     sa.Column("last_at", sa.Float, nullable=False),
 )
 
+HASHES = sa.Table(  # what a path held when last hashed: a file with the same size and mtime is not read again
+    "landing_hashes", _META,
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+)
+
 
 def file_sha256(url: str, opener) -> tuple[str, int]:
     """SHA-256 and size of a file's bytes, read in 1 MB blocks (``opener(url)`` gives a binary file)."""
@@ -174,6 +182,19 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
                                               FILES.c.owner == owner, FILES.c.status == "claimed"))
+
+    def known_hashes(self) -> dict[str, tuple[int, float, str]]:
+        """path -> (size, mtime, sha256) as last hashed."""
+        with self.engine.connect() as conn:
+            return {r.path: (r.size, r.mtime, r.sha256) for r in conn.execute(sa.select(HASHES))}
+
+    def remember_hashes(self, rows: list[tuple[str, int, float, str]]) -> None:
+        """Keep (path, size, mtime, sha256) of files just hashed, replacing what the paths held before."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(HASHES.delete().where(HASHES.c.path.in_([r[0] for r in rows])))
+            conn.execute(HASHES.insert(), [{"path": p, "size": n, "mtime": m, "sha256": h} for p, n, m, h in rows])
 
     def fail(self, dataset: str, sha256: str, path: str, owner: str, error: str) -> int:
         """Give a claim back after a failed check and count the failure; returns the file's failures so far

@@ -101,7 +101,7 @@ def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated,
         def run_for_content(self, dataset, sha):
             return None
 
-    monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle: ([poison], []))
+    monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle, known: ([poison], [], []))
     monkeypatch.setattr(scheduled, "get_run_logger", lambda: logging.getLogger("test"))
     monkeypatch.setattr(tasks, "with_task_runner", lambda flow, s: failing_check)
     monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
@@ -112,3 +112,33 @@ def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated,
     assert [len(r.given_up) for r in reports] == [0, 0, 1, 1, 1] and reports[2].given_up[0]["path"] == poison.path
     assert "cannot be read as csv" in reports[2].given_up[0]["error"] and reports[2].given_up[0]["attempts"] == 3
     assert [n["rule"] for n in sent] == ["landing_file_given_up"] and poison.path in sent[0]["summary"]
+
+
+# -- item 12: the landing zone hashes only what changed (path + size + mtime) --------------------------------
+def test_landing_scan_hashes_only_new_or_changed_files(isolated, monkeypatch):
+    import os
+
+    from flows import scheduled
+    from monitors import ledger
+
+    for i in range(3):
+        write_jsonl(isolated / "landing" / f"b{i}.jsonl", [{"id": str(i), "text": f"text {i}"}])
+    hashed = []
+    real = ledger.file_sha256
+    monkeypatch.setattr(ledger, "file_sha256", lambda url, opener: hashed.append(url) or real(url, opener))
+    book = ledger.Ledger(f"sqlite:///{isolated / 'ledger.db'}")
+    def scan():
+        files, _, fresh = scheduled.scan_landing.fn(str(isolated / "landing"), 0, book.known_hashes())
+        book.remember_hashes(fresh)
+        return files
+
+    first = scan()
+    assert len(hashed) == 3 and len(first) == 3
+    hashed.clear()
+    again = scan()
+    assert hashed == [] and again == first
+    changed = isolated / "landing" / "b1.jsonl"
+    write_jsonl(changed, [{"id": "1", "text": "other text, other size"}])
+    os.utime(changed, (1e9, 1e9))
+    third = scan()
+    assert hashed == [str(changed)] and third[1].sha256 != first[1].sha256 and third[0] == first[0]
