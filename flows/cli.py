@@ -340,10 +340,9 @@ def _check(args) -> int:
     tracker = tasks.tracker_for(rt)
     reference = tracker.reference_run(dataset, args.reference)
     sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
-    counted_in = "" if args.recount else (tracker.run_for_content(dataset, sha) or "")
     result = tasks.with_task_runner(check_incoming_data, settings)(
         args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
-        content_sha256=sha, counted_in=counted_in)
+        content_sha256=sha, recount=args.recount)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

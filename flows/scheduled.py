@@ -167,8 +167,13 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
                         _give_up(settings, dataset, f, attempts, error, report)
                 continue
             run_id = result.run_id or f"spooled:{Path(result.spooled).name}"
-            book.complete(dataset, f.sha256, owner, run_id)
-            report.checked.append({"path": f.path, "sha256": f.sha256, "run_id": run_id})
+            entry = {"path": f.path, "sha256": f.sha256, "run_id": run_id}
+            try:
+                book.complete(dataset, f.sha256, owner, run_id)
+            except RuntimeError as exc:  # outlived its lease: the run that took the file over finds this run
+                entry["error"] = str(exc)  # (under the dataset's lock) and does not count it again
+                log.warning("%s", exc)
+            report.checked.append(entry)
     finally:
         book.close()
     log.info("landing %s: %d checked, %d counted before, %d busy, %d settling, %d changed, %d failed, %d given up",

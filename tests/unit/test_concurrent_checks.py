@@ -53,3 +53,29 @@ def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monke
     assert json.loads(totals.read_text()) == {"batches": 4, "records": 1200}
     assert json.loads(other.read_text())["batches"] == 1
     assert time.monotonic() - started < 1.5  # another dataset is not held up beyond news' own 4 x 0.2 s
+
+
+def test_whether_content_was_counted_is_decided_under_the_lock(isolated, monkeypatch):
+    """A check that outlived its landing lease, or two CLI checks of the same bytes at once: the second to get the
+    dataset's lock sees the first's run and is a re-check, not counted twice (unless --recount)."""
+    settings = load_settings(None)
+    settings.state_path.mkdir(parents=True)
+    got = []
+
+    class Tracker:
+        def run_for_content(self, dataset, sha):
+            return "run-A" if sha == "s" * 64 else None
+
+    def fake_check(input_path, dataset, settings, runtime, reference_run_id, content_sha256="", counted_in=""):
+        got.append(counted_in)
+        return CheckResult(run_id="r", dataset=dataset, batch_file=input_path, records=1, quarantined=0,
+                           indicators={}, share=None, alerts=[], reference_run_id="ref", detector=None, notes=[])
+
+    monkeypatch.setattr(check, "_check", fake_check)
+    monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
+    monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
+    monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
+    check.check_incoming_data.fn("b.jsonl", "news", settings, None, content_sha256="s" * 64)
+    check.check_incoming_data.fn("b.jsonl", "news", settings, None, content_sha256="s" * 64, recount=True)
+    check.check_incoming_data.fn("c.jsonl", "news", settings, None, content_sha256="t" * 64)
+    assert got == ["run-A", "", ""]
