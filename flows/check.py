@@ -45,6 +45,7 @@ def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> Log
 def check_incoming_data(
     input_path: str, dataset: str, settings: Settings, runtime: Runtime,
     batch_name: str = "", reference_run_id: str | None = None, content_sha256: str = "", counted_in: str = "",
+    recount: bool = False,
 ) -> CheckResult:
     """Ingest a batch, check its records (GX), compute its collapse indicators and drift against the
     reference with bands fitted on the reference, estimate its synthetic share, evaluate the alert rules
@@ -56,9 +57,14 @@ def check_incoming_data(
     zone would count the batch again.
 
     ``counted_in``: the run that already counted this content (a re-check): the batch is checked and logged,
-    but not added to the corpus totals again."""
+    but not added to the corpus totals again. Unless ``recount``, a batch with ``content_sha256`` is looked up
+    while the dataset's lock is held, so a concurrent check of the same bytes (or one that outlived its landing
+    lease) that counted it first makes this one a re-check."""
     try:
-        result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
+        with tasks.dataset_lock(settings, dataset):  # from reading the previous totals to logging the new ones
+            if content_sha256 and not counted_in and not recount:
+                counted_in = _counted_by(runtime, dataset, content_sha256)
+            result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
@@ -70,6 +76,13 @@ def check_incoming_data(
     result.notifications, result.delivery = tasks.deliver_and_record(
         settings, runtime, dataset, result.run_id, result.spooled, result.notifications)
     return result
+
+
+def _counted_by(runtime: Runtime, dataset: str, content_sha256: str) -> str:
+    try:
+        return tasks.tracker_for(runtime).run_for_content(dataset, content_sha256) or ""
+    except Exception:  # noqa: BLE001 - MLflow unreachable: the check spools, and counts, as it would have
+        return ""
 
 
 def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from monitors import sources
-from monitors.config import ENV_PREFIX, load_settings
+from monitors.config import ENV_PREFIX, dataset_name, load_settings
 from monitors.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--input", required=True, metavar="PATH",
                    help="the batch: a file, a folder of batch files, a glob ('landing/*.jsonl.gz') or an fsspec URL")
-    c.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+    c.add_argument("--dataset", metavar="NAME", type=_dataset, help="dataset name (default: the 'dataset' setting)")
     c.add_argument("--reference", metavar="RUN_ID", help="compare with this reference run instead of the latest")
     c.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     c.add_argument("--recount", action="store_true",
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rb.add_argument("--input", required=True, metavar="PATH",
                     help="trusted human text (JSONL, Parquet, CSV): a file, a folder, a glob or an fsspec URL")
-    rb.add_argument("--dataset", metavar="NAME", help="dataset name (default: the 'dataset' setting)")
+    rb.add_argument("--dataset", metavar="NAME", type=_dataset, help="dataset name (default: the 'dataset' setting)")
 
     dt = sub.add_parser("detector", parents=[common], formatter_class=_Formatter,
                         help="train the synthetic-text detector and register it in the MLflow model registry",
@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
                     "models' tail/head ratio by version; links to every MLflow run. The folder is also logged as "
                     "the artifacts of a 'report' run in the dataset's experiment.",
         epilog="example:\n  collapse-monitor report --dataset news --out reports/news && xdg-open reports/news/index.html")
-    rp.add_argument("--dataset", metavar="NAME", help="the dataset (default: the 'dataset' setting)")
+    rp.add_argument("--dataset", metavar="NAME", type=_dataset, help="the dataset (default: the 'dataset' setting)")
     rp.add_argument("--out", required=True, metavar="DIR", help="folder to write the report into")
     rp.add_argument("--ui-url", default="http://127.0.0.1:5000", metavar="URL",
                     help="MLflow UI the run links point at when the tracking store is not a server "
@@ -251,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
                               help="pending and firing alerts and silences, per dataset",
                               description="Pending and firing alerts (as of each dataset's newest check) and silences.",
                               epilog="examples:\n  collapse-monitor alerts list\n  collapse-monitor alerts list --dataset news --json")
-    al_list.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all)")
+    al_list.add_argument("--dataset", metavar="NAME", type=_dataset, help="only this dataset (default: all)")
     al_list.add_argument("--json", action="store_true", help="print a JSON object")
     al_sil = asub.add_parser("silence", parents=[common], formatter_class=_Formatter,
                              help="hold back an alert's notifications until the silence expires",
@@ -262,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     al_sil.add_argument("fingerprint", metavar="FINGERPRINT")
     al_sil.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 90m, 24h, 7d")
     al_sil.add_argument("--reason", required=True, metavar="TEXT", help="why (kept with the silence)")
-    al_sil.add_argument("--dataset", metavar="NAME",
+    al_sil.add_argument("--dataset", metavar="NAME", type=_dataset,
                         help="the alert's dataset (default: the dataset whose newest check has this fingerprint)")
 
     h = sub.add_parser("history", parents=[common], formatter_class=_Formatter,
@@ -272,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
                               "  collapse-monitor history --since 7d --severity critical\n"
                               "  collapse-monitor history --dataset news --state firing --csv > firing.csv\n"
                               "  collapse-monitor history --json | jq '.[0]'")
-    h.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
+    h.add_argument("--dataset", metavar="NAME", type=_dataset, help="only this dataset (default: all datasets)")
     h.add_argument("--since", metavar="WHEN", help="only runs since then: a duration back (7d, 12h) or an ISO date "
                                                    "(2026-11-01, UTC)")
     h.add_argument("--severity", choices=("warning", "critical"),
@@ -301,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "alerts and other artifacts stay; each run is tagged collapse.drift_report_deleted.",
                        epilog="examples:\n  collapse-monitor gc --dry-run                 # what would go, and how much\n"
                               "  collapse-monitor gc --dataset news --keep-days 30")
-    g.add_argument("--dataset", metavar="NAME", help="only this dataset (default: all datasets)")
+    g.add_argument("--dataset", metavar="NAME", type=_dataset, help="only this dataset (default: all datasets)")
     g.add_argument("--keep-days", type=float, metavar="DAYS",
                    help="keep the reports of the last DAYS days (default: indicators.drift_keep_days)")
     g.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
@@ -313,6 +313,14 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="example:\n  collapse-monitor ui --port 5000    # then browse http://127.0.0.1:5000")
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     return p
+
+
+def _dataset(value: str) -> str:
+    """--dataset is checked like the 'dataset' setting, before anything is written under its name."""
+    try:
+        return dataset_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} {exc}") from None
 
 
 def _setup(args):
@@ -360,10 +368,9 @@ def _check(args) -> int:
     tracker = tasks.tracker_for(rt)
     reference = tracker.reference_run(dataset, args.reference)
     sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
-    counted_in = "" if args.recount else (tracker.run_for_content(dataset, sha) or "")
     result = tasks.with_task_runner(check_incoming_data, settings)(
         args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
-        content_sha256=sha, counted_in=counted_in)
+        content_sha256=sha, recount=args.recount)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -717,7 +724,7 @@ def _ui(args) -> int:
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # 10 worker processes otherwise
     # MLflow's server imports starlette.middleware.wsgi, which warns on import in each worker; not ours to act on.
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _STARLETTE_WSGI]))
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking_uri, "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", rt.tracking.get_secret_value(), "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on {rt.tracking_uri}: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
     os.execv(sys.executable, cmd)

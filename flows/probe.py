@@ -104,7 +104,8 @@ def evaluate_long_tail_probes(model_uri: str, probes_path: str, settings: Settin
     except models.ModelUnavailable:
         scope = model_scope(model_uri.replace("/", "_"))
     try:
-        result = _probe(model_uri, probes_path, settings, runtime, kind)
+        with tasks.dataset_lock(settings, scope):  # the model's state, read then logged, as for a dataset
+            result = _probe(model_uri, probes_path, settings, runtime, kind)
     except Exception as exc:
         tasks.report_failure(settings, scope, f"{model_uri} on {probes_path}", exc, rule=FAILED_RULE, what="probe")
         raise

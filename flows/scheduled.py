@@ -43,6 +43,7 @@ class LandingReport:
     duplicates: list[dict] = field(default_factory=list)  # same bytes as a counted file under another name
     recovered: list[dict] = field(default_factory=list)  # counted by a run that died before the ledger knew
     failed: list[dict] = field(default_factory=list)  # {"path", "error"}
+    given_up: list[dict] = field(default_factory=list)  # {"path", "sha256", "attempts", "error"}: failed too often
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,23 +67,31 @@ def _mtime(url: str) -> float | None:
 
 
 @tasks.io_task
-def scan_landing(landing: str, settle_seconds: float) -> tuple[list[ledger.LandedFile], list[str]]:
-    """The landing zone's files that have settled, hashed; and those still being written."""
+def scan_landing(landing: str, settle_seconds: float, known: dict[str, tuple[int, float, str]] | None = None,
+                 ) -> tuple[list[ledger.LandedFile], list[str], list[tuple[str, int, float, str]]]:
+    """The landing zone's files that have settled, hashed; those still being written; and the hashes just
+    computed. A file whose path, size and modification time are ``known`` is not read again."""
     try:
         urls = sources.expand(landing)
     except InputError as exc:
         if "matches no batch file" in str(exc):
-            return [], []
+            return [], [], []
         raise
-    now, files, settling = time.time(), [], []
+    now, files, settling, fresh = time.time(), [], [], []
     for url in urls:
         mtime = _mtime(url)
         if mtime is not None and now - mtime < settle_seconds:
             settling.append(url)
             continue
+        size, seen = sources._size(url), (known or {}).get(url)
+        if mtime is not None and seen is not None and seen[:2] == (size, mtime):
+            files.append(ledger.LandedFile(url, seen[2], size))
+            continue
         sha, size = ledger.file_sha256(url, lambda u: sources._open(u, "rb"))
         files.append(ledger.LandedFile(url, sha, size))
-    return files, settling
+        if mtime is not None:
+            fresh.append((url, size, mtime, sha))
+    return files, settling, fresh
 
 
 def _owner() -> str:
@@ -109,8 +118,13 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
     """Check every new file of a landing zone once, each as its own ``check_incoming_data`` run."""
     log = get_run_logger()
     report = LandingReport(landing, dataset)
-    files, report.settling = scan_landing(landing, settings.landing.settle_seconds)
-    book = ledger.Ledger(settings.ledger_url(), settings.landing.lease_minutes * 60)
+    book = ledger.Ledger(settings.ledger_url(), settings.landing.lease_minutes * 60, settings.landing.max_attempts)
+    try:
+        files, report.settling, fresh = scan_landing(landing, settings.landing.settle_seconds, book.known_hashes())
+        book.remember_hashes(fresh)  # the archive only grows: a file already hashed is not read again
+    except BaseException:
+        book.close()
+        raise
     tracker = tasks.tracker_for(rt)
     owner = _owner()
     try:
@@ -118,6 +132,8 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
         report.already_counted = len(plan.done)
         report.busy = [f.path for f in plan.busy]
         report.duplicates = [{"path": f.path, "sha256": f.sha256, "counted_by": run} for f, run in plan.duplicates]
+        report.given_up = [{"path": f.path, "sha256": f.sha256, "attempts": row["attempts"], "error": row["last_error"]}
+                           for f, row in plan.given_up]
         for f, counted, first in plan.changed:
             report.changed.append({"path": f.path, "sha256": f.sha256, "counted_sha256": counted})
             if first:
@@ -145,18 +161,36 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
             except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 if not _logged_anyway(tracker, dataset, f, book, owner, report, error):
-                    book.release(dataset, f.sha256, owner)
+                    attempts = book.fail(dataset, f.sha256, f.path, owner, error)
                     report.failed.append({"path": f.path, "error": error})
+                    if attempts >= book.max_attempts:
+                        _give_up(settings, dataset, f, attempts, error, report)
                 continue
             run_id = result.run_id or f"spooled:{Path(result.spooled).name}"
-            book.complete(dataset, f.sha256, owner, run_id)
-            report.checked.append({"path": f.path, "sha256": f.sha256, "run_id": run_id})
+            entry = {"path": f.path, "sha256": f.sha256, "run_id": run_id}
+            try:
+                book.complete(dataset, f.sha256, owner, run_id)
+            except RuntimeError as exc:  # outlived its lease: the run that took the file over finds this run
+                entry["error"] = str(exc)  # (under the dataset's lock) and does not count it again
+                log.warning("%s", exc)
+            report.checked.append(entry)
     finally:
         book.close()
-    log.info("landing %s: %d checked, %d counted before, %d busy, %d settling, %d changed, %d failed", landing,
-             len(report.checked), report.already_counted, len(report.busy), len(report.settling),
-             len(report.changed), len(report.failed))
+    log.info("landing %s: %d checked, %d counted before, %d busy, %d settling, %d changed, %d failed, %d given up",
+             landing, len(report.checked), report.already_counted, len(report.busy), len(report.settling),
+             len(report.changed), len(report.failed), len(report.given_up))
     return report
+
+
+def _give_up(settings: Settings, dataset: str, f: ledger.LandedFile, attempts: int, error: str,
+             report: LandingReport) -> None:
+    """A file that failed max_attempts checks is not tried again: on-call is told once, with what to do."""
+    summary = (f"landing file {f.path} failed {attempts} checks and is given up (not checked again; last error: "
+               f"{delivery.scrub(error)[:300]}). Fix or remove it; a corrected file (new content) is checked as new")
+    get_run_logger().error(summary)
+    report.given_up.append({"path": f.path, "sha256": f.sha256, "attempts": attempts, "error": error})
+    tasks.send_notifications(settings, [alerting.failure_notification(
+        "firing", dataset, "warning", summary, "landing_file_given_up")], f"given-up-{f.sha256[:16]}")
 
 
 def _setup(config: str | None) -> tuple[Settings, runtime.Runtime]:

@@ -6,6 +6,7 @@ every time it is asked to.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -24,8 +25,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from monitors import (
-    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, quantify, registry, sources,
-    spool,
+    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, locks, quantify, registry,
+    sources, spool,
 )
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.profile import BatchProfile
@@ -64,7 +65,7 @@ def batch_sha256(spec: str) -> str:
 @contextmanager
 def workspace() -> Iterator[Path]:
     """A private folder for one run's quarantine parts, removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="cm-run-"))
+    path = Path(tempfile.mkdtemp(prefix=f"cm-run-{os.getpid()}-"))  # the pid: a later start removes it if killed
     try:
         yield path
     finally:
@@ -320,12 +321,49 @@ def load_previous(tracker: MlflowTracker, dataset: str) -> tuple[PreviousCheck, 
 @io_task
 def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
     """Log every spooled check (oldest first) and remove it; returns the run ids. Stops at the first that
-    fails, leaving it and the rest for the next run."""
+    fails to log (MLflow is away), leaving it and the rest for the next run. An entry that cannot be read is
+    moved to ``spool/corrupt/`` with an alert and skipped: it would otherwise block every later check."""
     done = []
     for entry in spool.entries(settings.state_path / "spool"):
-        done.append(tracker.replay(spool.load(entry)))
+        try:
+            req = spool.load(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _set_aside(settings, entry, exc)
+            continue
+        done.append(tracker.replay(req))
         shutil.rmtree(entry)
     return done
+
+
+def _set_aside(settings: Settings, entry: Path, exc: Exception) -> None:
+    aside = entry.parent / "corrupt" / entry.name
+    aside.parent.mkdir(exist_ok=True)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(entry, aside)
+    summary = (f"spooled run {entry.name} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): it was moved to "
+               f"{aside} and skipped, so its check is not in MLflow. Inspect it, then delete it")
+    logging.getLogger(__name__).error(summary)
+    send_notifications(settings, [alerting.failure_notification("firing", "spool", "warning", summary,
+                                                                "spool_entry_corrupt")], f"spool-{entry.name}")
+
+
+@contextmanager
+def dataset_lock(settings: Settings, dataset: str) -> Iterator[None]:
+    """Serialise the runs of one dataset (or model scope) that read its state and log the next: two at once would
+    both carry on from the same corpus totals, alert states and sequence number. With a PostgreSQL ledger
+    (several workers), an advisory lock in its database; else a lock file in the state dir. Either is released
+    if its holder dies; a run waits for it at most ``landing.lease_minutes``."""
+    url, wait = settings.ledger_url(), settings.landing.lease_minutes * 60
+    if url.startswith("postgresql"):
+        lock, where = ledger.advisory_lock(url, f"collapse-monitor/{dataset}", wait), "the ledger database's advisory lock"
+    else:
+        path = settings.state_path / "locks" / f"{hashlib.sha256(dataset.encode()).hexdigest()[:16]}.lock"
+        lock, where = locks.file_lock(path, timeout=wait), f"its lock file {path}"
+    with lock as locked:
+        if not locked:
+            raise RuntimeError(f"another check of {dataset!r} held {where} for {wait:.0f} s (landing.lease_minutes); "
+                               f"if no check is running, remove the lock file (or end that database session) and retry")
+        yield
 
 
 def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
@@ -417,7 +455,9 @@ def send_notifications(settings: Settings, notifications: list[dict], run_id: st
         return None
     return delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,
                             [{**n, "run_id": run_id} for n in notifications],
-                            retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds)
+                            retries=settings.alerts.delivery_retries, backoff=settings.alerts.delivery_backoff_seconds,
+                            timeout=settings.alerts.delivery_timeout_seconds, budget=settings.alerts.delivery_budget_seconds,
+                            max_items=settings.alerts.outbox_max_items, max_age_hours=settings.alerts.outbox_max_age_hours)
 
 
 #: retries happen inside, per notification, with backoff; the outbox keeps the rest

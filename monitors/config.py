@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from monitors.errors import ConfigError
 
@@ -121,6 +122,11 @@ class AlertSettings(_Section):
         None, gt=0, description="the dataset's check schedule; no successful check for twice this long alerts")
     delivery_retries: int = Field(3, ge=1, description="tries per notification and run before it waits in the outbox")
     delivery_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries (doubles each time)")
+    delivery_timeout_seconds: float = Field(10.0, gt=0, description="longest wait for a channel to answer one try")
+    delivery_budget_seconds: float = Field(
+        60.0, gt=0, description="longest a run spends delivering; what is left waits in the outbox for the next run")
+    outbox_max_items: int = Field(1000, ge=1, description="undelivered notifications kept; the oldest go first")
+    outbox_max_age_hours: float = Field(72.0, gt=0, description="an undelivered notification older than this is dropped")
 
     @field_validator("urls")
     @classmethod
@@ -147,12 +153,32 @@ class ProbeSettings(_Section):
     seed: int = Field(0, description="seed passed to a generator's predict")
 
 
+#: Names a dataset may not take: ``collapse-monitor/models/<name>`` holds the probes of models and
+#: ``collapse-monitor/detectors`` the detectors.
+RESERVED_DATASETS = ("models", "detectors")
+MAX_DATASET_CHARS = 100
+
+
+def dataset_name(v: str) -> str:
+    """A dataset name is an MLflow experiment name and a folder under the artifact root: one short path segment."""
+    if not v or v.strip() != v:
+        raise ValueError("must be a non-empty name without surrounding spaces")
+    if len(v) > MAX_DATASET_CHARS:
+        raise ValueError(f"must be at most {MAX_DATASET_CHARS} characters, not {len(v)}")
+    if v in (".", "..") or any(c in "/\\" or not c.isprintable() for c in v):
+        raise ValueError("must be a name without '/', '\\' or control characters, and not '.' or '..'")
+    if v in RESERVED_DATASETS:
+        raise ValueError(f"{v!r} is reserved ({', '.join(RESERVED_DATASETS)} hold models' probes and detectors): choose another name")
+    return v
+
+
 class LandingSettings(_Section):
     #: Where the ledger lives (SQLAlchemy URL): default SQLite under the state directory; PostgreSQL for
     #: several workers. Secret: a database URL may hold a password.
     ledger_url: SecretStr | None = Field(None, description="ledger database URL (secret); default sqlite:///<state_dir>/ledger.db")
     lease_minutes: float = Field(60.0, gt=0, description="a claim older than this belongs to a run that died")
     settle_seconds: float = Field(60.0, ge=0, description="files modified more recently are left for the next run")
+    max_attempts: int = Field(3, ge=1, description="failed checks of one file before it is given up, with an alert")
 
 
 class ScheduleSettings(_Section):
@@ -166,6 +192,11 @@ class ScheduleSettings(_Section):
     probes_cron: str | None = Field(None, description="cron expression of the probes")
     timezone: str = Field("UTC", description="time zone of the cron expressions")
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str | None) -> str | None:
+        return None if v is None else dataset_name(v)
+
 
 class Settings(BaseSettings):
     """Everything collapse-monitor can be told. See the README's configuration reference."""
@@ -176,7 +207,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(Path(".collapse-monitor"), description="local stores: MLflow, Prefect home")
     dataset: str = Field("default", description="dataset name when a command gets no --dataset")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; else MLFLOW_TRACKING_URI; else SQLite")
+    tracking_uri: SecretStr | None = Field(
+        None, description="MLflow tracking URI (secret: it may hold a password); else MLFLOW_TRACKING_URI; else SQLite")
     prefect_api_url: str | None = Field(None, description="Prefect API; else PREFECT_API_URL; else ephemeral")
     rules_path: Path = Field(DEFAULT_RULES, description="the batch-level alert rule suite (GX JSON)")
     record_rules_path: Path = Field(DEFAULT_RECORD_RULES, description="the record-level quality suite (GX JSON)")
@@ -197,9 +229,7 @@ class Settings(BaseSettings):
     @field_validator("dataset")
     @classmethod
     def _dataset_name(cls, v: str) -> str:
-        if not v or "/" in v or v.strip() != v:
-            raise ValueError("must be a non-empty name without '/' or surrounding spaces")
-        return v
+        return dataset_name(v)
 
     @classmethod
     def settings_customise_sources(
@@ -215,7 +245,8 @@ class Settings(BaseSettings):
 
     # Resolved values: the file, then the standard variables, then the embedded default.
     def mlflow_tracking_uri(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
+        configured = self.tracking_uri.get_secret_value() if self.tracking_uri is not None else None
+        return configured or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_tracking_uri
 
     @property
     def embedded_tracking_uri(self) -> str:
@@ -274,6 +305,8 @@ def _env_name(loc: tuple) -> str:
 
 
 def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str]) -> str:
+    from monitors.delivery import scrub
+
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not isinstance(p, int))
@@ -290,7 +323,7 @@ def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str
             msg = "unknown setting (check its spelling against the README's configuration reference)"
         value = err.get("input")
         hidden = err["type"] == "extra_forbidden" or isinstance(value, dict) or key in SECRET_SETTINGS
-        shown = "" if hidden else f" (got {value!r})"
+        shown = "" if hidden else f" (got {scrub(repr(value))})"
         lines.append(f"{origin}: {key}: {msg}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
@@ -306,6 +339,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, resolved, os.environ)) from None
+    except SettingsError as exc:  # a variable of a list or mapping setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        prefix = ENV_PREFIX + (field.group(1).upper() if field else "")
+        names = sorted(k for k in os.environ if k.upper().startswith(prefix)) or [f"{ENV_PREFIX}*"]
+        raise ConfigError(f"invalid configuration:\n  environment variable {', '.join(names)}: not valid JSON; give a "
+                          f"list or mapping setting as JSON (e.g. COLLAPSE_MONITOR_ALERTS__URLS='[\"pdevents://KEY\"]'), "
+                          f"or the channels whitespace-separated in {ALERT_URLS_ENV}") from None
     from monitors.delivery import parse_urls
 
     problems = _channel_problems(parse_urls(os.environ.get(ALERT_URLS_ENV)))

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitors.locks import file_lock
+
 PD_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _PD = re.compile(r"^pdevents(?:\+(?P<proto>https?))?://(?P<key>[^@/]+)(?:@(?P<rest>.+))?$")
 _SPLIT = re.compile(r"[\s,]+")
@@ -143,6 +145,8 @@ def send_one(url: str, n: dict[str, Any], timeout: float = 10.0) -> None:
         added = ap.add(url)
     if not added:
         raise OSError(f"{redact(url)} is not a channel URL Apprise understands")
+    for server in ap:  # Apprise's own default is 4 s per socket operation
+        server.socket_connect_timeout = server.socket_read_timeout = timeout
     kind = apprise.NotifyType.SUCCESS if n["kind"] == "resolved" else (
         apprise.NotifyType.FAILURE if n["severity"] == "critical" else apprise.NotifyType.WARNING)
     if not ap.notify(title=title, body=body, notify_type=kind):
@@ -196,38 +200,79 @@ def _safe_error(exc: Exception, url: str) -> str:
     return scrub(f"{type(exc).__name__}: {exc}".replace(url, redact(url)))[:300]
 
 
-def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float = 1.0,
-          send: Callable[[str, dict], None] = send_one, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float = 1.0, timeout: float = 10.0,
+          budget: float = 60.0, max_age_hours: float = 72.0, send: Callable[[str, dict], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> Outcome:
     """Send everything in the outbox, oldest first, each with ``retries`` tries and exponential backoff.
 
     A send that fails in any way (not only OSError: a bug or a URL the sender chokes on) leaves its delivery in
-    the outbox with the error, and the others are still sent: delivery never fails the run that delivers."""
-    sent, errors = 0, []
+    the outbox with the error, and the others are still sent: delivery never fails the run that delivers.
+    Deadlines: each try waits at most ``timeout`` seconds, the whole flush at most ``budget`` (the rest waits
+    for the next run), and a channel that failed is not tried again in this flush, so a dead channel costs one
+    delivery's tries per run and cannot starve the others. Items older than ``max_age_hours`` or of a channel
+    no longer configured are dropped with an error. One flush at a time per outbox (a lock file): two runs
+    delivering at once never send an item twice."""
+    deadline = time.monotonic() + budget
+    with file_lock(outbox.folder / ".lock", timeout=budget) as locked:
+        if not locked:
+            return Outcome(0, len(outbox.pending()), [f"another run kept the outbox busy for the whole delivery "
+                                                      f"budget ({budget:g} s): this run's notifications wait in it"])
+        return _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep)
+
+
+def _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep) -> Outcome:
+    sent, errors, failed_channels, skipped = 0, [], set(), 0
     for item in outbox.pending():
+        channel = f"channel #{item['channel'] + 1}"
         if item["channel"] >= len(urls):
-            outbox.failed(item, f"channel #{item['channel'] + 1} is no longer configured")
-            errors.append(f"{item['label']}: channel #{item['channel'] + 1} is no longer configured")
+            outbox.done(item["id"])
+            errors.append(f"{item['label']}: {channel} is no longer configured: its notification was dropped")
             continue
+        if time.time() - item["queued"] > max_age_hours * 3600:
+            outbox.done(item["id"])
+            errors.append(f"{item['label']}: a notification queued {max_age_hours:g} h ago or more expired "
+                          f"undelivered and was dropped (last error: {item['last_error']})")
+            continue
+        if item["channel"] in failed_channels or time.monotonic() >= deadline:
+            skipped += 1
+            continue
+        url = urls[item["channel"]]
         for attempt in range(retries):
+            left = deadline - time.monotonic()
             try:
-                send(urls[item["channel"]], item["notification"])
+                if left <= 0:
+                    raise OSError(f"the delivery budget ran out before {channel} answered")
+                (send or (lambda u, n: send_one(u, n, timeout=min(timeout, left))))(url, item["notification"])
             except Exception as exc:  # noqa: BLE001 - whatever a channel does wrong, the delivery waits in the outbox
-                if attempt + 1 == retries:
-                    error = str(exc) if isinstance(exc, OSError) else _safe_error(exc, urls[item["channel"]])
+                if attempt + 1 == retries or deadline - time.monotonic() <= 0:
+                    error = str(exc) if isinstance(exc, OSError) else _safe_error(exc, url)
                     outbox.failed(item, error)
                     errors.append(f"{item['label']}: {error}")
-                else:
-                    sleep(backoff * 2 ** attempt)
+                    failed_channels.add(item["channel"])
+                    break
+                sleep(min(backoff * 2 ** attempt, max(0.0, deadline - time.monotonic())))
                 continue
             outbox.done(item["id"])
             sent += 1
             break
+    if skipped:
+        errors.append(f"{skipped} notification(s) wait in the outbox for the next run (their channel failed "
+                      f"this run, or the delivery budget ran out)")
     return Outcome(sent, len(outbox.pending()), errors)
 
 
-def deliver(outbox: Outbox, urls: list[str], notifications: list[dict[str, Any]], **kw) -> Outcome:
-    """Queue this run's notifications on every channel, then flush the whole outbox (older ones first)."""
+def deliver(outbox: Outbox, urls: list[str], notifications: list[dict[str, Any]], max_items: int = 1000,
+            **kw) -> Outcome:
+    """Queue this run's notifications on every channel, then flush the whole outbox (older ones first).
+    Past ``max_items`` queued deliveries, the oldest are dropped (with an error) to make room."""
     for n in notifications:
         for i, url in enumerate(urls):
             outbox.put(n, i, redact(url))
-    return flush(outbox, urls, **kw)
+    excess = outbox.pending()[:-max_items]
+    for item in excess:
+        outbox.done(item["id"])
+    out = flush(outbox, urls, **kw)
+    if excess:
+        out.errors.insert(0, f"the outbox holds at most {max_items} notifications: dropped {len(excess)} of the "
+                             f"oldest undelivered")
+    return out

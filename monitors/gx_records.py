@@ -8,6 +8,7 @@ a failed expectation becomes an alert with the severity from its ``meta``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import itertools
 import json
@@ -93,7 +94,8 @@ def _context():
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
-    docs_dir = tempfile.mkdtemp(prefix="cm-gx-docs-")
+    docs_dir = tempfile.mkdtemp(prefix=f"cm-gx-docs-{os.getpid()}-")  # the pid: a later start removes it if killed
+    atexit.register(shutil.rmtree, docs_dir, True)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     ctx.add_data_docs_site(site_name="collapse_monitor", site_config={

@@ -7,7 +7,8 @@ does not grow with the texts of a batch.
 
 Reasons: ``unparseable`` (invalid UTF-8 or Unicode, bad JSON, not an object, or any error while reading the
 record), ``missing_text``, ``text_not_string``, ``empty_text``, ``oversize_text`` (also a JSONL line too long
-to read), ``binary_text``, ``markup``, ``bad_date``, ``bad_provenance``, ``duplicate_id``. Every record is
+to read), ``binary_text``, ``markup``, ``bad_date``, ``bad_provenance``, ``duplicate_id``; and ``unreadable_file``, one
+entry for a whole file of a several-file batch that cannot be read at all (see :func:`profile_shard`). Every record is
 counted; the quarantine file keeps the first ``ingest.quarantine_entries_per_reason`` entries of each reason.
 """
 
@@ -240,11 +241,26 @@ def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, s
     )
 
 
-def profile_shard(shard: sources.Shard, opts: ReadOptions) -> BatchProfile:
-    """Profile one shard (the unit of work a worker process gets)."""
+def profile_shard(shard: sources.Shard, opts: ReadOptions, quarantine_unreadable: bool = False) -> BatchProfile:
+    """Profile one shard (the unit of work a worker process gets).
+
+    With ``quarantine_unreadable`` (a batch of several files), a shard whose container cannot be read (a
+    malformed CSV, a truncated gzip, a broken Parquet file) is quarantined whole, as one ``unreadable_file``
+    entry with the reason and path, and none of its records count; otherwise that is the batch's InputError."""
     sink = _Sink(shard, opts.quarantine_dir, opts.ingest.quarantine_entries_per_reason)
-    return profile_rows(sources.rows(shard, opts.ingest.max_line_bytes), opts, file=shard.file,
-                        shard_index=shard.index, sink=sink)
+    try:
+        return profile_rows(sources.rows(shard, opts.ingest.max_line_bytes), opts, file=shard.file,
+                            shard_index=shard.index, sink=sink)
+    except InputError as exc:
+        if not quarantine_unreadable:
+            raise
+        sink.close()
+        sink = _Sink(shard, opts.quarantine_dir)  # starts the shard's part file again: only the whole-file entry
+        sink._line_offset = 0
+        sink.add(shard.file, 0, "unreadable_file", f"{exc}; the whole file is quarantined", b"")
+        sink.close()
+        return BatchProfile(sample_size=opts.sample_size, cutoff=opts.cutoff, quarantined=Counter(unreadable_file=1),
+                            unparsed=1, quarantine_files=[sink.path] if sink.path else [], entries=sink.entries)
 
 
 def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
@@ -313,7 +329,7 @@ def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
     """
     files = sources.expand(spec)
     shards = sources.plan_shards(files, shard_bytes)
-    parts = (mapper or map)(_ShardJob(opts), shards)
+    parts = (mapper or map)(_ShardJob(opts, quarantine_unreadable=len(files) > 1), shards)
     profile = merge_all(parts, opts)
     check_text_column(profile, opts.columns.text)
     return profile, shards
@@ -331,9 +347,10 @@ def check_text_column(profile: BatchProfile, text: str) -> None:
 @dataclass(frozen=True)
 class _ShardJob:
     opts: ReadOptions
+    quarantine_unreadable: bool = False
 
     def __call__(self, shard: sources.Shard) -> BatchProfile:
-        return profile_shard(shard, self.opts)
+        return profile_shard(shard, self.opts, self.quarantine_unreadable)
 
 
 def records_from_dicts(objs: Iterable[dict[str, Any]]) -> Iterator[sources.Row]:

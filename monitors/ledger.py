@@ -7,6 +7,9 @@ new file at once cannot both take it (the database's unique key decides, SQLite 
 claim older than its lease belongs to a run that died: the next run may take it over, after asking MLflow
 whether the dead run got as far as logging (then the file is marked done with that run, not checked again).
 
+A file whose check fails is given back and tried again by the next run, up to ``max_attempts`` times (table
+``landing_failures``); then it is given up (a poison file is not retried forever; changed content is a new file).
+
 A path whose content changed after it was counted is flagged once (table ``landing_changes``) and not
 counted again: the new content is not silently added to the corpus, and the old count is not taken back.
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +48,24 @@ CHANGES = sa.Table(
     sa.Column("sha256", sa.String(64), primary_key=True),  # the new content
     sa.Column("counted_sha256", sa.String(64), nullable=False),  # what was counted under that path
     sa.Column("seen_at", sa.Float, nullable=False),
+)
+
+FAILURES = sa.Table(
+    "landing_failures", _META,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False),
+)
+
+HASHES = sa.Table(  # what a path held when last hashed: a file with the same size and mtime is not read again
+    "landing_hashes", _META,
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
 )
 
 
@@ -73,12 +96,14 @@ class Plan:
     stale: list[tuple[LandedFile, dict[str, Any]]] = field(default_factory=list)  # claimed by a run that died
     changed: list[tuple[LandedFile, str, bool]] = field(default_factory=list)  # (file, counted sha, first time seen)
     duplicates: list[tuple[LandedFile, str]] = field(default_factory=list)  # same bytes as a counted file elsewhere
+    given_up: list[tuple[LandedFile, dict[str, Any]]] = field(default_factory=list)  # failed max_attempts times
 
 
 class Ledger:
-    def __init__(self, url: str, lease_seconds: float = 3600.0):
+    def __init__(self, url: str, lease_seconds: float = 3600.0, max_attempts: int = 3):
         self.url = url
         self.lease = lease_seconds
+        self.max_attempts = max_attempts
         kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         self.engine = sa.create_engine(url, **kwargs)
         _META.create_all(self.engine)
@@ -93,6 +118,8 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = {r.sha256: r._asdict() for r in conn.execute(sa.select(FILES).where(FILES.c.dataset == dataset))}
             flagged = {(r.path, r.sha256) for r in conn.execute(sa.select(CHANGES).where(CHANGES.c.dataset == dataset))}
+            failures = {r.sha256: r._asdict() for r in conn.execute(sa.select(FAILURES).where(
+                FAILURES.c.dataset == dataset, FAILURES.c.attempts >= self.max_attempts))}
         by_path = {r["path"]: r for r in rows.values() if r["status"] == "done"}
         plan = Plan()
         for f in files:
@@ -103,6 +130,8 @@ class Ledger:
                 plan.stale.append((f, row))
             elif row is not None:
                 plan.busy.append(f)
+            elif f.sha256 in failures:
+                plan.given_up.append((f, failures[f.sha256]))
             elif f.path in by_path:
                 plan.changed.append((f, by_path[f.path]["sha256"], (f.path, f.sha256) not in flagged))
             else:
@@ -154,6 +183,34 @@ class Ledger:
             conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
                                               FILES.c.owner == owner, FILES.c.status == "claimed"))
 
+    def known_hashes(self) -> dict[str, tuple[int, float, str]]:
+        """path -> (size, mtime, sha256) as last hashed."""
+        with self.engine.connect() as conn:
+            return {r.path: (r.size, r.mtime, r.sha256) for r in conn.execute(sa.select(HASHES))}
+
+    def remember_hashes(self, rows: list[tuple[str, int, float, str]]) -> None:
+        """Keep (path, size, mtime, sha256) of files just hashed, replacing what the paths held before."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(HASHES.delete().where(HASHES.c.path.in_([r[0] for r in rows])))
+            conn.execute(HASHES.insert(), [{"path": p, "size": n, "mtime": m, "sha256": h} for p, n, m, h in rows])
+
+    def fail(self, dataset: str, sha256: str, path: str, owner: str, error: str) -> int:
+        """Give a claim back after a failed check and count the failure; returns the file's failures so far
+        (at ``max_attempts`` the file is given up: :meth:`plan` lists it as such, no run takes it again)."""
+        with self.engine.begin() as conn:
+            conn.execute(FILES.delete().where(FILES.c.dataset == dataset, FILES.c.sha256 == sha256,
+                                              FILES.c.owner == owner, FILES.c.status == "claimed"))
+            key = (FAILURES.c.dataset == dataset) & (FAILURES.c.sha256 == sha256)
+            before = conn.execute(sa.select(FAILURES.c.attempts).where(key)).scalar()
+            values = {"path": path, "attempts": (before or 0) + 1, "last_error": error[:1000], "last_at": time.time()}
+            if before is None:
+                conn.execute(FAILURES.insert().values(dataset=dataset, sha256=sha256, **values))
+            else:
+                conn.execute(FAILURES.update().where(key).values(**values))
+            return values["attempts"]
+
     def flag_changed(self, dataset: str, f: LandedFile, counted_sha256: str) -> None:
         try:
             with self.engine.begin() as conn:
@@ -161,3 +218,26 @@ class Ledger:
                                                      counted_sha256=counted_sha256, seen_at=time.time()))
         except sa.exc.IntegrityError:
             pass  # flagged before
+
+
+@contextmanager
+def advisory_lock(url: str, name: str, wait: float) -> Iterator[bool]:
+    """A PostgreSQL session advisory lock named ``name``, held while the block runs (by every worker that shares
+    the database); yields False when ``wait`` seconds passed without it. It ends with its connection."""
+    key = int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) - (1 << 63)  # a signed bigint
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SET lock_timeout = {max(1, int(wait * 1000))}"))  # milliseconds
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            except sa.exc.OperationalError:  # lock_timeout passed
+                yield False
+                return
+            conn.commit()  # the lock is the session's: it outlives this transaction
+            try:
+                yield True
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()

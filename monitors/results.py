@@ -8,6 +8,7 @@ from typing import Any
 
 from monitors.quantify import ShareEstimate
 from monitors.rules import SEVERITIES, Alert, max_severity
+from monitors.text import shown
 
 #: Indicators shown in the readable summary and the history table, in this order.
 KEY_INDICATORS = (
@@ -190,7 +191,7 @@ class CheckResult:
         else:
             share = f"n/a ({s.note})"
         lines = [
-            f"{'re-check' if self.recheck_of else 'check'} of {self.batch_file} against dataset {self.dataset!r} "
+            f"{'re-check' if self.recheck_of else 'check'} of {shown(self.batch_file)} against dataset {self.dataset!r} "
             f"(MLflow run {self.run_id})",
             *lead_lines(self.alerts),
             f"  records: {self.records} checked, {self.quarantined} quarantined",

@@ -13,6 +13,7 @@ import glob as _glob
 import gzip
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from monitors.errors import InputError
+from monitors.text import shown
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 CHUNK_ROWS = 10_000
@@ -55,7 +57,7 @@ def file_format(path: str) -> tuple[str, bool]:
     rest = [s for s in suffixes if s != ".gz"]
     fmt = FORMATS.get(rest[-1].lower()) if rest else None
     if fmt is None or (compressed and fmt != "jsonl"):
-        raise InputError(f"{path}: unknown batch format {''.join(suffixes) or '(no extension)'}; "
+        raise InputError(f"{shown(path)}: unknown batch format {''.join(suffixes) or '(no extension)'}; "
                          f"use one of {', '.join(sorted(FORMATS))} (JSONL may be gzipped)")
     return fmt, compressed
 
@@ -70,7 +72,7 @@ def _fs(spec: str):
     try:
         return fsspec.core.url_to_fs(spec)
     except (ImportError, ValueError) as exc:
-        raise InputError(f"{spec}: cannot open this URL: {exc}") from None
+        raise InputError(f"{shown(spec)}: cannot open this URL: {exc}") from None
 
 
 def expand(spec: str) -> list[str]:
@@ -82,15 +84,15 @@ def expand(spec: str) -> list[str]:
     if not _is_url(spec):
         local = spec.removeprefix("file://")
         if any(c in local for c in "*?["):
-            files = sorted(p for p in _glob.glob(local, recursive=True) if Path(p).is_file())
+            files = _once(sorted(p for p in _glob.glob(local, recursive=True) if Path(p).is_file()))
         elif Path(local).is_dir():
             files = sorted(str(p) for p in Path(local).iterdir() if p.is_file() and _known(p.name))
         elif Path(local).is_file():
             return [local]
         else:
-            raise InputError(f"{spec}: no such batch file or folder")
+            raise InputError(f"{shown(spec)}: no such batch file or folder")
         if not files:
-            raise InputError(f"{spec}: matches no batch file ({', '.join(sorted(FORMATS))}, JSONL may be gzipped)")
+            raise InputError(f"{shown(spec)}: matches no batch file ({', '.join(sorted(FORMATS))}, JSONL may be gzipped)")
         return files
     fs, path = _fs(spec)
     if any(c in path for c in "*?["):
@@ -100,11 +102,17 @@ def expand(spec: str) -> list[str]:
     elif fs.isfile(path):
         found = [path]
     else:
-        raise InputError(f"{spec}: no such batch file or folder")
+        raise InputError(f"{shown(spec)}: no such batch file or folder")
     files = sorted(fs.unstrip_protocol(p) for p in found if fs.isfile(p))
     if not files:
-        raise InputError(f"{spec}: matches no batch file")
+        raise InputError(f"{shown(spec)}: matches no batch file")
     return files
+
+
+def _once(paths: list[str]) -> list[str]:
+    """Each file once, under its first path: a ``**`` glob follows symlinks, through a loop many times over."""
+    seen: set[str] = set()
+    return [p for p in paths if not ((real := os.path.realpath(p)) in seen or seen.add(real))]
 
 
 def _known(name: str) -> bool:
@@ -134,7 +142,10 @@ def plan_shards(files: list[str], target_bytes: int = 64 << 20) -> list[Shard]:
                 end = cuts[i + 1] if i + 1 < len(cuts) else None
                 shards.append(Shard(url, fmt, len(shards), start, end))
         elif fmt == "parquet":
-            groups = _parquet_groups(url)
+            try:
+                groups = _parquet_groups(url)
+            except InputError:
+                groups = 1  # one shard whose reading fails: the file is quarantined, or the batch rejected
             for g in range(max(groups, 1)):
                 shards.append(Shard(url, fmt, len(shards), g, g + 1))
         else:
@@ -161,7 +172,7 @@ def _parquet_groups(url: str) -> int:
         with _open(url) as fh:
             return pq.ParquetFile(fh).num_row_groups
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-        raise InputError(f"{url}: cannot be read as parquet: {exc}") from None
+        raise InputError(f"{shown(url)}: cannot be read as parquet: {exc}") from None
 
 
 def rows(shard: Shard, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
@@ -178,10 +189,10 @@ def rows(shard: Shard, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Row]:
     except InputError:
         raise
     except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+        raise InputError(f"{shown(shard.file)}: cannot be read as {shard.fmt}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise their own types for broken containers
         if type(exc).__module__.startswith(("pyarrow", "pandas")):
-            raise InputError(f"{shard.file}: cannot be read as {shard.fmt}: {exc}") from None
+            raise InputError(f"{shown(shard.file)}: cannot be read as {shard.fmt}: {exc}") from None
         raise
 
 

@@ -96,4 +96,12 @@ def entries(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "request.json").exists()]
-    return sorted(found, key=lambda p: json.loads((p / "request.json").read_text())["spooled"])
+    return sorted(found, key=_spooled_at)
+
+
+def _spooled_at(entry: Path) -> float:
+    """When an entry was spooled; 0 (first) for one that cannot be read, so that replaying it fails at once."""
+    try:
+        return float(json.loads((entry / "request.json").read_text())["spooled"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0

@@ -14,3 +14,12 @@ def words(text: str) -> list[str]:
     ['mr', "darcy's", 'pride', 'and', '2', 'balls']
     """
     return _WORD.findall(text.lower())
+
+
+def shown(path: str) -> str:
+    """A file name as it may be printed: control characters (a newline in a name) escaped, never raw.
+
+    >>> shown("a\\nb.jsonl")
+    'a\\\\nb.jsonl'
+    """
+    return path if path.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
