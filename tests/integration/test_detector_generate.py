@@ -38,7 +38,7 @@ def test_generate_train_register_and_check(lm_on, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "registered detector collapse-detector version 1 as @production" in out
     assert "+ LM statistics" in out, out
-    assert "generating 60 synthetic examples: 60/60" in err  # progress on stderr
+    assert "generated: 60/60" in err  # progress on stderr
 
     client = MlflowClient(f"sqlite:///{lm_on}/.collapse-monitor/mlflow.db")
     mv = client.get_model_version_by_alias("collapse-detector", "production")
