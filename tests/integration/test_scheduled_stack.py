@@ -88,6 +88,8 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
         "COLLAPSE_MONITOR_SCHEDULES__LANDING": str(landing),
         "COLLAPSE_MONITOR_SCHEDULES__DATASET": DATASET,
         "COLLAPSE_MONITOR_INDICATORS__DRIFT": "false",
+        # the schedules are under test, not the share: the local LM would add its scoring to every run
+        "COLLAPSE_MONITOR_LM__ENABLED": "false",
         "COLLAPSE_MONITOR_ALERT_URLS": f"pdevents+http://{KEY}@127.0.0.1:{receiver.port}/v2/enqueue",
     }
     rows = list(austen)
