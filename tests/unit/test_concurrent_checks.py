@@ -14,12 +14,17 @@ from monitors.config import load_settings
 from monitors.results import CheckResult
 
 
-@pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
-def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monkeypatch, ledger):
+@pytest.mark.parametrize("ledger", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monkeypatch, ledger, request):
     if ledger == "postgresql":  # workers on several machines: each its own state dir, one ledger database
-        if not os.environ.get("CM_TEST_POSTGRES_URL"):
-            pytest.skip("set CM_TEST_POSTGRES_URL=postgresql+psycopg2://USER@HOST:PORT/DB to run")
-        monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__LEDGER_URL", os.environ["CM_TEST_POSTGRES_URL"])
+        url = os.environ.get("CM_TEST_POSTGRES_URL")
+        if not url:  # a throwaway cluster on 127.0.0.1, stopped by the fixture's finalizer
+            from tests import stack
+
+            pg = stack.Postgres().start()
+            request.addfinalizer(pg.stop)
+            url = pg.url("postgres")
+        monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__LEDGER_URL", url)
     base = load_settings(None)
     states = [base.model_copy(update={"state_dir": isolated / (f"worker{i}" if ledger == "postgresql" else "state")})
               for i in range(5)]
