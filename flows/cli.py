@@ -290,8 +290,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "is a Prefect flow run and an MLflow run in experiment collapse-monitor/demo. Then "
                                    "register classifier and generator lineages (replace vs accumulate) version by "
                                    "version and probe each on long-tail probe sets.",
-                       epilog="examples:\n  collapse-monitor demo            # 10 batches, 4 model generations, about 2 minutes\n"
-                              "  collapse-monitor demo --quick    # 5 smaller batches, 3 generations, about 1.5 minutes")
+                       epilog="examples:\n  collapse-monitor demo            # 10 batches, 4 model generations, the share from human text alone; about 4.5 minutes\n"
+                              "  collapse-monitor demo --quick    # 5 smaller batches, 3 generations, no LM; about 1.75 minutes")
     d.add_argument("--quick", action="store_true", help="5 smaller batches")
 
     g = sub.add_parser("gc", parents=[common], formatter_class=_Formatter,
