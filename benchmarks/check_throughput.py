@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _texts() -> list[str]:
-    from monitors.corpus import austen_paragraphs
+    from monitors.demo.corpus import austen_paragraphs
 
     return [p["text"] for p in austen_paragraphs() if 20 <= len(p["text"].split()) <= 200]
 
@@ -43,7 +43,7 @@ def one(n: int, workdir: Path, batch: Path) -> dict:
     from flows.check import check_incoming_data
     from flows.reference import build_reference_flow
     from monitors.config import Settings
-    from monitors.runtime import prepare
+    from monitors.adapters.runtime import prepare
 
     settings = Settings(state_dir=workdir / "state", dataset="bench")
     rt = prepare(settings)

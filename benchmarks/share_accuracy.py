@@ -10,11 +10,11 @@ MAE-vs-time curve that the default ``lm.sample_size`` was chosen from.
 output), for each of ``--splits`` random splits:
 
 1. 65 % of the human texts and of the machine texts decoded at temperature 0.8 train a detector with
-   :func:`monitors.detector.train_detector` (which itself holds 40 % of that out as its validation set and
+   :func:`monitors.core.detector.train_detector` (which itself holds 40 % of that out as its validation set and
    chooses the estimator there); the other 35 % are the test pool, never seen by the detector.
 2. For true prevalences 0, 0.1, ..., 1.0, ``--batches`` batches of ``--size`` documents are drawn from the
    test pool (without replacement within a batch), and the share is estimated exactly as ``check`` does
-   (:func:`monitors.quantify.estimate_share`, 1000 bootstrap replicates).
+   (:func:`monitors.core.quantify.estimate_share`, 1000 bootstrap replicates).
 3. The same on machine text the detector was not trained on: SmolLM2 at temperature 1.3 (a decoding setting
    held back), a word bigram model fitted on human text (another generator altogether), and Qwen2.5-Coder-0.5B
    (``monitors/data/heldout_family.jsonl.gz``, another model family, held out of everything).
@@ -39,10 +39,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitors.corpus import detector_set  # noqa: E402
-from monitors.detector import train_detector  # noqa: E402
-from monitors.quantify import CORRECTED, estimate_share  # noqa: E402
-from monitors.simulate import BigramGenerator  # noqa: E402
+from monitors.demo.corpus import detector_set  # noqa: E402
+from monitors.core.detector import train_detector  # noqa: E402
+from monitors.core.quantify import CORRECTED, estimate_share  # noqa: E402
+from monitors.demo.simulate import BigramGenerator  # noqa: E402
 
 PREVALENCES = [round(p, 1) for p in np.linspace(0, 1, 11)]
 

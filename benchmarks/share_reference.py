@@ -15,11 +15,11 @@ it does, per split:
     training corpus, held out of everything);
   - *word bigram model* (fitted on human paragraphs: a generator with no neural LM at all).
 * Batches of ``--lm-size`` documents (what a check scores, ``lm.sample_size``) at true shares 0, 0.1, .., 1,
-  ``--batches`` per share, estimated exactly as ``check`` does (:func:`monitors.mixture.estimate_from_reference`
+  ``--batches`` per share, estimated exactly as ``check`` does (:func:`monitors.core.mixture.estimate_from_reference`
   with the reference re-weighted to the batch's clusters).
 * Human-only batches from one sub-domain (all Python docs, all Austen): the topic-shift trap.
 
-Every text is scored once by the real local LM (SmolLM2-135M, :class:`monitors.lmscore.LMScorer`) and cached
+Every text is scored once by the real local LM (SmolLM2-135M, :class:`monitors.adapters.lmscore.LMScorer`) and cached
 by content, so the first run costs the scoring (a few minutes) and later runs seconds. Then the scorer's own
 speed is measured in a child process on texts no cache holds (tokens/s, load time, peak RSS), and the
 MAE-vs-time curve is printed: MAE on SmolLM2 t=0.8 batches at each sample size next to the time a check
@@ -54,9 +54,9 @@ def _select(rows, gen: str, per: int, rng) -> list[dict]:
 
 
 def load_pools(scorer, progress=print) -> dict:
-    from monitors.corpus import detector_set
-    from monitors.embedding import HashedEmbedding
-    from monitors.simulate import BigramGenerator
+    from monitors.demo.corpus import detector_set
+    from monitors.core.embedding import HashedEmbedding
+    from monitors.demo.simulate import BigramGenerator
 
     rows = detector_set()
     rng = np.random.default_rng(0)
@@ -89,7 +89,7 @@ def load_pools(scorer, progress=print) -> dict:
 
 
 def simulate(pools: dict, args, sizes=None) -> dict[str, list[dict]]:
-    from monitors.mixture import estimate_from_reference
+    from monitors.core.mixture import estimate_from_reference
 
     human = pools["human"]
     h_ok = np.isfinite(human["score"])
@@ -173,8 +173,8 @@ def throughput_child(n: int) -> None:
     import resource
     import uuid
 
-    from monitors.corpus import detector_set
-    from monitors.lmscore import LMScorer, ScorerConfig, cache_dir
+    from monitors.demo.corpus import detector_set
+    from monitors.adapters.lmscore import LMScorer, ScorerConfig, cache_dir
 
     texts = [r["text"] for r in detector_set() if r["label"] == "human"][-n:]
     nonce = uuid.uuid4().hex[:8]
@@ -200,7 +200,7 @@ def measure_throughput(runs: int = 3, n: int = 160) -> list[dict]:
 
 
 def run(args) -> None:
-    from monitors.lmscore import LMScorer, ScoreCache, ScorerConfig, cache_dir
+    from monitors.adapters.lmscore import LMScorer, ScoreCache, ScorerConfig, cache_dir
 
     folder = cache_dir(None)
     scorer = LMScorer(ScorerConfig(), cache=ScoreCache(folder / "lm-scores.sqlite"), converted_dir=folder / "models",

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from monitors import delivery
-from monitors.rules import fingerprint
+from monitors.adapters import delivery
+from monitors.core.rules import fingerprint
 
 BLOCK_NAME = "collapse-monitor-on-call"
 RULE = "schedule_dead"

@@ -8,15 +8,16 @@ from pathlib import Path
 from prefect import flow
 
 from flows import tasks
-from monitors import alerting, drift
+from monitors.core import alerting
+from monitors.adapters import drift
 from monitors.config import Settings
-from monitors.gx_records import alerts as record_alerts
-from monitors.quantify import CorpusTotals
-from monitors.results import CheckResult, run_indicators, schedule_indicators
-from monitors.rules import max_severity
-from monitors.runtime import Runtime
-from monitors.spool import LogRequest
-from monitors.tracking import ALERT_STATE, CONTENT_TAG, RECHECK_TAG
+from monitors.adapters.gx_records import alerts as record_alerts
+from monitors.core.quantify import CorpusTotals
+from monitors.core.results import CheckResult, run_indicators, schedule_indicators
+from monitors.core.rules import max_severity
+from monitors.adapters.runtime import Runtime
+from monitors.adapters.spool import LogRequest
+from monitors.adapters.tracking import ALERT_STATE, CONTENT_TAG, RECHECK_TAG
 
 
 def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:

@@ -18,9 +18,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from monitors import sources
+from monitors.adapters import sources
 from monitors.config import ENV_PREFIX, dataset_name, load_settings
-from monitors.errors import UserError
+from monitors.core.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
 
@@ -324,7 +324,7 @@ def _dataset(value: str) -> str:
 
 
 def _setup(args):
-    from monitors import runtime
+    from monitors.adapters import runtime
 
     settings = load_settings(args.config)
     if args.state_dir:
@@ -416,7 +416,7 @@ def _detector(args) -> int:
         sources.expand(args.synthetic)
     from flows import progress
     from flows.detector import train_detector_flow
-    from monitors.registry import model_name
+    from monitors.adapters.registry import model_name
 
     _console_reports_failures_once(args)
     progress.enable()  # on stderr
@@ -448,34 +448,35 @@ def _detector(args) -> int:
 
 
 def _probes(args) -> int:
-    from monitors import probes
+    from monitors.adapters import probe_files
+    from monitors.core import probes
 
     if not (0 < args.head <= 1 - args.tail < 1):
         raise UserError(f"--head {args.head} and --tail {args.tail}: need 0 < head <= 1 - tail < 1")
-    rows = probes.read_rows(args.input)
+    rows = probe_files.read_rows(args.input)
     if not rows:
         raise UserError(f"{args.input}: no examples")
     if args.by == "label":
-        freq = probes.read_rows(args.frequencies) if args.frequencies else None
+        freq = probe_files.read_rows(args.frequencies) if args.frequencies else None
         report = probes.build_by_label(rows, args.input, frequencies=freq, text_col=args.text_column,
                                        label_col=args.label_column, head_mass=args.head, tail_mass=args.tail,
                                        max_per_class=args.max_per_class)
     else:
         if not args.reference:
             raise UserError("--by tokens needs --reference PATH: human text whose word frequencies define rarity")
-        ref_rows = probes.read_rows(args.reference)
+        ref_rows = probe_files.read_rows(args.reference)
         texts = [r.get(args.text_column) for r in ref_rows if isinstance(r.get(args.text_column), str)]
         if not texts:
             raise UserError(f"{args.reference}: no '{args.text_column}' texts")
         report = probes.build_by_tokens(rows, args.input, probes.head_vocabulary(texts), text_col=args.text_column,
                                         head_share=args.head, tail_share=args.tail)
     if args.edge_cases:
-        report = probes.merge_edge_cases(report, probes.read_rows(args.edge_cases), args.edge_cases, args.text_column)
+        report = probes.merge_edge_cases(report, probe_files.read_rows(args.edge_cases), args.edge_cases, args.text_column)
     missing = [s for s in ("head", "tail") if not report.by_slice.get(s)]
     if missing:
         raise UserError(f"the probe set would have no {' and no '.join(missing)} examples; change --head/--tail "
                         f"or give more examples")
-    probes.write_jsonl(report.rows, args.out)
+    probe_files.write_jsonl(report.rows, args.out)
     print(f"wrote {len(report.rows)} probes to {args.out}: "
           + ", ".join(f"{s} {report.by_slice.get(s, 0)}" for s in probes.SLICES)
           + (f" (incl. {report.edge_cases} edge cases)" if report.edge_cases else ""))
@@ -541,7 +542,7 @@ def _serve(args) -> int:
 def _datasets(tracker, only: str | None) -> list[str]:
     if only:
         return [only]
-    from monitors.tracking import EXPERIMENT_PREFIX
+    from monitors.adapters.tracking import EXPERIMENT_PREFIX
 
     exps = tracker.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
     return sorted(e.name.removeprefix(EXPERIMENT_PREFIX) for e in exps)
@@ -550,8 +551,8 @@ def _datasets(tracker, only: str | None) -> list[str]:
 def _alerts(args) -> int:
     settings, rt = _setup(args)
     from flows.tasks import open_failures, tracker_for
-    from monitors.alerting import parse_duration
-    from monitors.rules import SEVERITIES
+    from monitors.core.alerting import parse_duration
+    from monitors.core.rules import SEVERITIES
 
     tracker = tracker_for(rt)
     now = time.time()
@@ -617,9 +618,9 @@ def _alerts(args) -> int:
 def _history(args) -> int:
     settings, rt = _setup(args)
     from flows.tasks import tracker_for
-    from monitors.results import KEY_INDICATORS
+    from monitors.core.results import KEY_INDICATORS
 
-    from monitors import history
+    from monitors.core import history
 
     try:
         since = history.since_ms(args.since) if args.since else None
@@ -758,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
 def _json_error(args, message: str, code: int) -> None:
     """Under --json a failed command still prints its one JSON object on stdout: what went wrong, the exit code."""
     if getattr(args, "json", False):
-        from monitors.delivery import scrub
+        from monitors.adapters.delivery import scrub
 
         print(json.dumps({"error": scrub(message), "exit_code": code}))
 

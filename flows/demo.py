@@ -20,14 +20,14 @@ from flows.check import check_incoming_data
 from flows.demo_probes import run_probe_demo
 from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
-from monitors import registry
+from monitors.adapters import registry
 from monitors.config import Settings
-from monitors.corpus import austen_paragraphs
-from monitors.detector import data_hash, train_detector
-from monitors.results import CheckResult, ProbeResult
-from monitors.runtime import Runtime, mlflow_client
-from monitors.simulate import recursive_generations
-from monitors.tracking import MlflowTracker
+from monitors.demo.corpus import austen_paragraphs
+from monitors.core.detector import data_hash, train_detector
+from monitors.core.results import CheckResult, ProbeResult
+from monitors.adapters.runtime import Runtime, mlflow_client
+from monitors.demo.simulate import recursive_generations
+from monitors.adapters.tracking import MlflowTracker
 
 DATASET = "demo"
 DETECTOR = "collapse-demo-detector"  # never the production detector's name: the demo must not replace it

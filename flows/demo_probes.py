@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.probe import evaluate_long_tail_probes
-from monitors import demo_models, probes
+from monitors.demo import probe_models as demo_models
+from monitors.adapters import probe_files
+from monitors.core import probes
 from monitors.config import Settings
-from monitors.corpus import austen_paragraphs
-from monitors.results import ProbeResult
-from monitors.runtime import Runtime, mlflow_client
-from monitors.simulate import classifier_lineage, long_tail_split, recursive_generations
-from monitors.tracking import MlflowTracker, model_scope
+from monitors.demo.corpus import austen_paragraphs
+from monitors.core.results import ProbeResult
+from monitors.adapters.runtime import Runtime, mlflow_client
+from monitors.demo.simulate import classifier_lineage, long_tail_split, recursive_generations
+from monitors.adapters.tracking import MlflowTracker, model_scope
 
 LINEAGES = ("replace", "accumulate")
 TRAIN_COUNTS = (600, 300, 150, 80, 40, 20)  # per novel, most to least common: a long tail of classes
@@ -61,7 +63,7 @@ def run_probe_demo(settings: Settings, runtime: Runtime, reference_texts: list[s
     built = probes.build_by_label([{"id": r["id"], "text": r["text"], "label": r["book"]} for r in test], "demo",
                                   frequencies=freq)
     clf_probes = work / "probes" / "classifier.jsonl"
-    probes.write_jsonl(built.rows, clf_probes)
+    probe_files.write_jsonl(built.rows, clf_probes)
     rng = random.Random(5)
     held = [r for r in pool if len(r["text"].split()) >= 20]
     rng.shuffle(held)
@@ -70,7 +72,7 @@ def run_probe_demo(settings: Settings, runtime: Runtime, reference_texts: list[s
     text_built = probes.build_by_tokens([{"id": r["id"], "text": r["text"]} for r in text_rows], "demo",
                                         probes.head_vocabulary(reference_texts))
     gen_probes = work / "probes" / "generator.jsonl"
-    probes.write_jsonl(text_built.rows, gen_probes)
+    probe_files.write_jsonl(text_built.rows, gen_probes)
     progress(f"built probe sets: classifier {built.by_slice} (classes by training frequency: "
              + ", ".join(f"{c} {s}" for c, s in built.classes.items()) + f"); generator {text_built.by_slice}")
 

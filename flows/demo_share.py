@@ -15,9 +15,9 @@ from pathlib import Path
 from flows.check import check_incoming_data
 from flows.reference import build_reference_flow
 from monitors.config import Settings
-from monitors.corpus import detector_set
-from monitors.results import CheckResult
-from monitors.runtime import Runtime
+from monitors.demo.corpus import detector_set
+from monitors.core.results import CheckResult
+from monitors.adapters.runtime import Runtime
 
 DATASET = "demo-share"
 BATCH = 250

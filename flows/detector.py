@@ -9,12 +9,12 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from flows import progress, tasks
-from monitors import registry
+from monitors.adapters import registry
 from monitors.config import Settings
-from monitors.detector import TrainedDetector, data_hash, train_detector
-from monitors.errors import InputError
-from monitors.lmscore import ScorerUnavailable
-from monitors.runtime import Runtime
+from monitors.core.detector import TrainedDetector, data_hash, train_detector
+from monitors.core.errors import InputError
+from monitors.adapters.lmscore import ScorerUnavailable
+from monitors.adapters.runtime import Runtime
 
 EXPERIMENT = "detectors"  # MLflow experiment collapse-monitor/detectors
 MIN_GENERATED_WORDS = 10  # a generated text the model cut shorter is not a paragraph: dropped
@@ -63,7 +63,7 @@ def generate_synthetic(human: list[str], n: int, settings: Settings, seed: int, 
     rotating decoding settings; the texts with their settings and the run's settings and speed as artifacts."""
     import json
 
-    from monitors import lmscore
+    from monitors.adapters import lmscore
 
     jobs = lmscore.generation_plan(human, n, seed=seed)
     scorer = tasks.lm_scorer(settings)

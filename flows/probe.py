@@ -8,15 +8,18 @@ import numpy as np
 from prefect import flow
 
 from flows import tasks
-from monitors import alerting, models, probes
+from monitors.adapters import probe_files
+from monitors.core import alerting, probes
+from monitors.adapters import models
 from monitors.config import Settings
-from monitors.errors import UserError
-from monitors.models import LoadedModel, ModelRef
-from monitors.results import ProbeResult
-from monitors.rules import RuleSuite, load_rules, max_severity
-from monitors.runtime import Runtime
-from monitors.spool import LogRequest
-from monitors.tracking import ALERT_STATE, MlflowTracker, model_scope
+from monitors.core.errors import UserError
+from monitors.adapters.models import LoadedModel, ModelRef
+from monitors.core.results import ProbeResult
+from monitors.core.rules import RuleSuite, max_severity
+from monitors.adapters.gx_rules import load_rules
+from monitors.adapters.runtime import Runtime
+from monitors.adapters.spool import LogRequest
+from monitors.adapters.tracking import ALERT_STATE, MlflowTracker, model_scope
 
 FAILED_RULE = "probe_failed"
 
@@ -28,7 +31,7 @@ def resolve_model(tracker: MlflowTracker, uri: str) -> ModelRef:
 
 @tasks.compute_task
 def read_probe_set(path: str, kind: str) -> probes.ProbeSet:
-    return probes.load_probe_set(path, kind)
+    return probe_files.load_probe_set(path, kind)
 
 
 @tasks.compute_task

@@ -6,11 +6,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import progress, tasks
-from monitors import drift
+from monitors.adapters import drift
 from monitors.config import Settings
-from monitors.errors import InputError
-from monitors.reference import ReferenceProfile, build_reference
-from monitors.runtime import Runtime
+from monitors.core.errors import InputError
+from monitors.core.reference import ReferenceProfile, build_reference
+from monitors.adapters.runtime import Runtime
 
 
 @task(cache_policy=NONE)

@@ -22,9 +22,10 @@ from prefect.events import emit_event
 from flows import tasks
 from flows.check import check_incoming_data
 from flows.probe import evaluate_long_tail_probes
-from monitors import alerting, delivery, ledger, runtime, sources
+from monitors.core import alerting
+from monitors.adapters import delivery, ledger, runtime, sources
 from monitors.config import Settings, load_settings
-from monitors.errors import InputError, UserError
+from monitors.core.errors import InputError, UserError
 
 DATA_FLOW, PROBE_FLOW = "monitor_data", "monitor_models"
 
@@ -200,7 +201,7 @@ def _setup(config: str | None) -> tuple[Settings, runtime.Runtime]:
 
 @flow(name=DATA_FLOW, flow_run_name="monitor {dataset}", validate_parameters=False)
 def monitor_data(landing: str, dataset: str, config: str | None = None) -> dict:
-    """Scheduled: check the landing zone's new files, each exactly once (see :mod:`monitors.ledger`).
+    """Scheduled: check the landing zone's new files, each exactly once (see :mod:`monitors.adapters.ledger`).
 
     The run fails (after trying every file) when a file could not be checked; that file's ``check_failed``
     alert has gone out and the next run tries it again."""

@@ -24,21 +24,20 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors import (
-    alerting, bands, delivery, drift, gx_records, gx_rules, indicators, ingest, ledger, locks, quantify, registry,
-    sources, spool,
-)
+from monitors.adapters import delivery, drift, gx_records, gx_rules, ingest, ledger, locks, registry, sources, spool
+from monitors.core import alerting, bands, indicators, quantify
 from monitors.config import ALERT_URLS_ENV, Settings
-from monitors.profile import BatchProfile
-from monitors.quantify import Provenance, ShareEstimate, combine_with_declared
-from monitors.reference import ReferenceProfile
-from monitors.rules import RuleSuite, load_rules
-from monitors.runtime import Runtime, mlflow_client
-from monitors.tracking import MlflowTracker, PreviousCheck
+from monitors.core.profile import BatchProfile
+from monitors.core.quantify import Provenance, ShareEstimate, combine_with_declared
+from monitors.core.reference import ReferenceProfile
+from monitors.core.rules import RuleSuite
+from monitors.adapters.gx_rules import load_rules
+from monitors.adapters.runtime import Runtime, mlflow_client
+from monitors.adapters.tracking import MlflowTracker, PreviousCheck
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O that failed by chance; a user's error (a missing model, a bad alias) fails at once."""
-    from monitors.errors import UserError
+    from monitors.core.errors import UserError
 
     return not isinstance(state.data, UserError)
 
@@ -120,7 +119,7 @@ def with_task_runner(flow_fn, settings: Settings):
     if settings.task_runner != "dask":
         return flow_fn
     if not settings.dask_address:
-        from monitors.errors import ConfigError
+        from monitors.core.errors import ConfigError
 
         raise ConfigError("task_runner dask needs dask_address (--dask-address tcp://HOST:PORT or "
                           "COLLAPSE_MONITOR_DASK_ADDRESS): the scheduler of an existing Dask cluster")
@@ -188,7 +187,7 @@ def validate_records(prof: BatchProfile, suite_raw: dict) -> gx_records.RecordQu
 
 def lm_scorer(settings: Settings, label: str = "LM scoring"):
     """The local LM scorer of the settings, with the content cache under the state directory (loads lazily)."""
-    from monitors import lmscore
+    from monitors.adapters import lmscore
 
     cfg = lmscore.ScorerConfig(model_file=settings.lm.model_file, token_budget=settings.lm.token_budget,
                                dtype=settings.lm.dtype, batch_size=settings.lm.batch_size, threads=settings.lm.threads)
@@ -206,8 +205,8 @@ def score_reference(ref: ReferenceProfile, prof: BatchProfile, settings: Setting
     the share is estimated against), or unchanged with a warning when the LM is unavailable."""
     import dataclasses
 
-    from monitors.lmscore import ScorerUnavailable
-    from monitors.reference import LMReference, split_sample
+    from monitors.adapters.lmscore import ScorerUnavailable
+    from monitors.core.reference import LMReference, split_sample
 
     from prefect import get_run_logger
 
@@ -260,7 +259,7 @@ def detector_lm_features(texts: list[str], detector: registry.LoadedDetector, se
 
     Without the LM (off, or not loadable) the detector still scores: its LM block falls back to its training
     medians, so the n-grams alone decide, and its validation (made with real LM features) fits less well."""
-    from monitors.lmscore import ScorerUnavailable
+    from monitors.adapters.lmscore import ScorerUnavailable
 
     if not detector.lm_tag or not texts:
         return None, ""
@@ -283,8 +282,8 @@ def detector_lm_features(texts: list[str], detector: registry.LoadedDetector, se
 def share_from_reference(texts: list[str], reference: ReferenceProfile | None, settings: Settings,
                          no_detector: str) -> ShareEstimate:
     """The LM path of :func:`estimate_share`; unavailable (with every reason) when it cannot run."""
-    from monitors import mixture
-    from monitors.lmscore import ScorerUnavailable
+    from monitors.core import mixture
+    from monitors.adapters.lmscore import ScorerUnavailable
 
     if not settings.lm.enabled:
         return ShareEstimate.unavailable(f"{no_detector}; the local LM is off (lm.enabled)")
@@ -404,7 +403,7 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
                    what: str = "check") -> None:
     """A failed run is an alert: remembered locally (MLflow may be what failed) and sent via the outbox.
     Not a task: it runs when the flow is already failing, and must not fail itself."""
-    from monitors.errors import UserError
+    from monitors.core.errors import UserError
 
     try:
         path = _failure_file(settings, dataset, rule)

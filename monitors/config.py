@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from monitors.errors import ConfigError
+from monitors.core.errors import ConfigError
 
 ENV_PREFIX = "COLLAPSE_MONITOR_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -140,7 +140,7 @@ class AlertSettings(_Section):
 
 
 def _channel_problems(urls: list[str]) -> list[str]:
-    from monitors.delivery import url_problem
+    from monitors.adapters.delivery import url_problem
 
     return [f"channel #{i}: {why}" for i, url in enumerate(urls, start=1) if (why := url_problem(url))]
 
@@ -306,7 +306,7 @@ def _env_name(loc: tuple) -> str:
 
 
 def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str]) -> str:
-    from monitors.delivery import scrub
+    from monitors.adapters.delivery import scrub
 
     lines = []
     for err in exc.errors():
@@ -347,7 +347,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         raise ConfigError(f"invalid configuration:\n  environment variable {', '.join(names)}: not valid JSON; give a "
                           f"list or mapping setting as JSON (e.g. COLLAPSE_MONITOR_ALERTS__URLS='[\"pdevents://KEY\"]'), "
                           f"or the channels whitespace-separated in {ALERT_URLS_ENV}") from None
-    from monitors.delivery import parse_urls
+    from monitors.adapters.delivery import parse_urls
 
     problems = _channel_problems(parse_urls(os.environ.get(ALERT_URLS_ENV)))
     if problems:

@@ -56,7 +56,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def austen():
-    from monitors.corpus import austen_paragraphs
+    from monitors.demo.corpus import austen_paragraphs
 
     return austen_paragraphs()
 

@@ -79,7 +79,7 @@ def rst_paragraphs(source: str) -> list[str]:
 
 def human(pydoc_root: str, out: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from monitors.corpus import austen_paragraphs
+    from monitors.demo.corpus import austen_paragraphs
 
     sources = sorted(Path(pydoc_root).rglob("_sources/**/*.rst.txt"))
     if not sources:

@@ -74,7 +74,7 @@ def prompt_paragraphs(pydoc_root: str) -> list[dict]:
     """Human paragraphs that ``detector_set.jsonl.gz`` neither keeps nor used as prompts, by domain."""
     recipe = _detector_recipe()
     sys.path.insert(0, str(HERE.parents[1]))
-    from monitors.corpus import austen_paragraphs, detector_set
+    from monitors.demo.corpus import austen_paragraphs, detector_set
 
     sources = sorted(Path(pydoc_root).rglob("_sources/**/*.rst.txt"))
     if not sources:

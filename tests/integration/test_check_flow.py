@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
-from monitors.simulate import recursive_generations
+from monitors.demo.simulate import recursive_generations
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration

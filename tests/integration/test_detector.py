@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
-from monitors.corpus import detector_set
-from monitors.detector import data_hash
+from monitors.demo.corpus import detector_set
+from monitors.core.detector import data_hash
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -120,8 +120,8 @@ def test_machine_text_from_an_unseen_decoding_setting_is_not_passed_off_as_valid
     """SmolLM2 sampled at temperature 1.3, which the detector never saw (it was trained at 0.8): its scores
     sit between the classes, so the estimate is biased low. It must say it is out of range (interval [0, 1]),
     not claim a tight interval around a wrong number; in-range text of the same size stays in range."""
-    from monitors.detector import train_detector
-    from monitors.quantify import estimate_share
+    from monitors.core.detector import train_detector
+    from monitors.core.quantify import estimate_share
 
     det = train_detector(pools["train_h"], pools["train_s"], seed=0)
     unseen = estimate_share(det.scores(pools["unseen"][:300]), det.validation, method=det.method, replicates=500)

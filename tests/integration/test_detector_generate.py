@@ -11,8 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
-from monitors.corpus import detector_set
-from monitors.lmscore import DECODINGS
+from monitors.demo.corpus import detector_set
+from monitors.adapters.lmscore import DECODINGS
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration

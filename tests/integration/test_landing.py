@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from flows.check import check_incoming_data
 from flows.cli import main
 from flows.scheduled import monitor_data
-from monitors import ledger, runtime
+from monitors.adapters import ledger, runtime
 from monitors.config import load_settings
 from tests.conftest import write_jsonl
 

@@ -10,9 +10,10 @@ from mlflow import MlflowClient
 from flows import tasks
 from flows.cli import main
 from flows.scheduled import monitor_data
-from monitors import alerting, delivery, ledger
+from monitors.core import alerting
+from monitors.adapters import delivery, ledger
 from monitors.config import load_settings
-from monitors.errors import ConfigError
+from monitors.core.errors import ConfigError
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration

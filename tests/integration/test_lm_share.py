@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from monitors.corpus import detector_set
+from monitors.demo.corpus import detector_set
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ def test_reference_only_share_with_the_real_lm(lm_on, pools, capsys, monkeypatch
     # a corrupt model file: the reason names it, and the check completes without a share
     bad = lm_on / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.parent.mkdir()
-    from monitors.lmscore import default_model_file
+    from monitors.adapters.lmscore import default_model_file
     bad.write_bytes(b"GGUF" + b"\0" * (default_model_file().stat().st_size - 4))  # same name and size
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__MODEL_FILE", str(bad))
     nonce = uuid.uuid4().hex  # texts no cache can hold

@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.cli import main
-from monitors import demo_models
-from monitors.simulate import _fit_classifier, long_tail_split
+from monitors.demo import probe_models as demo_models
+from monitors.demo.simulate import _fit_classifier, long_tail_split
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from monitors.rules import fingerprint
+from monitors.core.rules import fingerprint
 from tests import stack
 from tests.conftest import REPO, write_jsonl
 

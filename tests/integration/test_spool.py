@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from flows import tasks
 from flows.cli import main
-from monitors.simulate import recursive_generations
+from monitors.demo.simulate import recursive_generations
 from tests import stack
 from tests.conftest import write_jsonl
 

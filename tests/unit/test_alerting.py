@@ -4,9 +4,10 @@ import math
 
 import pytest
 
-from monitors.alerting import Silence, parse_duration, states_from_json, states_to_json, step
-from monitors.errors import RulesError
-from monitors.rules import Rule, fingerprint, load_rules
+from monitors.core.alerting import Silence, parse_duration, states_from_json, states_to_json, step
+from monitors.core.errors import RulesError
+from monitors.core.rules import Rule, fingerprint
+from monitors.adapters.gx_rules import load_rules
 
 WARN = Rule("tail_loss", "tail.z", -5.0, None, "warning", "tails thin", for_runs=2)
 CRIT = Rule("floor", "corpus.human", 0.3, None, "critical", "corpus below floor", for_runs=1)
@@ -165,8 +166,8 @@ def test_the_shipped_share_rules_count_two_bad_batches_of_three():
 
 
 def test_the_summary_and_json_lead_with_a_pending_alert():
-    from monitors.quantify import ShareEstimate
-    from monitors.results import CheckResult
+    from monitors.core.quantify import ShareEstimate
+    from monitors.core.results import CheckResult
 
     pending = _run({}, 0, -7, rules=(WINDOWED,)).alerts
     result = CheckResult("r1", "news", "b.jsonl", 100, 0, {"tail.z": -7.0}, ShareEstimate.unavailable("none"), pending, "ref", None)

@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 
 from monitors.config import Columns, IngestSettings
-from monitors.errors import InputError
-from monitors.ingest import ReadOptions, profile_input
+from monitors.core.errors import InputError
+from monitors.adapters.ingest import ReadOptions, profile_input
 from tests.conftest import write_jsonl
 
 
@@ -52,7 +52,7 @@ def test_a_single_unreadable_file_is_still_an_input_error(isolated, name):
 # -- a corrupt spool entry is skipped with an alert, not blocking every check -------------------------------
 def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays(isolated, monkeypatch):
     from flows import tasks
-    from monitors import spool
+    from monitors.adapters import spool
     from monitors.config import load_settings
 
     settings = load_settings(None)
@@ -84,7 +84,7 @@ def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated,
     import logging
 
     from flows import scheduled, tasks
-    from monitors import ledger
+    from monitors.adapters import ledger
     from monitors.config import load_settings
 
     monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__MAX_ATTEMPTS", "3")
@@ -119,7 +119,7 @@ def test_landing_scan_hashes_only_new_or_changed_files(isolated, monkeypatch):
     import os
 
     from flows import scheduled
-    from monitors import ledger
+    from monitors.adapters import ledger
 
     for i in range(3):
         write_jsonl(isolated / "landing" / f"b{i}.jsonl", [{"id": str(i), "text": f"text {i}"}])

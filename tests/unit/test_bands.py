@@ -7,13 +7,15 @@ from datetime import date
 import numpy as np
 import pytest
 
-from monitors import bands, gx_rules
+from monitors.core import bands
+
+from monitors.adapters import gx_rules
 from monitors.config import DEFAULT_RULES, Columns, IndicatorSettings, IngestSettings
-from monitors.indicators import compute_indicators, with_ratios
-from monitors.ingest import ReadOptions, profile_rows, records_from_dicts
-from monitors.reference import ReferenceProfile, build_reference
-from monitors.rules import load_rules
-from monitors.simulate import recursive_generations
+from monitors.core.indicators import compute_indicators, with_ratios
+from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
+from monitors.core.reference import ReferenceProfile, build_reference
+from monitors.adapters.gx_rules import load_rules
+from monitors.demo.simulate import recursive_generations
 
 SETTINGS = IndicatorSettings(reference_docs=3000, embedding_dims=16, clusters=8)
 
@@ -83,7 +85,7 @@ def test_fit_bands_corrects_for_overlapping_subsets():
 def test_lm_scores_round_trip_with_the_reference(reference):
     import dataclasses
 
-    from monitors.reference import LMReference
+    from monitors.core.reference import LMReference
 
     rng = np.random.default_rng(0)
     lm = LMReference("model.gguf|1|budget=128|bfloat16|v1", rng.normal(size=(60, 5)), rng.integers(0, 8, 60))

@@ -11,7 +11,7 @@ import pytest
 
 from flows import check, tasks
 from monitors.config import load_settings
-from monitors.results import CheckResult
+from monitors.core.results import CheckResult
 
 
 @pytest.mark.parametrize("ledger", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from monitors.config import DEFAULT_RULES, load_settings
-from monitors.errors import ConfigError
+from monitors.core.errors import ConfigError
 
 
 def test_defaults_work_without_any_file(isolated):
@@ -95,7 +95,7 @@ def test_file_setting_beats_standard_variable(isolated, monkeypatch):
 def test_prepare_points_local_stores_at_the_state_dir(isolated):
     import os
 
-    from monitors.runtime import prepare
+    from monitors.adapters.runtime import prepare
 
     rt = prepare(load_settings())
     assert rt.prefect_api_url is None

@@ -4,7 +4,7 @@ dedup key, Apprise's generic JSON webhook, retries, the outbox across runs, and 
 import json
 import socket
 
-from monitors.delivery import Outbox, deliver, flush, parse_urls, redact
+from monitors.adapters.delivery import Outbox, deliver, flush, parse_urls, redact
 
 SECRET = "R0UT1NGKEYs3cr3t"
 
@@ -82,7 +82,7 @@ def test_channel_urls_from_the_config_file_are_secret_when_settings_are_printed_
 
 
 def test_credentials_in_messages_are_scrubbed():
-    from monitors.delivery import scrub
+    from monitors.adapters.delivery import scrub
 
     msg = "OperationalError: could not connect to postgresql://mlflow:hunter2@db:5432/mlflow (timeout)"
     assert scrub(msg) == "OperationalError: could not connect to postgresql://***@db:5432/mlflow (timeout)"

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from monitors.delivery import Outbox, deliver, flush
+from monitors.adapters.delivery import Outbox, deliver, flush
 
 SECRET = "R0UT1NGKEYs3cr3t"
 

@@ -8,10 +8,10 @@ import pytest
 
 from flows import tasks
 from flows.cli import main
-from monitors import alerting
+from monitors.core import alerting
 from monitors.config import load_settings
-from monitors.delivery import Outbox, flush
-from monitors.errors import ConfigError
+from monitors.adapters.delivery import Outbox, flush
+from monitors.core.errors import ConfigError
 
 SECRET = "R0UT1NGKEYs3cr3t"
 TYPO = f"pdevents+http://{SECRET}@127.0.0.1:18o81/x"  # the repro: an 'o' for a '0' in the port

@@ -10,10 +10,10 @@ import skops.io
 
 from flows import tasks
 from monitors.config import Settings
-from monitors.corpus import detector_set
-from monitors.detector import LM_COLUMNS, detector_input, train_detector
-from monitors.lmscore import FEATURES, ScorerUnavailable
-from monitors.registry import LoadedDetector, _trusted_types
+from monitors.demo.corpus import detector_set
+from monitors.core.detector import LM_COLUMNS, detector_input, train_detector
+from monitors.adapters.lmscore import FEATURES, ScorerUnavailable
+from monitors.adapters.registry import LoadedDetector, _trusted_types
 
 
 class FakeScorer:

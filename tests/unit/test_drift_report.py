@@ -5,7 +5,7 @@ gzipped (4 MB of HTML per check otherwise: about 12 GB a year for a dataset chec
 import gzip
 import re
 
-from monitors import drift
+from monitors.adapters import drift
 
 
 def test_stored_report_is_labelled_and_compressed(austen):

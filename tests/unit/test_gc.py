@@ -5,10 +5,10 @@ import json
 import time
 
 from flows.cli import main
-from monitors import runtime
+from monitors.adapters import runtime
 from monitors.config import load_settings
-from monitors.spool import LogRequest
-from monitors.tracking import MlflowTracker
+from monitors.adapters.spool import LogRequest
+from monitors.adapters.tracking import MlflowTracker
 
 
 def _check(tracker, batch, days_ago):

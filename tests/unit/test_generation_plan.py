@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from monitors.errors import UserError
-from monitors.lmscore import (
+from monitors.core.errors import UserError
+from monitors.adapters.lmscore import (
     CHAT_PROMPT, DECODINGS, OPENING_WORDS, Decoding, GenerationJob, finish_text, generation_plan, prompt_for,
 )
 
@@ -58,7 +58,7 @@ def test_prompts_chat_template_messages_or_plain_continuation():
 
 def test_each_row_gets_its_own_penalty_temperature_and_top_p():
     torch = pytest.importorskip("torch")
-    from monitors.lmscore import _per_row_decoding
+    from monitors.adapters.lmscore import _per_row_decoding
 
     jobs = [GenerationJob(0, "x", Decoding("chat", 1.0, 1.0, 1.0), 1),
             GenerationJob(0, "x", Decoding("chat", 0.5, 0.5, 2.0), 2)]

@@ -60,7 +60,7 @@ def test_a_non_json_alert_urls_variable_is_a_config_error_naming_it(isolated, mo
 
 @pytest.mark.parametrize("where", ["env", "file"])
 def test_tracking_uri_credentials_are_never_printed_nor_a_prefect_parameter(isolated, monkeypatch, where):
-    from monitors import runtime
+    from monitors.adapters import runtime
 
     uri = "http://user:PASS@127.0.0.1:5999"
     if where == "env":
@@ -92,7 +92,7 @@ def test_a_state_dir_that_is_a_file_exits_2_naming_it(isolated, capsys, argv):
 def test_a_glob_through_a_symlink_loop_reads_each_file_once(isolated):
     import os
 
-    from monitors import sources
+    from monitors.adapters import sources
 
     d = isolated / "landing"
     write_jsonl(d / "sub" / "a.jsonl", [{"id": "1", "text": "t"}])
@@ -102,8 +102,8 @@ def test_a_glob_through_a_symlink_loop_reads_each_file_once(isolated):
 
 
 def test_a_newline_in_a_file_name_is_never_printed_raw(isolated, capsys):
-    from monitors.quantify import ShareEstimate
-    from monitors.results import CheckResult
+    from monitors.core.quantify import ShareEstimate
+    from monitors.core.results import CheckResult
 
     name = "evil\n  records: 0 checked, 0 quarantined.jsonl"
     assert main(["check", "--input", name]) == 2

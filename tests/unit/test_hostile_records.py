@@ -10,9 +10,9 @@ from datetime import date
 
 import pytest
 
-from monitors import ingest
+from monitors.adapters import ingest
 from monitors.config import Columns, IngestSettings
-from monitors.ingest import ReadOptions, profile_input
+from monitors.adapters.ingest import ReadOptions, profile_input
 from tests.conftest import REPO, write_jsonl
 
 COLS = Columns()
@@ -72,7 +72,7 @@ def _peak_rss_growth_mb(code: str) -> float:
         import resource, sys
         from datetime import date
         from monitors.config import Columns, IngestSettings
-        from monitors.ingest import ReadOptions, profile_input, profile_rows
+        from monitors.adapters.ingest import ReadOptions, profile_input, profile_rows
         opts = ReadOptions(Columns(), IngestSettings(), 100, date(2024, 1, 1))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     """) + textwrap.dedent(code) + textwrap.dedent("""
@@ -148,9 +148,9 @@ def test_quarantine_output_keeps_the_first_entries_per_reason_and_counts_the_res
 
 
 def test_the_quarantined_share_alerts_through_a_rule(isolated):
-    from monitors import gx_rules
+    from monitors.adapters import gx_rules
     from monitors.config import DEFAULT_RULES
-    from monitors.rules import load_rules
+    from monitors.adapters.gx_rules import load_rules
 
     suite = load_rules(DEFAULT_RULES)
     row = {"batch.records": 1.0, "batch.quarantined": 199.0, "batch.quarantined_share": 199 / 200}

@@ -11,9 +11,9 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from monitors.text import words
+from monitors.core.text import words
 from monitors.config import Columns, IndicatorSettings, IngestSettings
-from monitors.indicators import (
+from monitors.core.indicators import (
     compression_ratio,
     compute_indicators,
     rare_coverage,
@@ -24,10 +24,10 @@ from monitors.indicators import (
     windowed_entropy,
     with_ratios,
 )
-from monitors.ingest import ReadOptions, profile_rows, records_from_dicts
-from monitors.neardup import near_duplicate_share
-from monitors.profile import BatchProfile
-from monitors.reference import build_reference
+from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
+from monitors.core.neardup import near_duplicate_share
+from monitors.core.profile import BatchProfile
+from monitors.core.reference import build_reference
 
 SETTINGS = IndicatorSettings(window=200, coverage_tokens=300, sample_size=60, compress_bytes=4096, reference_docs=1500,
                              embedding_dims=8, clusters=4)
@@ -181,7 +181,7 @@ def test_profile_rejects_merging_different_sample_sizes():
 
 
 def test_text_indicators_separate_human_from_recursively_generated_text(austen, anchors):
-    from monitors.simulate import recursive_generations
+    from monitors.demo.simulate import recursive_generations
 
     human = [p["text"] for p in austen[2000:2300]]
     gen = recursive_generations([p["text"] for p in austen[3000:4000]], 5, 200, seed=1)[-1].sample(300, random.Random(0))

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from monitors.config import Columns, IngestSettings
-from monitors.errors import InputError
-from monitors.ingest import ReadOptions, late_duplicate_entries, profile_input
+from monitors.core.errors import InputError
+from monitors.adapters.ingest import ReadOptions, late_duplicate_entries, profile_input
 from tests.conftest import write_jsonl
 
 COLS, ING = Columns(), IngestSettings(max_text_chars=1000)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from monitors.ledger import LandedFile, Ledger, file_sha256
+from monitors.adapters.ledger import LandedFile, Ledger, file_sha256
 
 
 @pytest.fixture

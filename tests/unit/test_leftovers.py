@@ -5,13 +5,13 @@ import subprocess
 import sys
 import tempfile
 
-from monitors import runtime
+from monitors.adapters import runtime
 from monitors.config import load_settings
 from tests.conftest import REPO
 
 
 def test_gx_data_docs_folder_is_removed_when_the_process_ends(isolated):
-    code = ("from datetime import date; from monitors import gx_records, ingest; from monitors.config import *;"
+    code = ("from datetime import date; from monitors.adapters import gx_records, ingest; from monitors.config import *;"
             "import json, pathlib;"
             "p = ingest.profile_rows(ingest.records_from_dicts([{'id': '1', 'text': 'hello world'}]), "
             "ingest.ReadOptions(Columns(), IngestSettings(), 10, date(2024, 1, 1)), file='x');"

@@ -1,11 +1,12 @@
-"""The share from a human reference alone (monitors.mixture) and the LM statistics' pure parts (no model)."""
+"""The share from a human reference alone (monitors.core.mixture) and the LM statistics' pure parts (no model)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from monitors import lmscore, mixture
+from monitors.adapters import lmscore
+from monitors.core import lmfeatures, mixture
 
 
 # -- per-token numbers -> per-document statistics -------------------------------------------------------------
@@ -16,7 +17,7 @@ def test_document_statistics_by_hand():
     m2 = np.array([5.0, 6.0, 1.0])  # E[(log p)^2]; variance = m2 - ent^2 = 1, 2
     rank = np.log(np.array([1.0, 4.0, 2.0]))
     doc = np.array([0, 0, 1])
-    out = lmscore.document_statistics(ll, ent, m2, rank, doc, 3)
+    out = lmfeatures.document_statistics(ll, ent, m2, rank, doc, 3)
     nll, entropy, log_rank, curvature, ratio = out[0]
     assert nll == pytest.approx(2.0)
     assert entropy == pytest.approx(2.0)
@@ -28,9 +29,9 @@ def test_document_statistics_by_hand():
 
 
 def test_curvature_is_positive_for_text_more_likely_than_the_model_expects():
-    out = lmscore.document_statistics(np.array([-0.5, -0.5]), np.array([2.0, 2.0]), np.array([5.0, 5.0]),
+    out = lmfeatures.document_statistics(np.array([-0.5, -0.5]), np.array([2.0, 2.0]), np.array([5.0, 5.0]),
                                       np.zeros(2), np.array([0, 0]), 1)
-    assert out[0, lmscore.FEATURES.index("curvature")] > 0
+    assert out[0, lmfeatures.FEATURES.index("curvature")] > 0
 
 
 def test_cache_round_trip_and_keys(tmp_path):

@@ -1,4 +1,4 @@
-"""Probe sets and probe metrics (monitors/probes.py): slicing, loading, per-slice metrics, comparison with
+"""Probe sets and probe metrics (monitors/core/probes.py): slicing, loading, per-slice metrics, comparison with
 earlier versions, the lineage walk. Figures are computed by hand in the comments."""
 
 import json
@@ -8,8 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from monitors import probes
-from monitors.errors import InputError
+from monitors.adapters import probe_files
+from monitors.core import probes
+from monitors.core.errors import InputError
 from tests.conftest import write_jsonl
 
 
@@ -62,11 +63,11 @@ def test_edge_cases_are_merged_into_the_tail_by_default():
 def test_load_probe_set_names_the_file_and_record(isolated):
     good = write_jsonl(isolated / "p.jsonl", [{"id": "1", "text": "a", "slice": "head", "label": "x"},
                                               {"id": "2", "text": "b", "slice": "tail", "label": "y"}])
-    ps = probes.load_probe_set(good, "classifier")
+    ps = probe_files.load_probe_set(good, "classifier")
     assert ps.counts() == {"head": 1, "tail": 1} and len(ps.digest) == 64
     write_jsonl(isolated / "p2.jsonl", [{"id": "1", "text": "a", "slice": "head", "label": "x"},
                                         {"id": "2", "text": "b", "slice": "tail", "label": "z"}])
-    assert probes.load_probe_set(isolated / "p2.jsonl", "classifier").digest != ps.digest
+    assert probe_files.load_probe_set(isolated / "p2.jsonl", "classifier").digest != ps.digest
     cases = [
         ([{"text": "a", "slice": "head"}, {"text": "b", "slice": "tail"}], "classifier", "record 1: no 'label'"),
         ([{"text": "a", "slice": "head"}, {"text": "  ", "slice": "tail"}], "generator", "record 2: 'text' must be"),
@@ -77,14 +78,14 @@ def test_load_probe_set_names_the_file_and_record(isolated):
     for rows, kind, message in cases:
         path = write_jsonl(isolated / "bad.jsonl", rows)
         with pytest.raises(InputError, match=message):
-            probes.load_probe_set(path, kind)
+            probe_files.load_probe_set(path, kind)
     with pytest.raises(InputError, match="no such file"):
-        probes.load_probe_set(isolated / "missing.jsonl", "generator")
+        probe_files.load_probe_set(isolated / "missing.jsonl", "generator")
 
 
 def test_read_rows_reads_csv(isolated):
     (isolated / "p.csv").write_text("id,text,label\n1,hello,a\n2,world,b\n")
-    assert probes.read_rows(isolated / "p.csv") == [{"id": "1", "text": "hello", "label": "a"},
+    assert probe_files.read_rows(isolated / "p.csv") == [{"id": "1", "text": "hello", "label": "a"},
                                                     {"id": "2", "text": "world", "label": "b"}]
 
 
@@ -158,8 +159,8 @@ def test_follow_lineage_counts_teacher_hops():
 def test_probe_set_file_format_is_what_build_writes(isolated):
     report = probes.build_by_label([{"text": "x", "label": "a"}, {"text": "y", "label": "b"}], "in",
                                    head_mass=0.5, tail_mass=0.5)
-    probes.write_jsonl(report.rows, isolated / "out" / "p.jsonl")
+    probe_files.write_jsonl(report.rows, isolated / "out" / "p.jsonl")
     rows = [json.loads(line) for line in (isolated / "out" / "p.jsonl").read_text().splitlines()]
     assert rows == [{"id": "probe-000001", "label": "a", "origin": "built", "slice": "head", "text": "x"},
                     {"id": "probe-000002", "label": "b", "origin": "built", "slice": "tail", "text": "y"}]
-    assert probes.load_probe_set(isolated / "out" / "p.jsonl", "classifier").labels == ["a", "b"]
+    assert probe_files.load_probe_set(isolated / "out" / "p.jsonl", "classifier").labels == ["a", "b"]

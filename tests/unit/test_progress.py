@@ -48,8 +48,8 @@ def test_the_reference_build_reports_stages_and_counts_its_pseudo_batches(austen
     from datetime import date
 
     from monitors.config import Columns, IndicatorSettings, IngestSettings
-    from monitors.ingest import ReadOptions, profile_rows, records_from_dicts
-    from monitors.reference import build_reference
+    from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
+    from monitors.core.reference import build_reference
 
     settings = IndicatorSettings(reference_docs=1500, embedding_dims=16, clusters=8)
     objs = [{"id": p["id"], "text": p["text"]} for p in austen[:1500]]
@@ -62,7 +62,7 @@ def test_the_reference_build_reports_stages_and_counts_its_pseudo_batches(austen
 
 
 def test_detector_training_reports_its_stages():
-    from monitors.detector import train_detector
+    from monitors.core.detector import train_detector
 
     human = [f"the committee met on day {i} and agreed to revisit the budget {i % 7}" for i in range(60)]
     machine = [f"As an AI language model, I can summarise item {i} in a helpful way {i % 5}" for i in range(60)]

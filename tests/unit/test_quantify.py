@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from monitors.quantify import (
+from monitors.core.quantify import (
     CorpusTotals, Provenance, ShareEstimate, Validation, acc, combine_with_declared, em, estimate_share,
     goodness_of_fit, pacc, point_estimates, select_method,
 )
@@ -209,7 +209,7 @@ def test_interval_never_narrower_than_the_batch_size_allows():
     """Issue 20, item 11: a clearly human 300-document batch got the interval 0.000-0.000. Whatever the
     bootstrap says, 300 documents cannot show a share that exactly: the interval holds at least the Wilson
     interval of the estimate at the batch's size."""
-    from monitors.quantify import wilson_interval
+    from monitors.core.quantify import wilson_interval
 
     rng = np.random.default_rng(3)
     val = Validation(np.r_[rng.beta(30, 2, 400), rng.beta(2, 30, 400)], np.r_[np.ones(400), np.zeros(400)], 0.5, 0.5)

@@ -19,8 +19,8 @@ def test_demo_models_register_quietly_without_pickles(tmp_path, capfd, caplog):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from monitors import demo_models
-    from monitors.simulate import BigramGenerator
+    from monitors.demo import probe_models as demo_models
+    from monitors.demo.simulate import BigramGenerator
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()

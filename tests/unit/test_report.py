@@ -1,4 +1,4 @@
-"""History filters and CSV (monitors/history.py) and the report renderer (monitors/report.py) on hand-made rows."""
+"""History filters and CSV (monitors/core/history.py) and the report renderer (monitors/adapters/html_report.py) on hand-made rows."""
 
 import csv
 import io
@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from monitors import history, report
-from monitors.rules import Rule
+from monitors.adapters import html_report as report
+from monitors.core import history
+from monitors.core.rules import Rule
 
 DAY = 86_400_000
 

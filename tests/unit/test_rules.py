@@ -4,10 +4,11 @@ import math
 
 import pytest
 
-from monitors import gx_rules
+from monitors.adapters import gx_rules
 from monitors.config import DEFAULT_RULES
-from monitors.errors import RulesError
-from monitors.rules import breached_threshold, fingerprint, load_rules, max_severity
+from monitors.core.errors import RulesError
+from monitors.core.rules import breached_threshold, fingerprint, max_severity
+from monitors.adapters.gx_rules import load_rules
 
 
 def _write(tmp_path, suite):

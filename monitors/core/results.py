@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitors.quantify import ShareEstimate
-from monitors.rules import SEVERITIES, Alert, max_severity
-from monitors.text import shown
+from monitors.core.quantify import ShareEstimate
+from monitors.core.rules import SEVERITIES, Alert, max_severity
+from monitors.core.text import shown
 
 #: Indicators shown in the readable summary and the history table, in this order.
 KEY_INDICATORS = (
@@ -29,7 +29,7 @@ KEY_INDICATORS = (
 def run_indicators(records: int, quarantined: int, values: dict[str, float], share: ShareEstimate,
                    corpus: dict[str, float] | None = None) -> dict[str, float]:
     """The one-row indicator table of a run: batch counts, text indicators, the synthetic/human shares of the
-    batch and the accumulated corpus's human share (``corpus.*``, see :class:`~monitors.quantify.CorpusTotals`)."""
+    batch and the accumulated corpus's human share (``corpus.*``, see :class:`~monitors.core.quantify.CorpusTotals`)."""
     nan = float("nan")
 
     def num(v):

@@ -8,9 +8,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from monitors.alerting import parse_duration
-from monitors.results import KEY_INDICATORS
-from monitors.rules import SEVERITIES
+from monitors.core.alerting import parse_duration
+from monitors.core.results import KEY_INDICATORS
+from monitors.core.rules import SEVERITIES
 
 STATES = ("pending", "firing", "resolved")
 

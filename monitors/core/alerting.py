@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from monitors.rules import Alert, Rule, breached_threshold, fingerprint
+from monitors.core.rules import Alert, Rule, breached_threshold, fingerprint
 
 DEFAULT_REPEAT_SECONDS = 24 * 3600.0
 

@@ -4,7 +4,7 @@ Each expectation is one rule over one column of the one-row-per-run indicator ta
 ``meta.rule`` (its name), ``meta.severity`` (warning | critical), ``meta.summary`` and optionally
 ``meta.for_runs`` (breaching runs before it fires; default 1 for critical, 2 for warning) and optionally
 ``meta.within_runs`` (counted over the last that many runs; default ``for_runs``: consecutive runs).
-Great Expectations evaluates the suite (see :mod:`monitors.gx_rules`); this module holds the pure parts.
+Great Expectations evaluates the suite (see :mod:`monitors.adapters.gx_rules`); this module holds the pure parts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from monitors.errors import RulesError
+from monitors.core.errors import RulesError
 
 SEVERITIES = ("warning", "critical")
 SUPPORTED = {"expect_column_values_to_be_between"}
@@ -73,15 +73,8 @@ class RuleSuite:
         return sorted({r.column for r in self.rules})
 
 
-def load_rules(path: str | Path) -> RuleSuite:
-    """Read and check the suite; a problem raises :class:`RulesError` naming the file and expectation."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RulesError(f"rule suite {path} does not exist (setting rules_path)") from None
-    except json.JSONDecodeError as exc:
-        raise RulesError(f"rule suite {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+def parse_rules(raw: Any, path: Path) -> RuleSuite:
+    """Check a suite read from ``path`` (named in every error); a problem raises :class:`RulesError`."""
     if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
         raise RulesError(f"rule suite {path} must be an object with an 'expectations' list")
     rules, names = [], set()

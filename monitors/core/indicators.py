@@ -1,4 +1,4 @@
-"""Collapse indicators from a :class:`~monitors.profile.BatchProfile`.
+"""Collapse indicators from a :class:`~monitors.core.profile.BatchProfile`.
 
 Two kinds: *whole-batch* indicators (counts, length distribution, vintage, exact duplicates, declared
 provenance) are exact over every accepted record; *text* indicators (n-gram diversity, entropy, rare-type
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
-from monitors import embedding as emb_mod
+from monitors.core import embedding as emb_mod
 from monitors.config import IndicatorSettings
-from monitors.neardup import near_duplicate_share
-from monitors.profile import NO_DAY, PROVENANCE, BatchProfile, days
-from monitors.text import words
+from monitors.core.neardup import near_duplicate_share
+from monitors.core.profile import NO_DAY, PROVENANCE, BatchProfile, days
+from monitors.core.text import words
 
 MAX_N = 3
 

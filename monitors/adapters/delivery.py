@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitors.locks import file_lock
+from monitors.adapters.locks import file_lock
 
 PD_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _PD = re.compile(r"^pdevents(?:\+(?P<proto>https?))?://(?P<key>[^@/]+)(?:@(?P<rest>.+))?$")

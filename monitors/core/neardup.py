@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from monitors.text import words
+from monitors.core.text import words
 
 PERMUTATIONS, BANDS = 64, 16
 _PRIME = np.uint64((1 << 61) - 1)

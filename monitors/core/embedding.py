@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitors.text import words
+from monitors.core.text import words
 
 N_FEATURES = 2**14
 

@@ -8,19 +8,29 @@ quantifier) and training-data hashes are tags of the model version.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from monitors.detector import LM_COLUMNS, TrainedDetector, detector_input
-from monitors.errors import UserError
-from monitors.quantify import Validation
+from monitors.core.detector import LM_COLUMNS, TrainedDetector, detector_input
+from monitors.core.errors import UserError
+from monitors.core.quantify import Validation
 
 VALIDATION_ARTIFACT = "validation/scores.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+#: Modules whose classes detectors registered before monitors/ was split into core/adapters/demo name in their
+#: skops files (e.g. monitors.detector.Stylometry): loading one imports the class from its new home.
+LEGACY_MODULES = {"monitors.detector": "monitors.core.detector"}
+
+
+def alias_legacy_modules() -> None:
+    for old, new in LEGACY_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
 
 
 class DetectorUnavailable(UserError):
@@ -34,7 +44,7 @@ class LoadedDetector:
     model: object  # a fitted, calibrated sklearn classifier over raw texts (and LM features, see lm_tag)
     validation: Validation
     method: str
-    #: the LM scorer whose features the model takes next to the texts (monitors.lmscore.LMScorer.tag); ""
+    #: the LM scorer whose features the model takes next to the texts (monitors.adapters.lmscore.LMScorer.tag); ""
     #: for a detector on n-grams alone
     lm_tag: str = ""
 
@@ -153,6 +163,7 @@ def load_detector(client, uri: str) -> LoadedDetector:
     except (MlflowException, OSError, KeyError, ValueError) as exc:
         raise DetectorUnavailable(f"detector {uri} (version {mv.version}) has no usable {VALIDATION_ARTIFACT} in "
                                   f"run {mv.run_id} ({exc}); retrain it with `collapse-monitor detector train`") from None
+    alias_legacy_modules()
     model = mlflow.sklearn.load_model(f"models:/{m['name']}/{mv.version}")
     return LoadedDetector(uri=uri, version=str(mv.version), model=model, validation=val, method=str(raw["method"]),
                           lm_tag=str(raw.get("lm_features") or ""))  # older detectors: n-grams alone

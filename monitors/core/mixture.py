@@ -1,7 +1,7 @@
 """The synthetic share from a human reference alone: mixture-proportion estimation on LM statistics.
 
 A batch's scores are a mixture ``pi * H + (1 - pi) * M`` of the human score distribution ``H`` (known: the
-reference's held-out documents, scored by :mod:`monitors.lmscore` at build time) and an unknown machine
+reference's held-out documents, scored by :mod:`monitors.adapters.lmscore` at build time) and an unknown machine
 one ``M``. Machine text of any family sits on the *predictable* side (high curvature), so on the human side
 of the score axis the batch can hold no more than its human part: for every threshold ``t``
 
@@ -28,14 +28,14 @@ allow (:func:`estimate_from_reference`). Re-weighting the reference to the batch
 (``p_batch(cluster) / p_reference(cluster)``, capped) is available (``reweight``, ``lm.topic_weights``) but
 off: on single-domain human batches it cost more in effective sample size than it removed in bias.
 
-Everything here is pure numpy: scores in, a :class:`~monitors.quantify.ShareEstimate` out.
+Everything here is pure numpy: scores in, a :class:`~monitors.core.quantify.ShareEstimate` out.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from monitors.quantify import ShareEstimate, wilson_interval
+from monitors.core.quantify import ShareEstimate, wilson_interval
 
 METHOD = "mpe-bbe"
 DELTA, GAMMA = 0.1, 0.01
@@ -50,7 +50,7 @@ EXCESS_Z = 3.0  # one-sided, three thresholds: about 0.4 % of human batches flag
 
 def machine_score(features: np.ndarray) -> np.ndarray:
     """The 1-D score the share is estimated on (higher = more machine-like): the analytic curvature."""
-    from monitors.lmscore import FEATURES
+    from monitors.core.lmfeatures import FEATURES
 
     return np.asarray(features, dtype=float)[:, FEATURES.index("curvature")]
 

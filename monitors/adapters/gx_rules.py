@@ -1,6 +1,6 @@
 """Great Expectations adapter: evaluate the rule suite on one run's indicators.
 
-GX decides which expectations fail; results are turned into our own :class:`~monitors.rules.Alert`
+GX decides which expectations fail; results are turned into our own :class:`~monitors.core.rules.Alert`
 objects here and nowhere else. GX is imported lazily (3-4 s) so that commands that never evaluate
 rules do not pay for it.
 """
@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
-from monitors.errors import RulesError
-from monitors.rules import Alert, RuleSuite, firing_alert
+from monitors.core.errors import RulesError
+from monitors.core.rules import Alert, RuleSuite, firing_alert, parse_rules
+
+
+def load_rules(path: str | Path) -> RuleSuite:
+    """Read and check a rule suite (a GX suite JSON); a problem raises :class:`RulesError` naming the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RulesError(f"rule suite {path} does not exist (setting rules_path)") from None
+    except json.JSONDecodeError as exc:
+        raise RulesError(f"rule suite {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    return parse_rules(raw, path)
 
 
 def suite_from_json(raw: dict[str, Any], name: str | None = None):

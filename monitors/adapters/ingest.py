@@ -1,4 +1,4 @@
-"""Read a batch into a :class:`~monitors.profile.BatchProfile`, quarantining what cannot be used.
+"""Read a batch into a :class:`~monitors.core.profile.BatchProfile`, quarantining what cannot be used.
 
 Nothing a user sent is dropped silently: each unusable record becomes a quarantine entry (JSONL: file,
 line or row, reason, the record's first bytes) and is counted by reason. Shards are read one row at a time
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from monitors import sources
+from monitors.adapters import sources
 from monitors.config import ENV_PREFIX, Columns, IngestSettings
-from monitors.errors import InputError
-from monitors.profile import (
+from monitors.core.errors import InputError
+from monitors.core.profile import (
     COLUMNS, DATE_ABSENT, DATE_BAD, DATE_OK, NO_DAY, PROV_ABSENT, PROV_OTHER, PROVENANCE, BatchProfile, days,
     stable_hash,
 )
@@ -324,7 +324,7 @@ def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
     """Profile every shard of a batch spec (path, glob, folder or fsspec URL) and merge them in order.
 
     ``mapper`` runs :func:`profile_shard` over the shards: the builtin ``map`` in-process, or a process
-    pool's ``map`` (the flow chooses). Raises :class:`~monitors.errors.InputError` for a spec that
+    pool's ``map`` (the flow chooses). Raises :class:`~monitors.core.errors.InputError` for a spec that
     matches nothing or a file that cannot be read at all.
     """
     files = sources.expand(spec)

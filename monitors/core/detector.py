@@ -1,8 +1,8 @@
 """A synthetic-text detector: a calibrated scikit-learn pipeline, evaluated on held-out data.
 
 The detector's per-document scores are never reported as the synthetic share: a check turns the scores of
-a batch into a share with :func:`monitors.quantify.estimate_share`, using the detector's scores on held-out
-labelled documents (its :class:`~monitors.quantify.Validation`, stored with the model).
+a batch into a share with :func:`monitors.core.quantify.estimate_share`, using the detector's scores on held-out
+labelled documents (its :class:`~monitors.core.quantify.Validation`, stored with the model).
 
 Features: word 1-2-grams and character 2-4-grams (TF-IDF, sublinear) into a logistic regression whose scores
 are calibrated by cross-validated Platt scaling. Calibrated scores are what the EM estimator needs; the other
@@ -14,7 +14,7 @@ lowered the held-out ROC AUC from 0.9977 to 0.9932. They also cut the share of u
 that was flagged from 82 % to 57 %. Turn them on with ``stylometry=True`` or
 ``benchmarks/share_accuracy.py --stylometry``.
 
-LM features (``lm=True``): the five per-document statistics of :mod:`monitors.lmscore` (NLL, entropy,
+LM features (``lm=True``): the five per-document statistics of :mod:`monitors.adapters.lmscore` (NLL, entropy,
 log-rank, Fast-DetectGPT curvature, NLL/entropy), median-imputed and standardised, are a third block next to
 the n-grams. The LM is *not* inside the pipeline: its input is then a DataFrame with a ``text`` column and
 one column per LM feature, computed beforehand (:func:`detector_input`), so the model stays plain
@@ -41,9 +41,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from monitors.quantify import Validation, select_method
+from monitors.core.quantify import Validation, select_method
 
-#: the LM statistics' column names in a detector's input (the order of monitors.lmscore.FEATURES)
+#: the LM statistics' column names in a detector's input (the order of monitors.core.lmfeatures.FEATURES)
 LM_COLUMNS = ("lm_nll", "lm_entropy", "lm_log_rank", "lm_curvature", "lm_nll_per_entropy")
 THRESHOLD = 0.5
 MIN_PER_CLASS = 50
@@ -149,7 +149,7 @@ class TrainedDetector:
     roc_auc: float
     ece: float
     trained_on: dict[str, int] = field(default_factory=dict)
-    #: the LM scorer's tag when the model takes LM features (monitors.lmscore.LMScorer.tag); "" when it does not
+    #: the LM scorer's tag when the model takes LM features (monitors.adapters.lmscore.LMScorer.tag); "" when it does not
     lm_tag: str = ""
 
     def scores(self, texts: list[str], lm_features: np.ndarray | None = None) -> np.ndarray:
@@ -169,11 +169,11 @@ def train_detector(human: list[str], synthetic: list[str], *, seed: int = 0, hel
                    lm_tag: str = "", progress: Callable[[str], None] = lambda msg: None) -> TrainedDetector:
     """Fit on (1 - held_out) of the labelled texts; keep the rest as the detector's validation set.
 
-    ``lm_features`` (human rows, synthetic rows of :data:`monitors.lmscore.FEATURES`) adds the LM block;
+    ``lm_features`` (human rows, synthetic rows of :data:`monitors.core.lmfeatures.FEATURES`) adds the LM block;
     ``lm_tag`` names the scorer that computed them, so a check can compute the same ones.
 
     On the held-out part: ROC AUC, TPR and FPR at the operating threshold, calibration error, and the choice
-    of quantification estimator (:func:`monitors.quantify.select_method`).
+    of quantification estimator (:func:`monitors.core.quantify.select_method`).
     """
     if min(len(human), len(synthetic)) < MIN_PER_CLASS:
         raise ValueError(f"need at least {MIN_PER_CLASS} human and {MIN_PER_CLASS} synthetic texts, "

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from monitors.config import Settings
-from monitors.errors import ConfigError
+from monitors.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Runtime:
     @property
     def tracking_uri(self) -> str:
         """The tracking URI without credentials: what may be printed or logged."""
-        from monitors.delivery import scrub
+        from monitors.adapters.delivery import scrub
 
         return scrub(self.tracking.get_secret_value())
 

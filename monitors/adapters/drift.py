@@ -4,7 +4,7 @@ Per-document descriptors (computed here, offline) and the raw text column go int
 ``DataDriftPreset`` report. Raw-text drift is Evidently's domain classifier (ROC AUC of telling batch from
 reference: 0.5 = indistinguishable); descriptors get Evidently's default per-column drift score. The
 report is parsed into flat ``drift.*`` indicators here and nowhere else; alert bands for them come from the
-reference's own variability (:mod:`monitors.bands`), not from Evidently's thresholds.
+reference's own variability (:mod:`monitors.core.bands`), not from Evidently's thresholds.
 """
 
 from __future__ import annotations

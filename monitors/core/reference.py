@@ -8,7 +8,7 @@ sample of up to ``indicators.reference_docs``) are split by a hash of their id:
   sample that drift reports compare a batch's sample with;
 * 30 % (the *held-out* part) are scored exactly like incoming batches: the *baseline* (what an independent
   human batch looks like, so ratios sit near 1.0) and the *bands* (how much independent human batches of
-  a given size vary; see :mod:`monitors.bands`).
+  a given size vary; see :mod:`monitors.core.bands`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from datetime import date
 
 import numpy as np
 
-from monitors import bands as bands_mod
+from monitors.core import bands as bands_mod
 from monitors.config import IndicatorSettings
-from monitors.embedding import HashedEmbedding, occupancy
-from monitors.errors import InputError
-from monitors.indicators import Anchors, ngram_counts, tail_types, text_indicators
-from monitors.profile import BatchProfile
-from monitors.text import words
+from monitors.core.embedding import HashedEmbedding, occupancy
+from monitors.core.errors import InputError
+from monitors.core.indicators import Anchors, ngram_counts, tail_types, text_indicators
+from monitors.core.profile import BatchProfile
+from monitors.core.text import words
 
 FORMAT = 2
 HELD_OUT_SHARE = 0.3
@@ -42,11 +42,11 @@ DriftFn = Callable[[list[str], list[str]], dict[str, float]]
 
 @dataclass(frozen=True)
 class LMReference:
-    """The local LM's statistics of held-out reference documents (:mod:`monitors.lmscore`), with each
+    """The local LM's statistics of held-out reference documents (:mod:`monitors.adapters.lmscore`), with each
     document's reference cluster: the human score distribution the share is estimated against."""
 
     tag: str  # the scorer that produced them (model, token budget, dtype); a check scores alike
-    features: np.ndarray  # (documents, len(lmscore.FEATURES))
+    features: np.ndarray  # (documents, len(lmfeatures.FEATURES))
     clusters: np.ndarray  # (documents,) nearest reference cluster
 
 

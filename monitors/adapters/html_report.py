@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitors.results import KEY_INDICATORS
-from monitors.rules import Rule
+from monitors.core.results import KEY_INDICATORS
+from monitors.core.rules import Rule
 
 COLORS = {"pending": "#e69f00", "firing": "#d55e00", "resolved": "#009e73"}
 MARKERS = {"pending": "^", "firing": "o", "resolved": "D"}

@@ -3,6 +3,6 @@
 
 import mlflow.models
 
-from monitors.demo_models import BigramTextModel
+from monitors.demo.probe_models import BigramTextModel
 
 mlflow.models.set_model(BigramTextModel())

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitors.errors import InputError
-from monitors.text import shown
+from monitors.core.errors import InputError
+from monitors.core.text import shown
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 CHUNK_ROWS = 10_000

@@ -1,0 +1,1 @@
+"""Simulated streams, demo models and shipped corpora: only the demo flows import this."""
