@@ -14,32 +14,24 @@ from monitors.config import Settings
 from monitors.adapters.gx_records import alerts as record_alerts
 from monitors.core.quantify import CorpusTotals
 from monitors.core.results import CheckResult, run_indicators, schedule_indicators
-from monitors.core.rules import max_severity
 from monitors.adapters.runtime import Runtime
-from monitors.adapters.spool import LogRequest
-from monitors.adapters.tracking import ALERT_STATE, CONTENT_TAG, RECHECK_TAG
+from monitors.core.runrecord import RunRecord, firing_summary, rule_run
+from monitors.core.schema import Artifact, RunKind, Tag
 
 
-def log_request(result: CheckResult, settings: Settings, artifacts: dict) -> LogRequest:
-    """The MLflow run a check consists of: metrics, params, tags, artifacts, description."""
-    firing = [a for a in result.alerts if a.status == "firing"]
-    tags = {
-        "collapse.notifications": str(len(result.notifications)),
-        "collapse.reference_run": result.reference_run_id,
-        "collapse.detector": result.detector or "none",
-        "collapse.alerts.firing": str(len(firing)),
-        "collapse.alerts.max_severity": max_severity(result.alerts),
-        **{f"collapse.alert.{a.rule}": a.status for a in result.alerts},
-    }
+def check_record(result: CheckResult, settings: Settings, stepped: alerting.StepResult, artifacts: dict,
+                 started: float) -> RunRecord:
+    """The MLflow run a check consists of: its own params, tags and artifacts plus the shared alert part."""
+    tags = {Tag.REFERENCE_RUN: result.reference_run_id, Tag.DETECTOR: result.detector or "none"}
     params = {"input": result.batch_file, "contamination_cutoff": settings.contamination_cutoff.isoformat(),
               "share_method": result.share.method,
               **{f"indicators.{k}": v for k, v in settings.indicators.model_dump().items()}}
     description = (f"{result.records} records ({result.quarantined} quarantined) from {result.batch_file}; "
-                   f"{len(firing)} alert(s) firing, max severity {max_severity(result.alerts)}")
-    # summary.json is the --json contract, with its own run id (filled in when the run exists).
-    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts], **artifacts, "summary.json": result.to_dict()}
-    return LogRequest(result.dataset, Path(result.batch_file).name, result.indicators, params, tags, artifacts,
-                      description)
+                   f"{firing_summary(result.alerts)}")
+    return rule_run(result.dataset, Path(result.batch_file).name, kind=RunKind.CHECK, metrics=result.indicators,
+                    params=params, tags=tags, artifacts=artifacts, description=description, summary=result.to_dict(),
+                    alerts=result.alerts, states=stepped.states, notifications=stepped.notifications,
+                    silenced=stepped.silenced, started=started)
 
 
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
@@ -69,14 +61,8 @@ def check_incoming_data(
     except Exception as exc:
         tasks.report_failure(settings, dataset, batch_name or input_path, exc)
         raise
-    try:
-        tasks.publish_to_prefect(result.alerts, dataset, result.run_id,
-                                 f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
-    except Exception as exc:  # noqa: BLE001 - the Prefect UI's copy of the alerts; MLflow has them
-        result.notes.append(f"could not publish the alerts to Prefect: {type(exc).__name__}: {str(exc)[:200]}")
-    result.notifications, result.delivery = tasks.deliver_and_record(
-        settings, runtime, dataset, result.run_id, result.spooled, result.notifications)
-    return result
+    return tasks.after_run(result, settings, runtime, dataset,
+                           f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
 
 
 def _counted_by(runtime: Runtime, dataset: str, content_sha256: str) -> str:
@@ -140,24 +126,21 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             notifications=[n.to_dict() for n in stepped.notifications],
             silenced=[n.to_dict() for n in stepped.silenced], recheck_of=counted_in,
         )
-        artifacts: dict = {"record_quality/results.json": result.record_checks,
-                           ALERT_STATE: alerting.states_to_json(stepped.states),
-                           "alerts/notifications.json": {"notify": result.notifications, "silenced": result.silenced}}
+        artifacts: dict = {Artifact.RECORD_QUALITY: result.record_checks}
         if quality.data_docs_html:
-            artifacts["record_quality/data_docs.html"] = quality.data_docs_html
+            artifacts[Artifact.DATA_DOCS] = quality.data_docs_html
         if report is not None:
             artifacts.update(drift.report_artifacts(report))
         if quarantine is not None:
-            artifacts["quarantine.jsonl"] = quarantine
-        req = log_request(result, settings, artifacts)
-        req.started = started
+            artifacts[Artifact.QUARANTINE] = quarantine
+        req = check_record(result, settings, stepped, artifacts, started)
         if content_sha256 and not counted_in:  # lets a later run find out that this content was counted
-            req.tags[CONTENT_TAG] = content_sha256
+            req.tags[Tag.CONTENT] = content_sha256
         if counted_in:
-            req.tags[RECHECK_TAG] = counted_in
+            req.tags[Tag.RECHECK_OF] = counted_in
         result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
         if quarantine is not None:
-            result.notes.append("quarantined records: " + (tasks.artifact_location(tracker, result.run_id, "quarantine.jsonl")
-                                if result.run_id else f"quarantine.jsonl of the spooled run in {result.spooled}"))
+            result.notes.append("quarantined records: " + (tasks.artifact_location(tracker, result.run_id, Artifact.QUARANTINE)
+                                if result.run_id else f"{Artifact.QUARANTINE} of the spooled run in {result.spooled}"))
     return result

@@ -542,10 +542,7 @@ def _serve(args) -> int:
 def _datasets(tracker, only: str | None) -> list[str]:
     if only:
         return [only]
-    from monitors.adapters.tracking import EXPERIMENT_PREFIX
-
-    exps = tracker.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
-    return sorted(e.name.removeprefix(EXPERIMENT_PREFIX) for e in exps)
+    return tracker.scopes()
 
 
 def _alerts(args) -> int:

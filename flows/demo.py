@@ -20,7 +20,6 @@ from flows.check import check_incoming_data
 from flows.demo_probes import run_probe_demo
 from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
-from monitors.adapters import registry
 from monitors.config import Settings
 from monitors.demo.corpus import austen_paragraphs
 from monitors.core.detector import data_hash, train_detector
@@ -99,8 +98,8 @@ def run_demo(settings: Settings, runtime: Runtime, quick: bool = False
     synthetic_texts = generations[1].sample(len(human_texts), rng)
     detector = train_detector(human_texts, synthetic_texts, seed=0)
     tracker = MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
-    version = registry.register_detector(
-        tracker.client, detector, experiment_id=tracker.experiment_id(DATASET), name=DETECTOR, alias="production",
+    version = tracker.register_detector(
+        detector, scope=DATASET, name=DETECTOR, alias="production",
         data={"human": "austen-demo-split", "synthetic": "bigram-generation-1",
               "human_sha256": data_hash(human_texts), "synthetic_sha256": data_hash(synthetic_texts)})
     m = detector.metrics()

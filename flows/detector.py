@@ -9,7 +9,6 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from flows import progress, tasks
-from monitors.adapters import registry
 from monitors.config import Settings
 from monitors.core.detector import TrainedDetector, data_hash, train_detector
 from monitors.core.errors import InputError
@@ -96,8 +95,7 @@ def fit(human: list[str], synthetic: list[str], seed: int,
 def register(runtime: Runtime, detector: TrainedDetector, name: str, alias: str | None, data: dict,
              artifacts: dict[str, Path]) -> str:
     tracker = tasks.tracker_for(runtime)
-    return registry.register_detector(tracker.client, detector, experiment_id=tracker.experiment_id(EXPERIMENT),
-                                      name=name, alias=alias, data=data, artifacts=artifacts)
+    return tracker.register_detector(detector, scope=EXPERIMENT, name=name, alias=alias, data=data, artifacts=artifacts)
 
 
 @flow(name="train_detector", flow_run_name="detector {name}", validate_parameters=False)

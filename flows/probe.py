@@ -9,24 +9,25 @@ from prefect import flow
 
 from flows import tasks
 from monitors.adapters import probe_files
-from monitors.core import alerting, probes
+from monitors.core import probes
 from monitors.adapters import models
 from monitors.config import Settings
 from monitors.core.errors import UserError
 from monitors.adapters.models import LoadedModel, ModelRef
 from monitors.core.results import ProbeResult
-from monitors.core.rules import RuleSuite, max_severity
+from monitors.core.rules import RuleSuite
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.runtime import Runtime
-from monitors.adapters.spool import LogRequest
-from monitors.adapters.tracking import ALERT_STATE, MlflowTracker, model_scope
+from monitors.core.runrecord import RunRecord, firing_summary, rule_run
+from monitors.core.schema import Artifact, RunKind, Tag
+from monitors.adapters.tracking import MlflowTracker, model_scope
 
 FAILED_RULE = "probe_failed"
 
 
 @tasks.io_task
 def resolve_model(tracker: MlflowTracker, uri: str) -> ModelRef:
-    return models.resolve(tracker.client, uri)
+    return tracker.resolve_model(uri)
 
 
 @tasks.compute_task
@@ -41,13 +42,13 @@ def read_probe_rules(settings: Settings) -> RuleSuite:
 
 @tasks.io_task
 def trace_lineage(tracker: MlflowTracker, ref: ModelRef) -> probes.Lineage:
-    return probes.follow_lineage(ref.version_uri, ref.tags, lambda uri: models.tags_of(tracker.client, uri))
+    return probes.follow_lineage(ref.version_uri, ref.tags, tracker.model_tags)
 
 
 @tasks.io_task
 def earlier_results(tracker: MlflowTracker, ref: ModelRef, digest: str) -> tuple[str | None, dict]:
     """The previous registry version and every version's stored result on this probe set."""
-    return (models.previous_version(tracker.client, ref.name, ref.version),
+    return (tracker.previous_model_version(ref.name, ref.version),
             tracker.probe_results(model_scope(ref.name), digest))
 
 
@@ -80,16 +81,16 @@ def evaluate_model(ref: ModelRef, kind: str, probe_set: probes.ProbeSet, setting
 
 
 def _tags(ref: ModelRef, kind: str, probe_set: probes.ProbeSet, role: str) -> dict[str, str]:
-    return {"collapse.model": ref.name, "collapse.model_version": ref.version, "collapse.model_uri": ref.uri,
-            "collapse.model_kind": kind, "collapse.probe_set": probe_set.digest, "collapse.role": role}
+    return {Tag.MODEL: ref.name, Tag.MODEL_VERSION: ref.version, Tag.MODEL_URI: ref.uri,
+            Tag.MODEL_KIND: kind, Tag.PROBE_SET: probe_set.digest, Tag.ROLE: role}
 
 
 def _baseline_request(ref: ModelRef, kind: str, probe_set: probes.ProbeSet, metrics: dict, outputs: list,
-                      for_version: str) -> LogRequest:
-    return LogRequest(model_scope(ref.name), f"v{ref.version}", metrics, {"probe_set": probe_set.path},
-                      _tags(ref, kind, probe_set, "baseline"), {"probes/outputs.json": outputs},
+                      for_version: str) -> RunRecord:
+    return RunRecord(model_scope(ref.name), f"v{ref.version}", metrics, {"probe_set": probe_set.path},
+                      _tags(ref, kind, probe_set, "baseline"), {Artifact.PROBE_OUTPUTS: outputs},
                       f"{ref.label} on probe set {probe_set.path}, evaluated as the baseline of version {for_version}",
-                      kind="probe-baseline", run_name=f"probe {ref.name} v{ref.version} (baseline)")
+                      kind=RunKind.PROBE_BASELINE, run_name=f"probe {ref.name} v{ref.version} (baseline)")
 
 
 @flow(name="evaluate_long_tail_probes", flow_run_name="probe {model_uri}", validate_parameters=False)
@@ -112,9 +113,9 @@ def evaluate_long_tail_probes(model_uri: str, probes_path: str, settings: Settin
     except Exception as exc:
         tasks.report_failure(settings, scope, f"{model_uri} on {probes_path}", exc, rule=FAILED_RULE, what="probe")
         raise
-    result.notifications, result.delivery = tasks.deliver_and_record(
-        settings, runtime, scope, result.run_id, result.spooled, result.notifications, FAILED_RULE, "probe")
-    return result
+    return tasks.after_run(result, settings, runtime, scope,
+                           f"Alerts of probe run {result.run_id} ({result.model} v{result.version}, "
+                           f"{time.strftime('%Y-%m-%d %H:%M')})", FAILED_RULE, "probe")
 
 
 def _probe(model_uri: str, probes_path: str, settings: Settings, runtime: Runtime, kind: str | None) -> ProbeResult:
@@ -171,23 +172,16 @@ def _probe(model_uri: str, probes_path: str, settings: Settings, runtime: Runtim
                                    "synthetic_fraction": None if np.isnan(lineage.synthetic_fraction) else lineage.synthetic_fraction},
         alerts=stepped.alerts, notes=notes, notifications=[n.to_dict() for n in stepped.notifications],
         silenced=[n.to_dict() for n in stepped.silenced])
-    firing = [a for a in result.alerts if a.status == "firing"]
-    tags = {**_tags(ref, kind, probe_set, "current"), "collapse.lineage.depth": str(lineage.depth),
-            "collapse.alerts.firing": str(len(firing)), "collapse.alerts.max_severity": max_severity(result.alerts),
-            "collapse.compared_with": ",".join(f"v{i['version']}" for i in (prev_info, first_info) if i) or "none",
-            **{f"collapse.alert.{a.rule}": a.status for a in result.alerts}}
+    tags = {**_tags(ref, kind, probe_set, "current"), Tag.LINEAGE_DEPTH: str(lineage.depth),
+            Tag.COMPARED_WITH: ",".join(f"v{i['version']}" for i in (prev_info, first_info) if i) or "none"}
     params = {"probe_set": probes_path, "head_tolerance": settings.probes.head_tolerance,
               "prompt_words": settings.probes.prompt_words, "teacher_chain": " <- ".join(lineage.chain)}
     description = (f"{ref.label} ({kind}) on {probe_set.path}: tail/head ratio {row['probe.tail_head_ratio']:.3f}; "
-                   f"{len(firing)} alert(s) firing, max severity {max_severity(result.alerts)}")
-    artifacts = {"alerts.json": [a.to_dict() for a in result.alerts], "probes/outputs.json": outputs,
-                 ALERT_STATE: alerting.states_to_json(stepped.states),
-                 "alerts/notifications.json": {"notify": result.notifications, "silenced": result.silenced},
-                 "summary.json": result.to_dict()}
-    req = LogRequest(scope, f"v{ref.version}", row, params, tags, artifacts, description, kind="probe",
-                     run_name=f"probe {ref.name} v{ref.version}", started=started)
+                   f"{firing_summary(result.alerts)}")
+    req = rule_run(scope, f"v{ref.version}", kind=RunKind.PROBE, metrics=row, params=params, tags=tags,
+                   artifacts={Artifact.PROBE_OUTPUTS: outputs}, description=description, summary=result.to_dict(),
+                   alerts=result.alerts, states=stepped.states, notifications=stepped.notifications,
+                   silenced=stepped.silenced, started=started, run_name=f"probe {ref.name} v{ref.version}")
     result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
     result.notes += [note] if note else []
-    tasks.publish_to_prefect(result.alerts, scope, result.run_id,
-                             f"Alerts of probe run {result.run_id} ({ref.label}, {time.strftime('%Y-%m-%d %H:%M')})")
     return result

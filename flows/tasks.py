@@ -28,6 +28,7 @@ from monitors.adapters import delivery, drift, gx_records, gx_rules, ingest, led
 from monitors.core import alerting, bands, indicators, quantify
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.core.profile import BatchProfile
+from monitors.core.runrecord import RunRecord
 from monitors.core.quantify import Provenance, ShareEstimate, combine_with_declared
 from monitors.core.reference import ReferenceProfile
 from monitors.core.rules import RuleSuite
@@ -156,7 +157,7 @@ def read_record_suite(settings: Settings) -> dict:
 def load_detector(tracker: MlflowTracker, uri: str) -> registry.LoadedDetector | str:
     """The registered detector, or the reason there is none (a check still runs without one)."""
     try:
-        return registry.load_detector(tracker.client, uri)
+        return tracker.load_detector(uri)
     except registry.DetectorUnavailable as exc:
         return str(exc)
 
@@ -478,11 +479,11 @@ def artifact_location(tracker: MlflowTracker, run_id: str, name: str) -> str:
 
 
 @io_task
-def log_check(tracker: MlflowTracker, req: spool.LogRequest) -> str:
+def log_check(tracker: MlflowTracker, req: RunRecord) -> str:
     return tracker.log_check(req)
 
 
-def log_or_spool(tracker: MlflowTracker, req: spool.LogRequest, settings: Settings) -> tuple[str, str, str]:
+def log_or_spool(tracker: MlflowTracker, req: RunRecord, settings: Settings) -> tuple[str, str, str]:
     """Log the run; when MLflow cannot take it, keep it in the spool for the next run to replay.
 
     Returns (run id, spool folder, a note for the user); exactly one of the first two is set."""
@@ -523,9 +524,21 @@ def publish_to_prefect(alerts: list, scope: str, run_id: str, description: str) 
 
 @io_task
 def record_delivery(tracker: MlflowTracker, run_id: str, outcome: dict) -> None:
-    tracker.client.set_tag(run_id, "collapse.delivery.sent", str(outcome["sent"]))
-    tracker.client.set_tag(run_id, "collapse.delivery.queued", str(outcome["queued"]))
-    tracker.client.log_dict(run_id, outcome, "alerts/delivery.json")
+    tracker.record_delivery(run_id, outcome)
+
+
+def after_run(result, settings: Settings, runtime: Runtime, scope: str, description: str,
+              rule: str = "check_failed", what: str = "check"):
+    """The tail every logged check and probe shares, outside the scope's lock: publish its alerts to Prefect
+    (a copy for the Prefect UI; MLflow has them, so a failure is a note), then deliver its notifications and
+    record what delivery did. Never raises: the run is logged (see :func:`deliver_and_record`)."""
+    try:
+        publish_to_prefect(result.alerts, scope, result.run_id, description)
+    except Exception as exc:  # noqa: BLE001
+        result.notes.append(f"could not publish the alerts to Prefect: {type(exc).__name__}: {str(exc)[:200]}")
+    result.notifications, result.delivery = deliver_and_record(
+        settings, runtime, scope, result.run_id, result.spooled, result.notifications, rule, what)
+    return result
 
 
 def deliver_and_record(settings: Settings, runtime: Runtime, scope: str, run_id: str, spooled: str,

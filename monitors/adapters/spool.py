@@ -14,40 +14,20 @@ import json
 import os
 import shutil
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SPOOL_TAG = "collapse.spool_id"
+from monitors.core.runrecord import RunRecord
+from monitors.core.schema import Tag
 
-
-@dataclass
-class LogRequest:
-    """Everything one check run in MLflow consists of."""
-
-    dataset: str
-    batch_name: str
-    metrics: dict[str, float | None]
-    params: dict[str, Any]
-    tags: dict[str, str]
-    artifacts: dict[str, str | bytes | dict | list | Path]
-    description: str
-    spool_id: str = ""
-    kind: str = "check"  # the run's collapse.kind: check | probe | probe-baseline
-    run_name: str = ""  # default: "check <dataset> <batch>"
-    started: float = 0.0  # epoch seconds the check began (0: when its run is logged)
-    finished: float = 0.0  # epoch seconds it ended (0: when its run is logged; a spooled one keeps its own)
-
-    def __post_init__(self):
-        self.spool_id = self.spool_id or uuid.uuid4().hex
+SPOOL_TAG = Tag.SPOOL_ID
 
 
 def _nan_safe(metrics: dict[str, float | None]) -> dict[str, float | None]:
     return {k: (None if v is None or v != v else v) for k, v in metrics.items()}
 
 
-def save(folder: Path, req: LogRequest) -> Path:
+def save(folder: Path, req: RunRecord) -> Path:
     """Write the request under ``folder/<spool_id>`` (atomically: a half-written spool entry is never read)."""
     final = Path(folder) / req.spool_id
     tmp = Path(folder) / f".{req.spool_id}.partial"
@@ -77,7 +57,7 @@ def save(folder: Path, req: LogRequest) -> Path:
     return final
 
 
-def load(entry: Path) -> LogRequest:
+def load(entry: Path) -> RunRecord:
     raw = json.loads((entry / "request.json").read_text())
     artifacts: dict[str, Any] = {}
     for name, (kind, file) in raw["artifacts"].items():
@@ -85,7 +65,7 @@ def load(entry: Path) -> LogRequest:
         artifacts[name] = {"file": lambda p=path: p, "bytes": path.read_bytes, "text": lambda p=path: p.read_text("utf-8"),
                            "json": lambda p=path: json.loads(p.read_text("utf-8"))}[kind]()
     metrics = {k: (float("nan") if v is None else v) for k, v in raw["metrics"].items()}
-    return LogRequest(raw["dataset"], raw["batch_name"], metrics, raw["params"], raw["tags"], artifacts,
+    return RunRecord(raw["dataset"], raw["batch_name"], metrics, raw["params"], raw["tags"], artifacts,
                       raw["description"], raw["spool_id"], raw.get("kind", "check"), raw.get("run_name", ""),
                       raw.get("started", 0.0), raw.get("finished", 0.0))
 

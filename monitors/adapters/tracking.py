@@ -14,6 +14,8 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,10 @@ from mlflow.exceptions import MlflowException
 
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.reference import ReferenceProfile
-from monitors.adapters.spool import SPOOL_TAG, LogRequest
+from monitors.core.runrecord import RunRecord
+from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
 
 EXPERIMENT_PREFIX = "collapse-monitor/"
-REFERENCE_ARTIFACT = "reference/profile.json"
-REFERENCE_ARRAYS = "reference/embedding.npz"
-KIND = "collapse.kind"
-ALERT_STATE = "alerts/state.json"
-SILENCE_TAG = "collapse.silence."
-CONTENT_TAG = "collapse.content_sha256"
-RECHECK_TAG = "collapse.recheck_of"  # a re-check of content that run counted: not counted again
-DRIFT_ARTIFACTS = "drift"  # Evidently's report of a check; `collapse-monitor gc` deletes old ones
-DRIFT_DELETED_TAG = "collapse.drift_report_deleted"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
 # classic one; the value is the UI's CUSTOM_MODEL_DEVELOPMENT kind (mlflow/server/js, 3.17).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -92,12 +86,32 @@ class MlflowTracker:
         except MlflowException:  # created meanwhile by a concurrent run
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def _start(self, dataset: str, kind: str, run_name: str, tags: dict[str, str], started: float = 0.0) -> str:
+    @contextmanager
+    def _run(self, dataset: str, kind: str, run_name: str, tags: dict[str, str], started: float = 0.0,
+             finished: float = 0.0) -> Iterator[str]:
+        """The one run lifecycle: create the run, yield its id, end it FINISHED, or FAILED if the body raised
+        (a failure to mark it FAILED is swallowed: the store is what failed, and the body's error is raised)."""
         run = self.client.create_run(
             self.experiment_id(dataset), run_name=run_name, start_time=int(started * 1000) if started else None,
-            tags={KIND: kind, "collapse.dataset": dataset, **tags},
+            tags={Tag.KIND: kind, Tag.DATASET: dataset, **tags},
         )
-        return run.info.run_id
+        run_id = run.info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            try:
+                self.client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        self.client.set_terminated(run_id, "FINISHED", end_time=int(finished * 1000) if finished else None)
+
+    def _newest(self, scope: str, where: str, max_results: int = 1, oldest_first: bool = False) -> list:
+        """The scope's runs matching an MLflow filter ``where``, newest (or oldest) first; none without an experiment."""
+        exp_id = self.experiment_id(scope, create=False)
+        order = "ASC" if oldest_first else "DESC"
+        return [] if exp_id is None else self.client.search_runs(
+            [exp_id], filter_string=where, order_by=[f"attributes.start_time {order}"], max_results=max_results)
 
     def _log(self, run_id: str, metrics: dict[str, float | None], params: dict[str, Any], tags: dict[str, str], step: int = 0) -> None:
         now = int(time.time() * 1000)
@@ -108,23 +122,59 @@ class MlflowTracker:
             tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
         )
 
+    def _experiments(self) -> list:
+        return self.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
+
+    def scopes(self) -> list[str]:
+        """Every dataset (and ``models/<name>`` probe scope) that has an experiment, sorted."""
+        return sorted(e.name.removeprefix(EXPERIMENT_PREFIX) for e in self._experiments())
+
+    # -- the model registry: the detector and probed models (the flows never see the client) ------------
+    def register_detector(self, detector, *, scope: str, name: str, alias: str | None, data: dict[str, str],
+                          artifacts: dict[str, Path] | None = None) -> str:
+        from monitors.adapters import registry
+
+        return registry.register_detector(self.client, detector, experiment_id=self.experiment_id(scope), name=name,
+                                          alias=alias, data=data, **({"artifacts": artifacts} if artifacts else {}))
+
+    def load_detector(self, uri: str):
+        from monitors.adapters import registry
+
+        return registry.load_detector(self.client, uri)
+
+    def resolve_model(self, uri: str):
+        from monitors.adapters import models
+
+        return models.resolve(self.client, uri)
+
+    def model_tags(self, uri: str) -> dict[str, str] | None:
+        from monitors.adapters import models
+
+        return models.tags_of(self.client, uri)
+
+    def previous_model_version(self, name: str, version: str) -> str | None:
+        from monitors.adapters import models
+
+        return models.previous_version(self.client, name, version)
+
+    def record_delivery(self, run_id: str, outcome: dict[str, Any]) -> None:
+        """What delivery did with a run's notifications: two tags and ``alerts/delivery.json``."""
+        self.client.set_tag(run_id, Tag.DELIVERY_SENT, str(outcome["sent"]))
+        self.client.set_tag(run_id, Tag.DELIVERY_QUEUED, str(outcome["queued"]))
+        self.client.log_dict(run_id, outcome, Artifact.DELIVERY)
+
     # -- references -----------------------------------------------------------------------
     def save_reference(self, ref: ReferenceProfile, source: str) -> str:
-        run_id = self._start(ref.dataset, "reference", f"reference {ref.dataset}", {"collapse.source": source})
-        try:
+        with self._run(ref.dataset, RunKind.REFERENCE, f"reference {ref.dataset}", {Tag.SOURCE: source}) as run_id:
             self._log(
                 run_id,
                 {f"baseline.{k}": v for k, v in ref.baseline.items()},
                 {"documents": ref.documents, "tokens": ref.tokens, "tail_types": len(ref.tail),
                  "cutoff": ref.cutoff.isoformat(), **{f"indicators.{k}": v for k, v in ref.settings.model_dump().items()}},
-                {"mlflow.note.content": f"Human reference for {ref.dataset}: {ref.documents} documents from {source}"},
+                {Tag.NOTE: f"Human reference for {ref.dataset}: {ref.documents} documents from {source}"},
             )
-            self.client.log_text(run_id, ref.to_json(), REFERENCE_ARTIFACT)
-            self._log_bytes(run_id, REFERENCE_ARRAYS, ref.arrays_npz())
-        except Exception:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
+            self.client.log_text(run_id, ref.to_json(), Artifact.REFERENCE_PROFILE)
+            self._log_bytes(run_id, Artifact.REFERENCE_ARRAYS, ref.arrays_npz())
         return run_id
 
     def reference_run(self, dataset: str, run_id: str | None = None) -> str:
@@ -134,17 +184,13 @@ class MlflowTracker:
         """
         if run_id is not None:
             try:
-                kind = self.client.get_run(run_id).data.tags.get(KIND)
+                kind = self.client.get_run(run_id).data.tags.get(Tag.KIND)
             except MlflowException:
                 raise UserError(f"--reference {run_id}: no such MLflow run") from None
-            if kind != "reference":
+            if kind != RunKind.REFERENCE:
                 raise UserError(f"--reference {run_id}: that run is a {kind or 'non-collapse-monitor'} run, not a reference")
             return run_id
-        exp_id = self.experiment_id(dataset, create=False)
-        runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = 'reference' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        )
+        runs = self._newest(dataset, f"tags.`{Tag.KIND}` = '{RunKind.REFERENCE}' and attributes.status = 'FINISHED'")
         if not runs:
             raise ReferenceNotFound(
                 f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
@@ -158,11 +204,11 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self.client.download_artifacts(run_id, "reference", tmp)
-                text = (Path(local) / Path(REFERENCE_ARTIFACT).name).read_text(encoding="utf-8")
-                arrays = Path(local) / Path(REFERENCE_ARRAYS).name
+                text = (Path(local) / Path(Artifact.REFERENCE_PROFILE).name).read_text(encoding="utf-8")
+                arrays = Path(local) / Path(Artifact.REFERENCE_ARRAYS).name
                 npz = arrays.read_bytes() if arrays.is_file() else None
             except (MlflowException, OSError) as exc:
-                raise UserError(f"reference run {run_id} of dataset {dataset!r} has no readable {REFERENCE_ARTIFACT}: {exc}") from None
+                raise UserError(f"reference run {run_id} of dataset {dataset!r} has no readable {Artifact.REFERENCE_PROFILE}: {exc}") from None
             return run_id, ReferenceProfile.from_json(text, npz)
 
     def _log_bytes(self, run_id: str, name: str, data: bytes) -> None:
@@ -177,19 +223,14 @@ class MlflowTracker:
             self.client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
     # -- checks ---------------------------------------------------------------------------
-    def next_sequence(self, dataset: str, kind: str = "check") -> int:
+    def next_sequence(self, dataset: str, kind: str = RunKind.CHECK) -> int:
         """The next run's sequence number among the runs of its kind in its dataset (or model) experiment."""
-        exp_id = self.experiment_id(dataset, create=False)
-        runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"], max_results=1)
-        return int(runs[0].data.tags.get("collapse.sequence", "-1")) + 1 if runs else 0
+        runs = self._newest(dataset, f"tags.`{Tag.KIND}` = '{kind}'")
+        return int(runs[0].data.tags.get(Tag.SEQUENCE, "-1")) + 1 if runs else 0
 
     def _newest_finished_check(self, dataset: str):
         """The newest finished run that carries alert state: a check, or for a model scope a probe."""
-        exp_id = self.experiment_id(dataset, create=False)
-        runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = '{scope_kind(dataset)}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+        runs = self._newest(dataset, f"tags.`{Tag.KIND}` = '{scope_kind(dataset)}' and attributes.status = 'FINISHED'")
         return runs[0] if runs else None
 
     def previous_check(self, dataset: str) -> PreviousCheck:
@@ -209,7 +250,7 @@ class MlflowTracker:
     def _alert_state(self, run_id: str) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self.client.download_artifacts(run_id, ALERT_STATE, tmp)
+                path = self.client.download_artifacts(run_id, Artifact.ALERT_STATE, tmp)
             except (MlflowException, OSError):
                 return []  # a check from before alert state existed
             return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -220,24 +261,23 @@ class MlflowTracker:
         if exp_id is None:
             return []
         tags = self.client.get_experiment(exp_id).tags
-        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(SILENCE_TAG)]
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
 
     def add_silence(self, dataset: str, silence: dict[str, Any]) -> None:
-        self.client.set_experiment_tag(self.experiment_id(dataset), SILENCE_TAG + silence["fingerprint"],
+        self.client.set_experiment_tag(self.experiment_id(dataset), Tag.SILENCE + silence["fingerprint"],
                                        json.dumps(silence))
 
-    def log_check(self, req: LogRequest) -> str:
+    def log_check(self, req: RunRecord) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset.
 
         The run spans the check (``req.started`` to ``req.finished``, or to now), not the logging of it.
         JSON artifacts are written with nan as null; a ``summary.json`` dict gets the new run's id.
         """
         step = self.next_sequence(req.dataset, req.kind)
-        run_id = self._start(req.dataset, req.kind, req.run_name or f"check {req.dataset} {req.batch_name}",
-                             {"collapse.batch": req.batch_name, SPOOL_TAG: req.spool_id}, req.started)
-        try:
-            self._log(run_id, req.metrics, req.params, {**req.tags, "mlflow.note.content": req.description,
-                                                        "collapse.sequence": str(step)}, step)
+        with self._run(req.dataset, req.kind, req.run_name or f"check {req.dataset} {req.batch_name}",
+                       {Tag.BATCH: req.batch_name, Tag.SPOOL_ID: req.spool_id}, req.started, req.finished) as run_id:
+            self._log(run_id, req.metrics, req.params, {**req.tags, Tag.NOTE: req.description,
+                                                        Tag.SEQUENCE: str(step)}, step)
             for name, content in req.artifacts.items():
                 if isinstance(content, Path):  # large: copied as a file, never read into memory
                     self._log_file(run_id, name, lambda path, src=content: shutil.copyfile(src, path))
@@ -246,23 +286,16 @@ class MlflowTracker:
                 elif isinstance(content, str):
                     self.client.log_text(run_id, content, name)
                 else:
-                    if name == "summary.json" and isinstance(content, dict):
+                    if name == Artifact.SUMMARY and isinstance(content, dict):
                         content = {**content, "run_id": run_id}
                     self.client.log_text(run_id, to_json_text(content), name)
-        except Exception:
-            try:
-                self.client.set_terminated(run_id, "FAILED")
-            except Exception:  # noqa: BLE001 - the store is what failed; a replay replaces this run
-                pass
-            raise
-        self.client.set_terminated(run_id, "FINISHED", end_time=int(req.finished * 1000) if req.finished else None)
         return run_id
 
-    def replay(self, req: LogRequest) -> str:
+    def replay(self, req: RunRecord) -> str:
         """Log a spooled check unless a finished run with its spool id exists; a half-logged one is replaced."""
         exp_id = self.experiment_id(req.dataset, create=False)
         if exp_id is not None:
-            for run in self.client.search_runs([exp_id], filter_string=f"tags.`{SPOOL_TAG}` = '{req.spool_id}'"):
+            for run in self.client.search_runs([exp_id], filter_string=f"tags.`{Tag.SPOOL_ID}` = '{req.spool_id}'"):
                 if run.info.status == "FINISHED":
                     return run.info.run_id
                 self.client.delete_run(run.info.run_id)
@@ -270,13 +303,8 @@ class MlflowTracker:
 
     def log_report(self, dataset: str, folder: Path, description: str) -> str:
         """A finished ``report`` run in the dataset's experiment holding the report folder as ``report/``."""
-        run_id = self._start(dataset, "report", f"report {dataset}", {"mlflow.note.content": description})
-        try:
-            self.client.log_artifacts(run_id, str(folder), "report")
-        except Exception:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
+        with self._run(dataset, RunKind.REPORT, f"report {dataset}", {Tag.NOTE: description}) as run_id:
+            self.client.log_artifacts(run_id, str(folder), Artifact.REPORT)
         return run_id
 
     def delete_drift_reports(self, dataset: str, before_ms: int, dry_run: bool = False) -> list[dict[str, Any]]:
@@ -284,24 +312,20 @@ class MlflowTracker:
         ``before_ms``; the runs, their metrics and other artifacts stay, tagged with when it was deleted."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        exp_id = self.experiment_id(dataset, create=False)
-        if exp_id is None:
-            return []
-        runs = self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{KIND}` = 'check' and attributes.start_time < {int(before_ms)}",
-            order_by=["attributes.start_time ASC"], max_results=50000)
+        runs = self._newest(dataset, f"tags.`{Tag.KIND}` = '{RunKind.CHECK}' and attributes.start_time < {int(before_ms)}",
+                            max_results=50000, oldest_first=True)
         deleted = []
         for run in runs:
-            if DRIFT_DELETED_TAG in run.data.tags:
+            if Tag.DRIFT_REPORT_DELETED in run.data.tags:
                 continue
-            files = self.client.list_artifacts(run.info.run_id, DRIFT_ARTIFACTS)
+            files = self.client.list_artifacts(run.info.run_id, Artifact.DRIFT)
             if not files:
                 continue
             size = sum(f.file_size or 0 for f in files)
             if not dry_run:
-                get_artifact_repository(run.info.artifact_uri).delete_artifacts(DRIFT_ARTIFACTS)
-                self.client.set_tag(run.info.run_id, DRIFT_DELETED_TAG, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            deleted.append({"dataset": dataset, "run_id": run.info.run_id, "batch": run.data.tags.get("collapse.batch", ""),
+                get_artifact_repository(run.info.artifact_uri).delete_artifacts(Artifact.DRIFT)
+                self.client.set_tag(run.info.run_id, Tag.DRIFT_REPORT_DELETED, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            deleted.append({"dataset": dataset, "run_id": run.info.run_id, "batch": run.data.tags.get(Tag.BATCH, ""),
                             "started": run.info.start_time, "bytes": size})
         return deleted
 
@@ -314,61 +338,52 @@ class MlflowTracker:
 
     def run_for_content(self, dataset: str, sha256: str) -> str | None:
         """The finished check that counted a landing file with this content, if one did."""
-        exp_id = self.experiment_id(dataset, create=False)
-        runs = [] if exp_id is None else self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{CONTENT_TAG}` = '{sha256}' and attributes.status = 'FINISHED'",
-            max_results=1)
+        runs = self._newest(dataset, f"tags.`{Tag.CONTENT}` = '{sha256}' and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else None
 
     def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
         """Per model version, its newest finished result on this probe set (``probe`` or ``probe-baseline``
         run): ``{version: {"run_id", "metrics"}}`` with the raw ``probe.*`` metrics (no deltas)."""
-        exp_id = self.experiment_id(scope, create=False)
-        if exp_id is None:
-            return {}
-        runs = self.client.search_runs(
-            [exp_id], filter_string=f"tags.`collapse.probe_set` = '{probe_digest}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=5000)
+        runs = self._newest(scope, f"tags.`{Tag.PROBE_SET}` = '{probe_digest}' and attributes.status = 'FINISHED'",
+                            max_results=5000)
         out: dict[str, dict[str, Any]] = {}
         for r in runs:
-            version = r.data.tags.get("collapse.model_version")
-            if version and version not in out and r.data.tags.get(KIND) in ("probe", "probe-baseline"):
+            version = r.data.tags.get(Tag.MODEL_VERSION)
+            if version and version not in out and r.data.tags.get(Tag.KIND) in (RunKind.PROBE, RunKind.PROBE_BASELINE):
                 out[version] = {"run_id": r.info.run_id, "metrics": {
                     k: v for k, v in r.data.metrics.items()
                     if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
         return out
 
-    def history(self, dataset: str | None = None, last: int | None = 20, kind: str = "check") -> list[dict[str, Any]]:
+    def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:
         """Runs of a kind (checks by default), newest first, as flat rows: run id, dataset, batch, time,
         sequence, metrics, every alert tag's state, the firing alerts, the maximum severity, the description."""
         if dataset is not None:
             exp_ids = [e for e in [self.experiment_id(dataset, create=False)] if e]
         else:
-            exps = self.client.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
-            exp_ids = [e.experiment_id for e in exps]
+            exp_ids = [e.experiment_id for e in self._experiments()]
         if not exp_ids:
             return []
         runs = self.client.search_runs(
-            exp_ids, filter_string=f"tags.`{KIND}` = '{kind}'", order_by=["attributes.start_time DESC"],
+            exp_ids, filter_string=f"tags.`{Tag.KIND}` = '{kind}'", order_by=["attributes.start_time DESC"],
             max_results=last or 50_000)
         rows = []
         for r in runs:
             tags = r.data.tags
-            states = {k.removeprefix("collapse.alert."): v for k, v in tags.items()
-                      if k.startswith("collapse.alert.") and not k.startswith("collapse.alerts.")}
+            states = {k.removeprefix(Tag.ALERT): v for k, v in tags.items() if is_alert_tag(k)}
             rows.append({
                 "run_id": r.info.run_id,
                 "experiment_id": r.info.experiment_id,
-                "dataset": tags.get("collapse.dataset"),
-                "batch": tags.get("collapse.batch"),
-                "sequence": int(tags.get("collapse.sequence", "-1")),
+                "dataset": tags.get(Tag.DATASET),
+                "batch": tags.get(Tag.BATCH),
+                "sequence": int(tags.get(Tag.SEQUENCE, "-1")),
                 "started": r.info.start_time,
                 "status": r.info.status,
                 "metrics": dict(r.data.metrics),
                 "alert_states": states,
                 "alerts": sorted(k for k, v in states.items() if v == "firing"),
-                "max_severity": tags.get("collapse.alerts.max_severity", "none"),
-                "description": tags.get("mlflow.note.content", ""),
+                "max_severity": tags.get(Tag.MAX_SEVERITY, "none"),
+                "description": tags.get(Tag.NOTE, ""),
                 "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
             })
         return rows

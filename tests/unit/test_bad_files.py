@@ -9,6 +9,7 @@ import pytest
 from monitors.config import Columns, IngestSettings
 from monitors.core.errors import InputError
 from monitors.adapters.ingest import ReadOptions, profile_input
+from monitors.core.runrecord import RunRecord
 from tests.conftest import write_jsonl
 
 
@@ -57,7 +58,7 @@ def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays
 
     settings = load_settings(None)
     folder = settings.state_path / "spool"
-    good = spool.save(folder, spool.LogRequest("news", "b.jsonl", {"m": 1.0}, {}, {}, {"a.json": {"x": 1}}, "d"))
+    good = spool.save(folder, RunRecord("news", "b.jsonl", {"m": 1.0}, {}, {}, {"a.json": {"x": 1}}, "d"))
     for name, content in [("empty", ""), ("cut", '{"spooled": 1, "dataset": "ne'), ("keys", '{"spooled": 2}')]:
         (folder / name).mkdir()
         (folder / name / "request.json").write_text(content)

@@ -7,13 +7,13 @@ import time
 from flows.cli import main
 from monitors.adapters import runtime
 from monitors.config import load_settings
-from monitors.adapters.spool import LogRequest
+from monitors.core.runrecord import RunRecord
 from monitors.adapters.tracking import MlflowTracker
 
 
 def _check(tracker, batch, days_ago):
     began = time.time() - days_ago * 86400
-    req = LogRequest("news", batch, {"synthetic.share": 0.1}, {}, {},
+    req = RunRecord("news", batch, {"synthetic.share": 0.1}, {}, {},
                      {"drift/report.html.gz": b"x" * 5000, "drift/report.json.gz": b"{}", "alerts.json": []},
                      "d", started=began, finished=began + 20)
     return tracker.log_check(req)

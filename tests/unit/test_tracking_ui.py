@@ -7,7 +7,7 @@ import time
 from mlflow import MlflowClient
 
 from monitors.adapters import spool
-from monitors.adapters.spool import LogRequest
+from monitors.core.runrecord import RunRecord
 from monitors.adapters.tracking import EXPERIMENT_KIND, MlflowTracker, experiment_name
 
 
@@ -32,13 +32,13 @@ def test_experiments_open_in_the_classic_view_old_ones_too(tmp_path):
 def test_check_run_spans_the_check_and_a_spooled_one_keeps_its_times(tmp_path):
     tracker = _tracker(tmp_path)
     began = time.time() - 30
-    req = LogRequest("news", "b.jsonl", {"x": 1.0}, {}, {}, {}, "d", started=began)
+    req = RunRecord("news", "b.jsonl", {"x": 1.0}, {}, {}, {}, "d", started=began)
     run = tracker.client.get_run(tracker.log_check(req))
     assert abs(run.info.start_time - began * 1000) < 2
     assert run.info.end_time - run.info.start_time >= 30_000
 
     ended = began + 12
-    saved = spool.save(tmp_path / "spool", LogRequest("news", "c.jsonl", {}, {}, {}, {}, "d", started=began,
+    saved = spool.save(tmp_path / "spool", RunRecord("news", "c.jsonl", {}, {}, {}, {}, "d", started=began,
                                                       finished=ended))
     again = tracker.client.get_run(tracker.replay(spool.load(saved)))
     assert (again.info.start_time, again.info.end_time) == (int(began * 1000), int(ended * 1000))
