@@ -12,6 +12,7 @@ from monitors.core import alerting
 from monitors.adapters import drift
 from monitors.config import Settings
 from monitors.adapters.gx_records import alerts as record_alerts
+from monitors.adapters.registry import NoDetector
 from monitors.core.quantify import CorpusTotals
 from monitors.core.results import CheckResult, run_indicators, schedule_indicators
 from monitors.adapters.runtime import Runtime
@@ -106,7 +107,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         notes += [f"a re-check: this content was already counted by run {counted_in}, so the corpus totals (corpus.*) "
                   f"are not added to again (--recount counts it again)"] if counted_in else []
         notes += [f"the synthetic share comes from detector {detector.label} ({share.method})"
-                 if not isinstance(detector, str) else
+                 if not isinstance(detector, NoDetector) else
                  f"the synthetic share comes from the local LM against the human reference ({share.method}; "
                  f"no detector: {detector})" if share.estimate is not None and "mpe" in share.method else
                  f"no synthetic-share estimate: {share.note or detector}"]
@@ -121,7 +122,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
         result = CheckResult(
             run_id="", dataset=dataset, batch_file=input_path, records=prof.records,
             quarantined=prof.quarantined_total, indicators=row, share=share, alerts=alerts,
-            reference_run_id=reference_run, detector=None if isinstance(detector, str) else detector.label, notes=notes,
+            reference_run_id=reference_run, detector=None if isinstance(detector, NoDetector) else detector.label, notes=notes,
             record_checks=[c.to_dict() for c in quality.checks],
             notifications=[n.to_dict() for n in stepped.notifications],
             silenced=[n.to_dict() for n in stepped.silenced], recheck_of=counted_in,

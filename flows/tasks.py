@@ -34,7 +34,7 @@ from monitors.core.reference import ReferenceProfile
 from monitors.core.rules import RuleSuite
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.runtime import Runtime, mlflow_client
-from monitors.adapters.tracking import MlflowTracker, PreviousCheck
+from monitors.adapters.tracking import MlflowTracker, PreviousCheck, RunStore
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O that failed by chance; a user's error (a missing model, a bad alias) fails at once."""
@@ -49,7 +49,7 @@ compute_task = task(cache_policy=NONE)
 PARALLEL_MIN_BYTES = 16 << 20
 
 
-def tracker_for(runtime: Runtime) -> MlflowTracker:
+def tracker_for(runtime: Runtime) -> RunStore:
     return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
 
 
@@ -139,7 +139,7 @@ def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], folder: Pa
 
 
 @io_task
-def load_reference(tracker: MlflowTracker, dataset: str, run_id: str | None) -> tuple[str, ReferenceProfile]:
+def load_reference(tracker: RunStore, dataset: str, run_id: str | None) -> tuple[str, ReferenceProfile]:
     return tracker.latest_reference(dataset, run_id)
 
 
@@ -154,12 +154,12 @@ def read_record_suite(settings: Settings) -> dict:
 
 
 @io_task
-def load_detector(tracker: MlflowTracker, uri: str) -> registry.LoadedDetector | str:
-    """The registered detector, or the reason there is none (a check still runs without one)."""
+def load_detector(tracker: RunStore, uri: str) -> registry.LoadedDetector | registry.NoDetector:
+    """The registered detector, or why there is none (a check still runs without one)."""
     try:
         return tracker.load_detector(uri)
     except registry.DetectorUnavailable as exc:
-        return str(exc)
+        return registry.NoDetector(str(exc))
 
 
 @compute_task
@@ -229,7 +229,7 @@ def score_reference(ref: ReferenceProfile, prof: BatchProfile, settings: Setting
 
 
 @compute_task
-def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, settings: Settings,
+def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | registry.NoDetector, settings: Settings,
                    reference: ReferenceProfile | None = None) -> ShareEstimate:
     """Declared provenance counted exactly; for the undeclared rest (on the uniform sample, whose bootstrap
     interval covers the sampling) the registered detector's quantification estimate or, without a detector,
@@ -238,8 +238,8 @@ def estimate_share(prof: BatchProfile, detector: registry.LoadedDetector | str, 
     if declared.undeclared == 0:
         return combine_with_declared(declared, ShareEstimate.unavailable(""))
     texts = prof.undeclared_sample_texts()
-    if isinstance(detector, str):
-        return combine_with_declared(declared, share_from_reference(texts, reference, settings, detector))
+    if isinstance(detector, registry.NoDetector):
+        return combine_with_declared(declared, share_from_reference(texts, reference, settings, detector.reason))
     method = detector.method if settings.detector.method == "auto" else settings.detector.method
     if detector.lm_tag and settings.lm.enabled and len(texts) > settings.lm.sample_size:
         # the LM's time bounds the check: the sample is in hash order, so any prefix is a uniform sample
@@ -313,13 +313,13 @@ def share_from_reference(texts: list[str], reference: ReferenceProfile | None, s
 
 
 @io_task
-def load_previous(tracker: MlflowTracker, dataset: str) -> tuple[PreviousCheck, list[dict]]:
+def load_previous(tracker: RunStore, dataset: str) -> tuple[PreviousCheck, list[dict]]:
     """What this check continues from (corpus totals, time since, alert states) and the dataset's silences."""
     return tracker.previous_check(dataset), tracker.silences(dataset)
 
 
 @io_task
-def replay_spool(tracker: MlflowTracker, settings: Settings) -> list[str]:
+def replay_spool(tracker: RunStore, settings: Settings) -> list[str]:
     """Log every spooled check (oldest first) and remove it; returns the run ids. Stops at the first that
     fails to log (MLflow is away), leaving it and the rest for the next run. An entry that cannot be read is
     moved to ``spool/corrupt/`` with an alert and skipped: it would otherwise block every later check."""
@@ -470,7 +470,7 @@ def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
 
 
 @io_task
-def artifact_location(tracker: MlflowTracker, run_id: str, name: str) -> str:
+def artifact_location(tracker: RunStore, run_id: str, name: str) -> str:
     """Where a run's artifact is; never fails (it is asked after the run is logged, when nothing may)."""
     try:
         return tracker.artifact_location(run_id, name)
@@ -479,11 +479,11 @@ def artifact_location(tracker: MlflowTracker, run_id: str, name: str) -> str:
 
 
 @io_task
-def log_check(tracker: MlflowTracker, req: RunRecord) -> str:
+def log_check(tracker: RunStore, req: RunRecord) -> str:
     return tracker.log_check(req)
 
 
-def log_or_spool(tracker: MlflowTracker, req: RunRecord, settings: Settings) -> tuple[str, str, str]:
+def log_or_spool(tracker: RunStore, req: RunRecord, settings: Settings) -> tuple[str, str, str]:
     """Log the run; when MLflow cannot take it, keep it in the spool for the next run to replay.
 
     Returns (run id, spool folder, a note for the user); exactly one of the first two is set."""
@@ -523,7 +523,7 @@ def publish_to_prefect(alerts: list, scope: str, run_id: str, description: str) 
 
 
 @io_task
-def record_delivery(tracker: MlflowTracker, run_id: str, outcome: dict) -> None:
+def record_delivery(tracker: RunStore, run_id: str, outcome: dict) -> None:
     tracker.record_delivery(run_id, outcome)
 
 

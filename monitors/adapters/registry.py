@@ -38,6 +38,16 @@ class DetectorUnavailable(UserError):
 
 
 @dataclass(frozen=True)
+class NoDetector:
+    """Why a check has no registered detector (it then estimates the share from the human reference)."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
 class LoadedDetector:
     uri: str
     version: str

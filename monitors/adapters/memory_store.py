@@ -1,0 +1,212 @@
+"""An in-memory run store with the MLflow tracker's contract: for fast tests of flow logic without MLflow.
+
+It keeps runs as plain records (scope, kind, status, times, metrics, params, tags, artifacts) and answers the
+same queries :class:`~monitors.adapters.tracking.MlflowTracker` answers from MLflow. The contract suite
+(``tests/unit/test_run_store_contract.py``) runs the same tests against both, so the fake cannot drift from
+the real store unnoticed. Model-registry calls (detector, probed models) are not faked: a fake has no detector.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitors.adapters.tracking import EXPERIMENT_PREFIX, PreviousCheck, scope_kind, to_json_text
+from monitors.core.errors import ReferenceNotFound, UserError
+from monitors.core.reference import ReferenceProfile
+from monitors.core.runrecord import RunRecord
+from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
+
+
+@dataclass
+class _Run:
+    run_id: str
+    scope: str
+    kind: str
+    start: int  # ms
+    status: str = "RUNNING"
+    end: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+class InMemoryRunStore:
+    """The tracker's contract over a dict; every run ends FINISHED (or FAILED when its body raised)."""
+
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+        self.experiment_tags: dict[str, dict[str, str]] = {}
+        self._clock = 0
+
+    # -- the lifecycle --------------------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        # strictly increasing, so "newest" is well defined even for runs logged within one millisecond
+        self._clock = max(self._clock + 1, int(time.time() * 1000))
+        return self._clock
+
+    @contextmanager
+    def _run(self, scope: str, kind: str, tags: dict[str, str], started: float = 0.0,
+             finished: float = 0.0) -> Iterator[_Run]:
+        self.experiment_tags.setdefault(scope, {})
+        start = int(started * 1000) if started else self._now_ms()
+        self._clock = max(self._clock, start)
+        run = _Run(uuid.uuid4().hex, scope, kind, start, tags={Tag.KIND: kind, Tag.DATASET: scope, **tags})
+        self.runs.append(run)
+        try:
+            yield run
+        except BaseException:
+            run.status, run.end = "FAILED", self._now_ms()
+            raise
+        run.status, run.end = "FINISHED", int(finished * 1000) if finished else self._now_ms()
+
+    def _newest(self, scope: str, keep=lambda r: True) -> list[_Run]:
+        return sorted((r for r in self.runs if r.scope == scope and keep(r)), key=lambda r: r.start, reverse=True)
+
+    @staticmethod
+    def _finite(metrics: dict[str, float | None]) -> dict[str, float]:
+        return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+    # -- experiments ----------------------------------------------------------------------------------
+    def experiment_id(self, dataset: str, create: bool = True) -> str | None:
+        if dataset in self.experiment_tags or create:
+            self.experiment_tags.setdefault(dataset, {})
+            return EXPERIMENT_PREFIX + dataset
+        return None
+
+    def scopes(self) -> list[str]:
+        return sorted(self.experiment_tags)
+
+    # -- references -----------------------------------------------------------------------------------
+    def save_reference(self, ref: ReferenceProfile, source: str) -> str:
+        with self._run(ref.dataset, RunKind.REFERENCE, {Tag.SOURCE: source}) as run:
+            run.artifacts[Artifact.REFERENCE_PROFILE] = ref.to_json()
+            run.artifacts[Artifact.REFERENCE_ARRAYS] = ref.arrays_npz()
+        return run.run_id
+
+    def reference_run(self, dataset: str, run_id: str | None = None) -> str:
+        if run_id is not None:
+            run = next((r for r in self.runs if r.run_id == run_id), None)
+            if run is None:
+                raise UserError(f"--reference {run_id}: no such MLflow run")
+            if run.kind != RunKind.REFERENCE:
+                raise UserError(f"--reference {run_id}: that run is a {run.kind} run, not a reference")
+            return run_id
+        runs = self._newest(dataset, lambda r: r.kind == RunKind.REFERENCE and r.status == "FINISHED")
+        if not runs:
+            raise ReferenceNotFound(f"dataset {dataset!r} has no reference yet: build one from trusted human text "
+                                    f"with `collapse-monitor reference build --input PATH --dataset {dataset}`")
+        return runs[0].run_id
+
+    def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:
+        run_id = self.reference_run(dataset, run_id)
+        run = next(r for r in self.runs if r.run_id == run_id)
+        return run_id, ReferenceProfile.from_json(run.artifacts[Artifact.REFERENCE_PROFILE],
+                                                  run.artifacts.get(Artifact.REFERENCE_ARRAYS))
+
+    # -- checks and probes ----------------------------------------------------------------------------
+    def next_sequence(self, dataset: str, kind: str = RunKind.CHECK) -> int:
+        runs = self._newest(dataset, lambda r: r.kind == kind)
+        return int(runs[0].tags.get(Tag.SEQUENCE, "-1")) + 1 if runs else 0
+
+    def _newest_finished_check(self, dataset: str) -> _Run | None:
+        runs = self._newest(dataset, lambda r: r.kind == scope_kind(dataset) and r.status == "FINISHED")
+        return runs[0] if runs else None
+
+    def previous_check(self, dataset: str) -> PreviousCheck:
+        run = self._newest_finished_check(dataset)
+        if run is None:
+            return PreviousCheck({}, None, [])
+        corpus = {k: v for k, v in run.metrics.items() if k.startswith("corpus.")}
+        hours = max(0.0, (time.time() * 1000 - run.end) / 3.6e6) if run.end else None
+        return PreviousCheck(corpus, hours, copy.deepcopy(run.artifacts.get(Artifact.ALERT_STATE, [])))
+
+    def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
+        run = self._newest_finished_check(dataset)
+        return [] if run is None else copy.deepcopy(run.artifacts.get(Artifact.ALERT_STATE, []))
+
+    def silences(self, dataset: str) -> list[dict[str, Any]]:
+        tags = self.experiment_tags.get(dataset, {})
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
+
+    def add_silence(self, dataset: str, silence: dict[str, Any]) -> None:
+        self.experiment_tags.setdefault(dataset, {})[Tag.SILENCE + silence["fingerprint"]] = json.dumps(silence)
+
+    def log_check(self, req: RunRecord) -> str:
+        step = self.next_sequence(req.dataset, req.kind)
+        with self._run(req.dataset, req.kind, {Tag.BATCH: req.batch_name, Tag.SPOOL_ID: req.spool_id},
+                       req.started, req.finished) as run:
+            run.metrics = self._finite(req.metrics)
+            run.params = {k: str(v)[:6000] for k, v in req.params.items()}
+            run.tags.update({**req.tags, Tag.NOTE: req.description, Tag.SEQUENCE: str(step)})
+            for name, content in req.artifacts.items():
+                if isinstance(content, Path):
+                    content = content.read_bytes()
+                elif not isinstance(content, (bytes, str)):
+                    if name == Artifact.SUMMARY and isinstance(content, dict):
+                        content = {**content, "run_id": run.run_id}
+                    content = json.loads(to_json_text(content))  # what a reader of the JSON artifact gets back
+                run.artifacts[name] = content
+        return run.run_id
+
+    def replay(self, req: RunRecord) -> str:
+        for run in self._newest(req.dataset, lambda r: r.tags.get(Tag.SPOOL_ID) == req.spool_id):
+            if run.status == "FINISHED":
+                return run.run_id
+            self.runs.remove(run)
+        return self.log_check(req)
+
+    def run_for_content(self, dataset: str, sha256: str) -> str | None:
+        runs = self._newest(dataset, lambda r: r.tags.get(Tag.CONTENT) == sha256 and r.status == "FINISHED")
+        return runs[0].run_id if runs else None
+
+    def artifact_location(self, run_id: str, name: str) -> str:
+        return f"memory://{run_id}/{name}"
+
+    def artifact(self, run_id: str, name: str) -> Any:
+        """A logged artifact's content (JSON artifacts as parsed JSON): for tests."""
+        return next(r for r in self.runs if r.run_id == run_id).artifacts[name]
+
+    def record_delivery(self, run_id: str, outcome: dict[str, Any]) -> None:
+        run = next(r for r in self.runs if r.run_id == run_id)
+        run.tags[Tag.DELIVERY_SENT], run.tags[Tag.DELIVERY_QUEUED] = str(outcome["sent"]), str(outcome["queued"])
+        run.artifacts[Artifact.DELIVERY] = copy.deepcopy(outcome)
+
+    def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._newest(scope, lambda r: r.tags.get(Tag.PROBE_SET) == probe_digest and r.status == "FINISHED"):
+            version = r.tags.get(Tag.MODEL_VERSION)
+            if version and version not in out and r.kind in (RunKind.PROBE, RunKind.PROBE_BASELINE):
+                out[version] = {"run_id": r.run_id, "metrics": {
+                    k: v for k, v in r.metrics.items() if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
+        return out
+
+    def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:
+        runs = sorted((r for r in self.runs if r.kind == kind and (dataset is None or r.scope == dataset)),
+                      key=lambda r: r.start, reverse=True)[: last or None]
+        rows = []
+        for r in runs:
+            states = {k.removeprefix(Tag.ALERT): v for k, v in r.tags.items() if is_alert_tag(k)}
+            rows.append({
+                "run_id": r.run_id, "experiment_id": EXPERIMENT_PREFIX + r.scope, "dataset": r.tags.get(Tag.DATASET),
+                "batch": r.tags.get(Tag.BATCH), "sequence": int(r.tags.get(Tag.SEQUENCE, "-1")), "started": r.start,
+                "status": r.status, "metrics": dict(r.metrics), "alert_states": states,
+                "alerts": sorted(k for k, v in states.items() if v == "firing"),
+                "max_severity": r.tags.get(Tag.MAX_SEVERITY, "none"), "description": r.tags.get(Tag.NOTE, ""),
+                "tags": {k: v for k, v in r.tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
+            })
+        return rows
+
+    def load_detector(self, uri: str):
+        from monitors.adapters.registry import DetectorUnavailable
+
+        raise DetectorUnavailable(f"no detector is registered at {uri} (in-memory run store)")

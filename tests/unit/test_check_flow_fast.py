@@ -1,0 +1,85 @@
+"""The check flow's logic in seconds: Prefect tasks run as plain functions and MLflow is the in-memory run store
+(whose behaviour tests/unit/test_run_store_contract.py holds to the real one). The integration tests run the
+same flow on the real Prefect API and MLflow store."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from pydantic import SecretStr
+
+from monitors.adapters.memory_store import InMemoryRunStore
+from monitors.core.schema import Artifact, RunKind, Tag
+from tests.conftest import write_jsonl
+
+
+@pytest.fixture
+def flow(monkeypatch, isolated, austen):
+    from prefect import Task
+
+    from flows import check, tasks
+    from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
+    from monitors.adapters.runtime import Runtime
+    from monitors.config import Columns, IngestSettings, Settings
+    from monitors.core.reference import build_reference
+
+    for name, obj in list(vars(tasks).items()):
+        if isinstance(obj, Task):
+            monkeypatch.setattr(tasks, name, obj.fn)
+    store = InMemoryRunStore()
+    published = []
+    monkeypatch.setattr(tasks, "tracker_for", lambda runtime: store)
+    monkeypatch.setattr(tasks, "publish_to_prefect", lambda alerts, scope, run_id, description: published.append(run_id))
+    settings = Settings(state_dir=isolated / "state", dataset="news", indicators={"reference_docs": 400, "drift": False})  # Evidently: integration tests
+    settings.state_path.mkdir(parents=True)
+    ind = settings.indicators
+    objs = [{"id": p["id"], "text": p["text"]} for p in austen[:400]]
+    prof = profile_rows(records_from_dicts(objs), ReadOptions(Columns(), IngestSettings(), 400, date(2024, 1, 1)), file="m")
+    store.save_reference(build_reference(prof, dataset="news", settings=ind), "ref.jsonl")
+    runtime = Runtime(tracking=SecretStr("memory://"), artifact_root=None, prefect_api_url=None)
+
+    def run(path, **kw):
+        return check.check_incoming_data.fn(str(path), "news", settings, runtime, batch_name=path.name, **kw)
+
+    return run, store, published, tasks, settings
+
+
+def test_a_check_logs_one_run_with_the_shared_alert_record(flow, isolated, austen):
+    run, store, published, _, _ = flow
+    batch = write_jsonl(isolated / "b1.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(austen[500:620])])
+    result = run(batch, content_sha256="sha-1")
+    assert result.records == 120 and result.run_id and not result.spooled
+    [row] = store.history("news")
+    assert row["run_id"] == result.run_id and row["metrics"]["corpus.batches"] == 1.0
+    logged = next(r for r in store.runs if r.run_id == result.run_id)
+    assert logged.kind == RunKind.CHECK and logged.tags[Tag.CONTENT] == "sha-1"
+    assert logged.tags[Tag.ALERTS_FIRING] == str(sum(a.status == "firing" for a in result.alerts))
+    assert set(logged.artifacts) >= {Artifact.ALERTS, Artifact.ALERT_STATE, Artifact.NOTIFICATIONS, Artifact.SUMMARY,
+                                     Artifact.RECORD_QUALITY}
+    assert store.artifact(result.run_id, Artifact.SUMMARY)["run_id"] == result.run_id
+    assert store.artifact(result.run_id, Artifact.ALERTS) == [a.to_dict() for a in result.alerts]
+    assert published == [result.run_id]
+
+
+def test_the_same_content_again_is_a_recheck_and_not_counted(flow, isolated, austen):
+    run, store, _, _, _ = flow
+    batch = write_jsonl(isolated / "b1.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(austen[500:560])])
+    first = run(batch, content_sha256="sha-1")
+    again = run(batch, content_sha256="sha-1")
+    assert again.recheck_of == first.run_id
+    assert [r["metrics"]["corpus.batches"] for r in store.history("news")] == [1.0, 1.0]
+    recounted = run(batch, content_sha256="sha-1", recount=True)
+    assert not recounted.recheck_of and store.history("news")[0]["metrics"]["corpus.batches"] == 2.0
+
+
+def test_a_failed_check_is_an_alert_that_the_next_check_resolves(flow, isolated, austen):
+    run, store, _, tasks, settings = flow
+    with pytest.raises(Exception, match="missing.jsonl"):
+        run(isolated / "missing.jsonl")
+    [failure] = tasks.open_failures(settings)
+    assert failure["rule"] == "check_failed" and store.history("news") == []
+    batch = write_jsonl(isolated / "b1.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(austen[500:560])])
+    result = run(batch)
+    assert tasks.open_failures(settings) == []
+    assert any(n["rule"] == "check_failed" and n["status"] == "resolved" for n in result.notifications)
