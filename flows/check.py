@@ -13,6 +13,7 @@ from monitors.adapters import drift
 from monitors.config import Settings
 from monitors.adapters.gx_records import alerts as record_alerts
 from monitors.adapters.registry import NoDetector
+from monitors.adapters.sources import Batch
 from monitors.core.quantify import CorpusTotals
 from monitors.core.results import CheckResult, run_indicators, schedule_indicators
 from monitors.adapters.runtime import Runtime
@@ -37,7 +38,7 @@ def check_record(result: CheckResult, settings: Settings, stepped: alerting.Step
 
 @flow(name="check_incoming_data", flow_run_name="check {dataset}: {batch_name}", validate_parameters=False)
 def check_incoming_data(
-    input_path: str, dataset: str, settings: Settings, runtime: Runtime,
+    input_path: str | Batch, dataset: str, settings: Settings, runtime: Runtime,
     batch_name: str = "", reference_run_id: str | None = None, content_sha256: str = "", counted_in: str = "",
     recount: bool = False,
 ) -> CheckResult:
@@ -54,16 +55,18 @@ def check_incoming_data(
     but not added to the corpus totals again. Unless ``recount``, a batch with ``content_sha256`` is looked up
     while the dataset's lock is held, so a concurrent check of the same bytes (or one that outlived its landing
     lease) that counted it first makes this one a re-check."""
+    batch_label = batch_name or str(input_path)
     try:
+        batch = Batch.resolve(input_path)  # once: hashed, planned and read from this list of files
         with tasks.dataset_lock(settings, dataset):  # from reading the previous totals to logging the new ones
             if content_sha256 and not counted_in and not recount:
                 counted_in = _counted_by(runtime, dataset, content_sha256)
-            result = _check(input_path, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
+            result = _check(batch, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
     except Exception as exc:
-        tasks.report_failure(settings, dataset, batch_name or input_path, exc)
+        tasks.report_failure(settings, dataset, batch_label, exc)
         raise
     return tasks.after_run(result, settings, runtime, dataset,
-                           f"Alerts of check {result.run_id} ({dataset}, {Path(input_path).name})")
+                           f"Alerts of check {result.run_id} ({dataset}, {Path(str(input_path)).name})")
 
 
 def _counted_by(runtime: Runtime, dataset: str, content_sha256: str) -> str:
@@ -73,7 +76,7 @@ def _counted_by(runtime: Runtime, dataset: str, content_sha256: str) -> str:
         return ""
 
 
-def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
+def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
            reference_run_id: str | None, content_sha256: str = "", counted_in: str = "") -> CheckResult:
     started = time.time()  # the MLflow run spans the check, not just the logging of it
     tracker = tasks.tracker_for(runtime)
@@ -85,9 +88,9 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
     previous, silences = tasks.load_previous(tracker, dataset)  # every read of MLflow happens before the work
     with tasks.workspace() as work:
         if settings.task_runner == "dask":
-            prof, shards = tasks.profile_batch_on_runner(input_path, settings, work)
+            prof, shards = tasks.profile_batch_on_runner(batch, settings, work)
         else:
-            prof, shards = tasks.profile_batch(input_path, settings, work)
+            prof, shards = tasks.profile_batch(batch, settings, work)
         quarantine = tasks.write_quarantine(prof, shards, work, settings)
         values = tasks.compute_indicators(prof, reference, settings)
         report = tasks.drift_report(prof, reference, settings)
@@ -120,7 +123,7 @@ def _check(input_path: str, dataset: str, settings: Settings, runtime: Runtime,
             notes.append(f"text indicators and the synthetic share use a uniform sample of {settings.indicators.sample_size} "
                          f"of the {prof.records} records")
         result = CheckResult(
-            run_id="", dataset=dataset, batch_file=input_path, records=prof.records,
+            run_id="", dataset=dataset, batch_file=batch.spec, records=prof.records,
             quarantined=prof.quarantined_total, indicators=row, share=share, alerts=alerts,
             reference_run_id=reference_run, detector=None if isinstance(detector, NoDetector) else detector.label, notes=notes,
             record_checks=[c.to_dict() for c in quality.checks],

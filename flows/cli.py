@@ -358,7 +358,7 @@ def _check(args) -> int:
     if overrides:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
-    sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
+    batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
     from flows import progress, tasks
     from flows.check import check_incoming_data
 
@@ -367,9 +367,9 @@ def _check(args) -> int:
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     tracker = tasks.tracker_for(rt)
     reference = tracker.reference_run(dataset, args.reference)
-    sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
+    sha = tasks.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
     result = tasks.with_task_runner(check_incoming_data, settings)(
-        args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
+        batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
         content_sha256=sha, recount=args.recount)
     if args.json:
         print(json.dumps(result.to_dict()))

@@ -26,6 +26,7 @@ from monitors.core import alerting
 from monitors.adapters import delivery, ledger, runtime, sources
 from monitors.config import Settings, load_settings
 from monitors.core.errors import InputError, UserError
+from monitors.core.modeluri import split_model_uris
 
 DATA_FLOW, PROBE_FLOW = "monitor_data", "monitor_models"
 
@@ -50,23 +51,6 @@ class LandingReport:
         return asdict(self)
 
 
-def _mtime(url: str) -> float | None:
-    if "://" not in url or url.startswith("file://"):
-        return Path(url.removeprefix("file://")).stat().st_mtime
-    try:
-        fs, path = sources._fs(url)
-        info = fs.info(path)
-    except Exception:  # noqa: BLE001 - a store that cannot tell: no settling
-        return None
-    for key in ("mtime", "LastModified", "last_modified", "created"):
-        value = info.get(key)
-        if hasattr(value, "timestamp"):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
 @tasks.io_task
 def scan_landing(landing: str, settle_seconds: float, known: dict[str, tuple[int, float, str]] | None = None,
                  ) -> tuple[list[ledger.LandedFile], list[str], list[tuple[str, int, float, str]]]:
@@ -80,15 +64,15 @@ def scan_landing(landing: str, settle_seconds: float, known: dict[str, tuple[int
         raise
     now, files, settling, fresh = time.time(), [], [], []
     for url in urls:
-        mtime = _mtime(url)
+        size, mtime = sources.stat(url)
         if mtime is not None and now - mtime < settle_seconds:
             settling.append(url)
             continue
-        size, seen = sources._size(url), (known or {}).get(url)
+        seen = (known or {}).get(url)
         if mtime is not None and seen is not None and seen[:2] == (size, mtime):
             files.append(ledger.LandedFile(url, seen[2], size))
             continue
-        sha, size = ledger.file_sha256(url, lambda u: sources._open(u, "rb"))
+        sha, size = ledger.file_sha256(url, sources.open_binary)
         files.append(ledger.LandedFile(url, sha, size))
         if mtime is not None:
             fresh.append((url, size, mtime, sha))
@@ -218,7 +202,7 @@ def monitor_models(models: list[str] | str, probe_set: str, config: str | None =
     """Scheduled: evaluate each model URI on the probe set; one model's failure does not stop the others."""
     settings, rt = _setup(config)
     if isinstance(models, str):  # from prefect.yaml's environment template: "models:/a@prod models:/b@prod"
-        models = delivery.parse_urls(models)
+        models = split_model_uris(models)
     done, failed = {}, {}
     for uri in models:
         try:

@@ -53,12 +53,12 @@ def tracker_for(runtime: Runtime) -> RunStore:
     return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
 
 
-def batch_sha256(spec: str) -> str:
+def batch_sha256(spec: str | sources.Batch) -> str:
     """A batch's content hash: its file's SHA-256 (what the landing zone's ledger keys on), or for several
     files the SHA-256 of their sorted SHA-256s. The same bytes under another name are the same batch."""
     import hashlib
 
-    hashes = sorted(ledger.file_sha256(url, lambda u: sources._open(u, "rb"))[0] for url in sources.expand(spec))
+    hashes = sorted(ledger.file_sha256(url, sources.open_binary)[0] for url in sources.Batch.resolve(spec).files)
     return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
@@ -73,7 +73,7 @@ def workspace() -> Iterator[Path]:
 
 
 def _workers(settings: Settings, spec: str) -> int:
-    if spec.startswith("memory://"):  # an in-memory filesystem is not shared with other processes
+    if str(spec).startswith("memory://"):  # an in-memory filesystem is not shared with other processes
         return 1
     return settings.ingest.workers or os.cpu_count() or 1
 
@@ -84,17 +84,18 @@ def _read_options(settings: Settings, quarantine_dir: Path, sample_size: int | N
 
 
 @task(cache_policy=NONE)  # a bad file is not fixed by retrying
-def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_size: int | None = None
+def profile_batch(spec: str | sources.Batch, settings: Settings, quarantine_dir: Path, sample_size: int | None = None
                   ) -> tuple[BatchProfile, list[sources.Shard]]:
     """Read and profile every shard of the batch, in worker processes when it is large enough."""
     opts = _read_options(settings, quarantine_dir, sample_size)
     shard_bytes = settings.ingest.shard_mb << 20
-    workers = _workers(settings, spec)
-    if workers > 1 and sources.total_bytes(sources.expand(spec)) >= PARALLEL_MIN_BYTES:
+    batch = sources.Batch.resolve(spec)
+    workers = _workers(settings, batch.spec)
+    if workers > 1 and batch.total_bytes >= PARALLEL_MIN_BYTES:
         # spawn: forking a process that runs Prefect's threads and event loop is not safe.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return ingest.profile_input(spec, opts, mapper=pool.map, shard_bytes=shard_bytes)
-    return ingest.profile_input(spec, opts, shard_bytes=shard_bytes)
+            return ingest.profile_input(batch, opts, mapper=pool.map, shard_bytes=shard_bytes)
+    return ingest.profile_input(batch, opts, shard_bytes=shard_bytes)
 
 
 @task(name="profile_shard", cache_policy=NONE)
@@ -102,7 +103,7 @@ def profile_shard(job, shard: sources.Shard) -> BatchProfile:
     return job(shard)
 
 
-def profile_batch_on_runner(spec: str, settings: Settings, quarantine_dir: Path) -> tuple[BatchProfile, list[sources.Shard]]:
+def profile_batch_on_runner(spec: str | sources.Batch, settings: Settings, quarantine_dir: Path) -> tuple[BatchProfile, list[sources.Shard]]:
     """Every shard as its own Prefect task on the flow's task runner (a Dask cluster), merged here in order.
 
     Not a task itself: tasks are submitted from the flow. The quarantine folder must be reachable from the

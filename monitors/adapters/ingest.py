@@ -319,7 +319,7 @@ def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], out: Path,
 Mapper = Callable[[Callable, list], Iterable]
 
 
-def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
+def profile_input(spec: str | sources.Batch, opts: ReadOptions, *, mapper: Mapper | None = None,
                   shard_bytes: int = 64 << 20) -> tuple[BatchProfile, list[sources.Shard]]:
     """Profile every shard of a batch spec (path, glob, folder or fsspec URL) and merge them in order.
 
@@ -327,7 +327,7 @@ def profile_input(spec: str, opts: ReadOptions, *, mapper: Mapper | None = None,
     pool's ``map`` (the flow chooses). Raises :class:`~monitors.core.errors.InputError` for a spec that
     matches nothing or a file that cannot be read at all.
     """
-    files = sources.expand(spec)
+    files = list(sources.Batch.resolve(spec).files)
     shards = sources.plan_shards(files, shard_bytes)
     parts = (mapper or map)(_ShardJob(opts, quarantine_unreadable=len(files) > 1), shards)
     profile = merge_all(parts, opts)

@@ -15,16 +15,15 @@ and ``collapse.synthetic_fraction`` (the model-made share of its training data).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from monitors.core.errors import UserError
+from monitors.core.modeluri import FORM, parse_model_uri
 from monitors.core.probes import KINDS
 
-_URI = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 KIND_TAG = "collapse.model_kind"
 
 
@@ -54,10 +53,10 @@ class ModelRef:
 
 
 def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
-    m = _URI.match(uri.strip())
-    if not m:
-        raise ModelUnavailable(f"model {uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
-    return m["name"], m["alias"], m["version"]
+    parsed = parse_model_uri(uri)
+    if parsed is None:
+        raise ModelUnavailable(f"model {uri!r} is not of the form {FORM}")
+    return parsed.name, parsed.alias, parsed.version
 
 
 def resolve(client, uri: str) -> ModelRef:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 
 from monitors.core.detector import LM_COLUMNS, TrainedDetector, detector_input
 from monitors.core.errors import UserError
+from monitors.core.modeluri import FORM, ModelUri, parse_model_uri
 from monitors.core.quantify import Validation
 
 VALIDATION_ARTIFACT = "validation/scores.json"
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 #: Modules whose classes detectors registered before monitors/ was split into core/adapters/demo name in their
 #: skops files (e.g. monitors.detector.Stylometry): loading one imports the class from its new home.
 LEGACY_MODULES = {"monitors.detector": "monitors.core.detector"}
@@ -141,10 +140,14 @@ def _trusted_types(model) -> list[str]:
 
 def model_name(uri: str) -> str:
     """The registered model's name in a models:/NAME@ALIAS or models:/NAME/VERSION URI."""
-    m = _URI.match(uri)
-    if not m:
-        raise DetectorUnavailable(f"detector.model_uri {uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
-    return m["name"]
+    return _parse(uri).name
+
+
+def _parse(uri: str) -> ModelUri:
+    parsed = parse_model_uri(uri)
+    if parsed is None:
+        raise DetectorUnavailable(f"detector.model_uri {uri!r} is not of the form {FORM}")
+    return parsed
 
 
 def load_detector(client, uri: str) -> LoadedDetector:
@@ -152,14 +155,12 @@ def load_detector(client, uri: str) -> LoadedDetector:
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
-    m = _URI.match(uri)
-    if not m:
-        raise DetectorUnavailable(f"detector.model_uri {uri!r} is not of the form models:/NAME@ALIAS or models:/NAME/VERSION")
+    m = _parse(uri)
     try:
-        if m["alias"]:
-            mv = client.get_model_version_by_alias(m["name"], m["alias"])
+        if m.alias:
+            mv = client.get_model_version_by_alias(m.name, m.alias)
         else:
-            mv = client.get_model_version(m["name"], m["version"])
+            mv = client.get_model_version(m.name, m.version)
     except MlflowException:
         raise DetectorUnavailable(
             f"no detector is registered at {uri}; train one with `collapse-monitor detector train --human H "
@@ -174,6 +175,6 @@ def load_detector(client, uri: str) -> LoadedDetector:
         raise DetectorUnavailable(f"detector {uri} (version {mv.version}) has no usable {VALIDATION_ARTIFACT} in "
                                   f"run {mv.run_id} ({exc}); retrain it with `collapse-monitor detector train`") from None
     alias_legacy_modules()
-    model = mlflow.sklearn.load_model(f"models:/{m['name']}/{mv.version}")
+    model = mlflow.sklearn.load_model(f"models:/{m.name}/{mv.version}")
     return LoadedDetector(uri=uri, version=str(mv.version), model=model, validation=val, method=str(raw["method"]),
                           lm_tag=str(raw.get("lm_features") or ""))  # older detectors: n-grams alone

@@ -37,6 +37,26 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
+class Batch:
+    """A batch spec (file, folder, glob or URL) resolved once to its files, sorted: what a check hashes,
+    plans and reads. Flows take a spec or a Batch; a spec is resolved where the flow starts."""
+
+    spec: str
+    files: tuple[str, ...]
+
+    @classmethod
+    def resolve(cls, spec: str | Batch) -> Batch:
+        return spec if isinstance(spec, Batch) else cls(spec, tuple(expand(spec)))
+
+    @property
+    def total_bytes(self) -> int:
+        return total_bytes(list(self.files))
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
 class Shard:
     url: str  # as fsspec opens it (a plain path for local files)
     fmt: str
@@ -125,9 +145,34 @@ def _known(name: str) -> bool:
 
 def _size(url: str) -> int:
     if not _is_url(url):
-        return Path(url).stat().st_size
+        return Path(url.removeprefix("file://")).stat().st_size
     fs, path = _fs(url)
     return int(fs.size(path) or 0)
+
+
+def stat(url: str) -> tuple[int, float | None]:
+    """A file's size and modification time (None when its store cannot tell) without reading it."""
+    if not _is_url(url):
+        st = Path(url.removeprefix("file://")).stat()
+        return st.st_size, st.st_mtime
+    size = _size(url)
+    try:
+        fs, path = _fs(url)
+        info = fs.info(path)
+    except Exception:  # noqa: BLE001 - a store that cannot tell
+        return size, None
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if hasattr(value, "timestamp"):
+            return size, value.timestamp()
+        if isinstance(value, (int, float)):
+            return size, float(value)
+    return size, None
+
+
+def open_binary(url: str):
+    """A local path or fsspec URL opened for reading bytes."""
+    return _open(url, "rb")
 
 
 def plan_shards(files: list[str], target_bytes: int = 64 << 20) -> list[Shard]:
