@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from monitors.core.rules import Alert, Rule, breached_threshold, fingerprint
+from monitors.core.rules import Alert, NotificationKind, Rule, Status, breached_threshold, fingerprint
 
 DEFAULT_REPEAT_SECONDS = 24 * 3600.0
 
@@ -36,7 +36,7 @@ class AlertState:
     severity: str
     dataset: str
     summary: str
-    status: str  # pending | firing
+    status: str  # a Status: pending | firing
     breaches: int  # breaching runs in this episode
     value: float | None
     threshold: float | None
@@ -58,7 +58,7 @@ class Silence:
 
 @dataclass(frozen=True)
 class Notification:
-    kind: str  # firing | repeat | resolved
+    kind: str  # a NotificationKind: firing | repeat | resolved
     alert: Alert
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,27 +106,27 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
             breaches = (old.breaches if old else 0) + 1
             recent = ((old.recent if old else ()) + (1,))[-rule.window:]
             st = AlertState(fp, rule.name, rule.severity, dataset, rule.summary,
-                            old.status if old else "pending", breaches, float(value),
+                            old.status if old else Status.PENDING, breaches, float(value),
                             breached_threshold(rule, value), old.since if old else now,
                             old.last_notified if old else None, recent)
             muted = fp in silenced_fps
-            if st.status == "pending" and sum(recent) >= rule.for_runs:
-                st = replace(st, status="firing", last_notified=None if muted else now)
-                emit("firing", _alert(st, "firing"))
-            elif st.status == "firing" and (st.last_notified is None or now - st.last_notified >= repeat_interval):
+            if st.status == Status.PENDING and sum(recent) >= rule.for_runs:
+                st = replace(st, status=Status.FIRING, last_notified=None if muted else now)
+                emit(NotificationKind.FIRING, _alert(st, Status.FIRING))
+            elif st.status == Status.FIRING and (st.last_notified is None or now - st.last_notified >= repeat_interval):
                 # never told anyone (it fired under a silence): this is its first notification
-                kind = "firing" if st.last_notified is None else "repeat"
+                kind = NotificationKind.FIRING if st.last_notified is None else NotificationKind.REPEAT
                 st = replace(st, last_notified=st.last_notified if muted else now)
-                emit(kind, _alert(st, "firing"))
+                emit(kind, _alert(st, Status.FIRING))
             new[fp] = st
             alerts.append(_alert(st, st.status, rule))
-        elif old is not None and old.status == "firing":
-            done = _alert(replace(old, value=float(value), threshold=None), "resolved")
+        elif old is not None and old.status == Status.FIRING:
+            done = _alert(replace(old, value=float(value), threshold=None), Status.RESOLVED)
             alerts.append(done)
-            emit("resolved", done)
+            emit(NotificationKind.RESOLVED, done)
         elif old is not None and _can_still_fire(recent := (old.recent + (0,))[-rule.window:], rule):
             new[fp] = replace(old, recent=recent)  # value and threshold: those of its last breach
-            alerts.append(_alert(new[fp], "pending", rule))
+            alerts.append(_alert(new[fp], Status.PENDING, rule))
         # not breached and pending with no chance left in its window, or unknown: forgotten without a word
     # states of rules no longer in the suite are dropped: their rule is gone
     return StepResult(new, alerts, notes, held)
@@ -135,7 +135,7 @@ def step(states: dict[str, AlertState], rules: tuple[Rule, ...], row: dict[str, 
 def failure_notification(kind: str, dataset: str, severity: str, summary: str,
                          rule: str = "check_failed") -> dict[str, Any]:
     """A ``check_failed`` (or ``probe_failed``) notification: the run itself failed (or, resolved, works again)."""
-    alert = Alert(rule=rule, severity=severity, status="resolved" if kind == "resolved" else "firing",
+    alert = Alert(rule=rule, severity=severity, status=Status.RESOLVED if kind == NotificationKind.RESOLVED else Status.FIRING,
                   fingerprint=fingerprint(rule, dataset), value=None, threshold=None, summary=summary,
                   dataset=dataset)
     return Notification(kind, alert).to_dict()
@@ -154,7 +154,7 @@ def _can_still_fire(recent: tuple[int, ...], rule: Rule) -> bool:
 
 def _alert(st: AlertState, status: str, rule: Rule | None = None) -> Alert:
     progress = {} if rule is None else {
-        "breaches": sum(st.recent) if status == "pending" else st.breaches,
+        "breaches": sum(st.recent) if status == Status.PENDING else st.breaches,
         "for_runs": rule.for_runs, "within_runs": rule.window}
     return Alert(rule=st.rule, severity=st.severity, status=status, fingerprint=st.fingerprint, value=st.value,
                  threshold=st.threshold, summary=st.summary, dataset=st.dataset, **progress)

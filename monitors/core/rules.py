@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,22 @@ from monitors.core.errors import RulesError
 
 SEVERITIES = ("warning", "critical")
 SUPPORTED = {"expect_column_values_to_be_between"}
+
+
+class Status(StrEnum):
+    """An alert's status in a run: breaching but not yet for long enough, firing, or just resolved."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class NotificationKind(StrEnum):
+    """Why on-call hears about an alert: it started firing, it still fires after repeat_interval, it resolved."""
+
+    FIRING = "firing"
+    REPEAT = "repeat"
+    RESOLVED = "resolved"
 
 
 @dataclass(frozen=True)
@@ -124,11 +141,11 @@ def breached_threshold(rule: Rule, value: float | None) -> float | None:
 
 
 def firing_alert(rule: Rule, value: float | None, dataset: str) -> Alert:
-    return Alert(rule=rule.name, severity=rule.severity, status="firing",
+    return Alert(rule=rule.name, severity=rule.severity, status=Status.FIRING,
                  fingerprint=fingerprint(rule.name, dataset), value=value,
                  threshold=breached_threshold(rule, value), summary=rule.summary, dataset=dataset)
 
 
 def max_severity(alerts: list[Alert]) -> str:
-    firing = [a.severity for a in alerts if a.status == "firing"]
+    firing = [a.severity for a in alerts if a.status == Status.FIRING]
     return max(firing, key=SEVERITIES.index) if firing else "none"
