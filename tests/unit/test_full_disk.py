@@ -154,3 +154,38 @@ def test_a_page_the_outbox_cannot_take_nor_the_channel_accept_is_reported_lost(i
     text = " ".join(out.errors)
     assert "could not be written to the outbox" in text and "it is lost" in text and SECRET not in text
     assert [p.name for p in _files(isolated / "outbox")] == [".lock"]
+
+
+def test_a_full_disk_in_landing_mode_never_gives_up_a_good_file(isolated, monkeypatch):
+    """A check that could record nothing says nothing about its file: it is tried again in full, however many
+    scheduled runs the disk stays full, and is not given up as a poison file (landing.max_attempts)."""
+    import logging
+
+    from flows import scheduled
+    from monitors.adapters import ledger
+
+    monkeypatch.setenv("COLLAPSE_MONITOR_LANDING__MAX_ATTEMPTS", "2")
+    settings = load_settings(None)
+    settings.state_path.mkdir(parents=True)
+    good = ledger.LandedFile(str(isolated / "good.jsonl"), "cd" * 32, 10)
+    tries = []
+
+    def full_disk_check(path, *a, **kw):
+        tries.append(path)
+        if len(tries) <= 3:
+            raise NotRecorded(f"MLflow did not take the results and they could not be spooled: {settings.state_path}"
+                              f"/spool/x: No space left on device (ENOSPC)")
+        return type("R", (), {"run_id": "run-1", "spooled": ""})()
+
+    class Tracker:
+        def run_for_content(self, dataset, sha):
+            return None
+
+    monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle, known: ([good], [], []))
+    monkeypatch.setattr(scheduled, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(tasks, "with_task_runner", lambda flow, s: full_disk_check)
+    monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
+    reports = [scheduled.check_landing("landing", "news", settings, None) for _ in range(5)]
+    assert [len(r.failed) for r in reports] == [1, 1, 1, 0, 0] and all(not r.given_up for r in reports)
+    assert [len(r.checked) for r in reports] == [0, 0, 0, 1, 0] and reports[4].already_counted == 1
+    assert len(tries) == 4
