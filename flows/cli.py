@@ -20,7 +20,7 @@ from pathlib import Path
 
 from monitors.adapters import sources
 from monitors.config import ENV_PREFIX, dataset_name, load_settings
-from monitors.core.errors import UserError
+from monitors.core.errors import NotRecorded, UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
 
@@ -744,6 +744,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collapse-monitor: error: {exc}", file=sys.stderr)
         _json_error(args, str(exc), EXIT_USAGE)
         return EXIT_USAGE
+    except NotRecorded as exc:  # a full disk: not a bug, no traceback; on-call was paged
+        print(f"collapse-monitor: error: {exc}", file=sys.stderr)
+        _json_error(args, str(exc), EXIT_INTERNAL)
+        return EXIT_INTERNAL
+    except OSError as exc:
+        from monitors.adapters import files
+
+        if not files.is_no_space(exc):
+            _json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
+            raise
+        message = f"cannot write {files.describe(exc)}; free space there and run the command again"
+        print(f"collapse-monitor: error: {message}", file=sys.stderr)
+        _json_error(args, message, EXIT_INTERNAL)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("collapse-monitor: interrupted", file=sys.stderr)
         _json_error(args, "interrupted", 130)

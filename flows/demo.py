@@ -20,6 +20,7 @@ from flows.check import check_incoming_data
 from flows.demo_probes import run_probe_demo
 from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
+from monitors.adapters.files import atomic_writer
 from monitors.config import Settings
 from monitors.demo.corpus import austen_paragraphs
 from monitors.core.detector import data_hash, train_detector
@@ -52,7 +53,7 @@ def _progress(msg: str, started: float) -> None:
 
 def _write_jsonl(path: Path, rows: list[dict], extra_lines: list[str] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    with atomic_writer(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
         for line in extra_lines:

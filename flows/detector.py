@@ -9,6 +9,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from flows import progress, tasks
+from monitors.adapters.files import atomic_write_text
 from monitors.config import Settings
 from monitors.core.detector import TrainedDetector, data_hash, train_detector
 from monitors.core.errors import InputError
@@ -76,8 +77,8 @@ def generate_synthetic(human: list[str], n: int, settings: Settings, seed: int, 
             "chat_prompt": lmscore.CHAT_PROMPT, "speed": scorer.last_generation,
             "decodings": [d.__dict__ | {"name": d.name} for d in lmscore.DECODINGS]}
     texts_file, info_file = folder / "synthetic.jsonl", folder / "decoding.json"
-    texts_file.write_text("".join(json.dumps({"id": f"gen-{i:05d}", **r}) + "\n" for i, r in enumerate(rows)))
-    info_file.write_text(json.dumps(info, indent=1))
+    atomic_write_text(texts_file, "".join(json.dumps({"id": f"gen-{i:05d}", **r}) + "\n" for i, r in enumerate(rows)))
+    atomic_write_text(info_file, json.dumps(info, indent=1))
     return [r["text"] for r in kept], {"generated/synthetic.jsonl": texts_file, "generated/decoding.json": info_file}, info
 
 

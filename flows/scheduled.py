@@ -10,6 +10,7 @@ from the CLI.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -146,6 +147,10 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
             except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 if not _logged_anyway(tracker, dataset, f, book, owner, report, error):
+                    if _not_the_files_fault(exc):  # a full disk: the file is fine, and is tried again in full
+                        _give_back(book, dataset, f, owner)
+                        report.failed.append({"path": f.path, "error": error})
+                        continue
                     attempts = book.fail(dataset, f.sha256, f.path, owner, error)
                     report.failed.append({"path": f.path, "error": error})
                     if attempts >= book.max_attempts:
@@ -165,6 +170,23 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
              landing, len(report.checked), report.already_counted, len(report.busy), len(report.settling),
              len(report.changed), len(report.failed), len(report.given_up))
     return report
+
+
+def _not_the_files_fault(exc: Exception) -> bool:
+    """A check that could record its results nowhere (a full disk) says nothing about the file: it must not count
+    towards ``landing.max_attempts``, or a disk full for a few runs would give up good files."""
+    from monitors.adapters.files import is_no_space
+    from monitors.core.errors import NotRecorded
+
+    return isinstance(exc, NotRecorded) or is_no_space(exc)
+
+
+def _give_back(book: ledger.Ledger, dataset: str, f: ledger.LandedFile, owner: str) -> None:
+    try:
+        book.release(dataset, f.sha256, owner)
+    except Exception as exc:  # noqa: BLE001 - the ledger is on the full disk too: the claim's lease runs out instead
+        logging.getLogger(__name__).warning("could not give back the claim on %s (%s): the next run takes it over "
+                                            "once its lease expires", f.path, exc)
 
 
 def _give_up(settings: Settings, dataset: str, f: ledger.LandedFile, attempts: int, error: str,

@@ -24,7 +24,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors.adapters import delivery, drift, gx_records, gx_rules, ingest, ledger, locks, registry, sources, spool
+from monitors.adapters import delivery, drift, files, gx_records, gx_rules, ingest, ledger, locks, registry, sources, spool
 from monitors.core import alerting, bands, indicators, quantify
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.core.profile import BatchProfile
@@ -382,12 +382,13 @@ def _read_failure(path: Path) -> dict:
 
 def _write_json(path: Path, obj) -> None:
     """Temp file + rename: a crash or a full disk leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.atomic_write_json(path, obj)
+
+
+def _unsaved_marker(path: Path) -> Path:
+    """An empty file whose name alone says "this alert is open, its details could not be saved" (a full disk has
+    no room for the JSON, but a name costs no data block): the next successful run still resolves the alert."""
+    return path.with_suffix(".unsaved")
 
 
 def open_failures(settings: Settings) -> list[dict]:
@@ -398,6 +399,14 @@ def open_failures(settings: Settings) -> list[dict]:
         note = _read_failure(path)
         if all(k in note for k in keys):  # else cut short by a crash: the dataset's next check resolves it
             out.append({k: note[k] for k in keys} | {"breaches": None, "failure": True})
+    for marker in sorted((settings.state_path / "alerts").glob("*_failed-*.unsaved")):
+        if marker.with_suffix(".json").exists():
+            continue
+        rule, fp = marker.stem.rsplit("-", 1)
+        out.append({"fingerprint": fp, "rule": rule, "severity": "critical", "dataset": "?", "status": "firing",
+                    "since": marker.stat().st_mtime, "breaches": None, "failure": True,
+                    "summary": "a run failed and its details could not be saved (the disk was full); see the page "
+                               "on-call got"})
     return out
 
 
@@ -407,17 +416,36 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
     Not a task: it runs when the flow is already failing, and must not fail itself."""
     from monitors.core.errors import UserError
 
+    from monitors.core.errors import NotRecorded
+
+    log = logging.getLogger(__name__)
     try:
         path = _failure_file(settings, dataset, rule)
-        path.parent.mkdir(parents=True, exist_ok=True)
         open_since = _read_failure(path).get("since") or time.time()
         severity = "warning" if isinstance(exc, UserError) and rule == "check_failed" else "critical"
-        message = delivery.scrub(f"{type(exc).__name__}: {exc}")[:500]
-        note = alerting.failure_notification("firing", dataset, severity, f"the {what} of {batch} failed: {message}", rule)
+        if isinstance(exc, NotRecorded):
+            summary = f"the {what} of {batch} COULD NOT RECORD its results: {delivery.scrub(str(exc))}"[:700]
+        else:
+            summary = f"the {what} of {batch} failed: {delivery.scrub(f'{type(exc).__name__}: {exc}')[:500]}"
+        note = alerting.failure_notification("firing", dataset, severity, summary, rule)
+    except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
+        log.exception("could not report the failed %s", what)
+        return
+    try:  # remembered, so that the next successful run resolves it; a full disk must not stop the page below
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, {**note, "since": open_since})
+        _unsaved_marker(path).unlink(missing_ok=True)
+    except OSError as err:
+        log.error("could not remember the open %s alert in %s: %s", rule, path, files.describe(err))
+        try:
+            _unsaved_marker(path).touch()
+        except OSError:
+            note = {**note, "summary": note["summary"] + " (this alert could not be saved locally: resolve it by "
+                                                         "hand once the run succeeds again)"}
+    try:
         send_notifications(settings, [note], f"failed-{int(time.time())}")
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
-        logging.getLogger(__name__).exception("could not report the failed %s", what)
+        log.exception("could not send the alert of the failed %s", what)
 
 
 def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "check_failed",
@@ -425,10 +453,12 @@ def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "ch
     """The ``resolved`` notification of an open check_failed (probe_failed) alert of the scope (and forget it).
     A file that cannot be read still means an open alert: it is resolved (as critical, the worst it can be)."""
     path = _failure_file(settings, dataset, rule)
-    if not path.exists():
+    marker = _unsaved_marker(path)
+    if not path.exists() and not marker.exists():
         return []
     old = _read_failure(path)
-    path.unlink()
+    path.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
     severity = old.get("severity") if old.get("severity") in ("warning", "critical") else "critical"
     return [alerting.failure_notification("resolved", dataset, severity,
                                           f"the {what} of {dataset} succeeded again (run {run_id})", rule)]
@@ -488,11 +518,21 @@ def log_or_spool(tracker: RunStore, req: RunRecord, settings: Settings) -> tuple
     """Log the run; when MLflow cannot take it, keep it in the spool for the next run to replay.
 
     Returns (run id, spool folder, a note for the user); exactly one of the first two is set."""
+    from monitors.core.errors import NotRecorded
+
     try:
         return log_check(tracker, req), "", ""
     except Exception as exc:  # noqa: BLE001 - the store went away mid-run: keep the results, replay later
-        spooled = str(spool.save(settings.state_path / "spool", req))
-        return "", spooled, (f"MLflow could not take the results ({delivery.scrub(str(exc))[:200]}); they are "
+        lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(raised as a result")]
+        why = delivery.scrub(lines[0] if lines else type(exc).__name__)[:200]  # SQLAlchemy's first line can be noise
+        folder = settings.state_path / "spool"
+        try:
+            spooled = str(spool.save(folder, req))
+        except OSError as err:  # a full disk: say so, loudly; the caller pages on-call (over the network)
+            raise NotRecorded(f"MLflow did not take the results ({why}) and they could not be spooled in {folder}: "
+                              f"{files.describe(err)}. Nothing of this check was recorded; free space there and "
+                              f"check the batch again") from err
+        return "", spooled, (f"MLflow could not take the results ({why}); they are "
                              f"spooled in {spooled} and the next run replays them")
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import urllib.error
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitors.adapters.files import atomic_write_json, describe
 from monitors.adapters.locks import file_lock
 
 PD_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -158,26 +158,32 @@ class Outbox:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # a full disk: put() says so per item, and deliver() sends what it could not queue directly
 
     @staticmethod
     def delivery_id(n: dict[str, Any], channel: int) -> str:
         key = json.dumps([n.get("run_id"), n["fingerprint"], n["kind"], channel])
         return hashlib.sha256(key.encode()).hexdigest()[:20]
 
+    @classmethod
+    def item(cls, n: dict[str, Any], channel: int, label: str) -> dict[str, Any]:
+        return {"id": cls.delivery_id(n, channel), "queued": time.time(), "channel": channel, "label": label,
+                "attempts": 0, "last_error": None, "notification": n}
+
     def put(self, n: dict[str, Any], channel: int, label: str) -> str:
-        did = self.delivery_id(n, channel)
-        path = self.folder / f"{did}.json"
+        """Queue a delivery; raises OSError (naming the file) when it cannot be written (a full disk)."""
+        item = self.item(n, channel, label)
+        path = self.folder / f"{item['id']}.json"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"id": did, "queued": time.time(), "channel": channel, "label": label,
-                                       "attempts": 0, "last_error": None, "notification": n}))
-            os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one, not half of one
-        return did
+            atomic_write_json(path, item)  # a crash or a full disk leaves the old file or the new one, not half of one
+        return item["id"]
 
     def pending(self) -> list[dict[str, Any]]:
         items = []
-        for p in self.folder.glob("*.json"):
+        for p in (self.folder.glob("*.json") if self.folder.is_dir() else []):
             try:
                 items.append(json.loads(p.read_text()))
             except (OSError, json.JSONDecodeError):
@@ -187,12 +193,16 @@ class Outbox:
     def done(self, did: str) -> None:
         (self.folder / f"{did}.json").unlink(missing_ok=True)
 
-    def failed(self, item: dict[str, Any], error: str) -> None:
-        item = {**item, "attempts": item["attempts"] + 1, "last_error": error}
-        path = self.folder / f"{item['id']}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(item))
-        os.replace(tmp, path)
+    def failed(self, item: dict[str, Any], error: str) -> str | None:
+        """Keep a delivery that failed, with its error, for the next run; returns why it could not be kept (a
+        full disk: an item already queued stays as it was; one that never was is lost), else None."""
+        item = {k: v for k, v in item.items() if k != "unqueued"} | {"attempts": item["attempts"] + 1,
+                                                                      "last_error": error}
+        try:
+            atomic_write_json(self.folder / f"{item['id']}.json", item)
+        except OSError as exc:
+            return describe(exc)
+        return None
 
 
 def _safe_error(exc: Exception, url: str) -> str:
@@ -202,7 +212,7 @@ def _safe_error(exc: Exception, url: str) -> str:
 
 def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float = 1.0, timeout: float = 10.0,
           budget: float = 60.0, max_age_hours: float = 72.0, send: Callable[[str, dict], None] | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> Outcome:
+          sleep: Callable[[float], None] = time.sleep, unqueued: list[dict[str, Any]] = ()) -> Outcome:
     """Send everything in the outbox, oldest first, each with ``retries`` tries and exponential backoff.
 
     A send that fails in any way (not only OSError: a bug or a URL the sender chokes on) leaves its delivery in
@@ -211,18 +221,34 @@ def flush(outbox: Outbox, urls: list[str], *, retries: int = 3, backoff: float =
     for the next run), and a channel that failed is not tried again in this flush, so a dead channel costs one
     delivery's tries per run and cannot starve the others. Items older than ``max_age_hours`` or of a channel
     no longer configured are dropped with an error. One flush at a time per outbox (a lock file): two runs
-    delivering at once never send an item twice."""
+    delivering at once never send an item twice.
+
+    ``unqueued``: this run's deliveries that could not be written to the outbox (a full disk); they are sent
+    after the outbox's, and only kept for the next run if the outbox can take them by then. Delivery is over
+    the network: a full disk must not keep on-call from hearing about it."""
     deadline = time.monotonic() + budget
-    with file_lock(outbox.folder / ".lock", timeout=budget) as locked:
+    try:
+        lock = file_lock(outbox.folder / ".lock", timeout=budget)
+        locked = lock.__enter__()
+    except OSError as exc:  # not even the lock file can be made: send what this run has, from memory
+        return _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep, list(unqueued),
+                      [f"the outbox {outbox.folder} cannot be used ({describe(exc)}): only this run's "
+                       f"notifications were sent, from memory"], queued=False)
+    try:
         if not locked:
-            return Outcome(0, len(outbox.pending()), [f"another run kept the outbox busy for the whole delivery "
-                                                      f"budget ({budget:g} s): this run's notifications wait in it"])
-        return _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep)
+            return _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep,
+                          list(unqueued), [f"another run kept the outbox busy for the whole delivery budget "
+                                           f"({budget:g} s): this run's notifications wait in it"], queued=False)
+        return _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep, list(unqueued))
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep) -> Outcome:
-    sent, errors, failed_channels, skipped = 0, [], set(), 0
-    for item in outbox.pending():
+def _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, send, sleep, unqueued=(), notes=(),
+           queued=True) -> Outcome:
+    """Send the outbox's items (when ``queued``: this run holds its lock) and then ``unqueued`` ones."""
+    sent, errors, failed_channels, skipped = 0, list(notes), set(), 0
+    for item in (outbox.pending() if queued else []) + [{**u, "unqueued": True} for u in unqueued]:
         channel = f"channel #{item['channel'] + 1}"
         if item["channel"] >= len(urls):
             outbox.done(item["id"])
@@ -235,6 +261,11 @@ def _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, sen
             continue
         if item["channel"] in failed_channels or time.monotonic() >= deadline:
             skipped += 1
+            lost = outbox.failed(item, "not tried: its channel failed this run, or the delivery budget ran out"
+                                 ) if item.get("unqueued") else None
+            if lost:
+                errors.append(f"{item['label']}: a {item['notification']['rule']} notification could not be "
+                              f"sent nor kept in the outbox ({lost}): it is lost")
             continue
         url = urls[item["channel"]]
         for attempt in range(retries):
@@ -246,8 +277,11 @@ def _flush(outbox, urls, retries, backoff, timeout, deadline, max_age_hours, sen
             except Exception as exc:  # noqa: BLE001 - whatever a channel does wrong, the delivery waits in the outbox
                 if attempt + 1 == retries or deadline - time.monotonic() <= 0:
                     error = str(exc) if isinstance(exc, OSError) else _safe_error(exc, url)
-                    outbox.failed(item, error)
+                    lost = outbox.failed(item, error)
                     errors.append(f"{item['label']}: {error}")
+                    if lost and item.get("unqueued"):
+                        errors.append(f"{item['label']}: a {item['notification']['rule']} notification could not be "
+                                      f"sent nor kept in the outbox ({lost}): it is lost")
                     failed_channels.add(item["channel"])
                     break
                 sleep(min(backoff * 2 ** attempt, max(0.0, deadline - time.monotonic())))
@@ -265,13 +299,21 @@ def deliver(outbox: Outbox, urls: list[str], notifications: list[dict[str, Any]]
             **kw) -> Outcome:
     """Queue this run's notifications on every channel, then flush the whole outbox (older ones first).
     Past ``max_items`` queued deliveries, the oldest are dropped (with an error) to make room."""
+    unqueued, problems = [], []
     for n in notifications:
         for i, url in enumerate(urls):
-            outbox.put(n, i, redact(url))
+            try:
+                outbox.put(n, i, redact(url))
+            except OSError as exc:  # a full disk: send it anyway, from memory
+                unqueued.append(Outbox.item(n, i, redact(url)))
+                problems.append(describe(exc))
     excess = outbox.pending()[:-max_items]
     for item in excess:
         outbox.done(item["id"])
-    out = flush(outbox, urls, **kw)
+    out = flush(outbox, urls, unqueued=unqueued, **kw)
+    if problems:
+        out.errors.insert(0, f"{len(problems)} notification(s) could not be written to the outbox "
+                             f"({problems[0]}): sent from memory; what failed to send is lost")
     if excess:
         out.errors.insert(0, f"the outbox holds at most {max_items} notifications: dropped {len(excess)} of the "
                              f"oldest undelivered")

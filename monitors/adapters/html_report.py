@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from monitors.adapters.files import atomic_write_bytes, atomic_write_text
 from monitors.core.results import KEY_INDICATORS
 from monitors.core.rules import Rule
 
@@ -200,7 +201,7 @@ def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[s
             charts.append(chart)
     probe_charts = [c for c in (probe_chart(m, rs) for m, rs in sorted(probe_runs.items())) if c]
     for c in [*charts, *probe_charts]:
-        (out / "charts" / f"{c.name}.png").write_bytes(c.png)
+        atomic_write_bytes(out / "charts" / f"{c.name}.png", c.png)
 
     def img(c: Chart) -> str:
         data = base64.b64encode(c.png).decode("ascii")
@@ -279,5 +280,5 @@ rule was pending, dots where it fired, diamonds where it resolved. Links open th
 </body></html>
 """
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)  # a full disk leaves the previous report, not half of a page
     return path

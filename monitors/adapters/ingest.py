@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from monitors.adapters import sources
+from monitors.adapters.files import atomic_writer
 from monitors.config import ENV_PREFIX, Columns, IngestSettings
 from monitors.core.errors import InputError
 from monitors.core.profile import (
@@ -298,8 +299,7 @@ def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], out: Path,
         kept[kind] += 1
         return True
 
-    tmp = out.with_name(f".{out.name}.partial")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_writer(out) as fh:  # a full temp disk leaves no half-written quarantine file
         for part in prof.quarantine_files:
             with open(part, encoding="utf-8") as src:
                 for line in src:
@@ -312,7 +312,6 @@ def write_quarantine(prof: BatchProfile, shards: list[sources.Shard], out: Path,
             if not room("duplicate_id"):
                 break  # the rest are counted; re-reading shards for entries nobody keeps is wasted
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    tmp.replace(out)
     return out
 
 

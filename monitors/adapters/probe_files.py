@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from monitors.core.errors import InputError
+from monitors.adapters.files import atomic_writer
 from monitors.core.probes import SLICES, ProbeSet, _text_of
 
 
@@ -50,7 +51,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 def write_jsonl(rows: Iterable[dict[str, Any]], out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
+    with atomic_writer(out) as fh:  # a full disk leaves no half-written probe set
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 

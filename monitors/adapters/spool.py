@@ -19,6 +19,7 @@ from typing import Any
 
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Tag
+from monitors.adapters.files import atomic_copy, atomic_write_bytes, atomic_write_text
 
 SPOOL_TAG = Tag.SPOOL_ID
 
@@ -28,32 +29,39 @@ def _nan_safe(metrics: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def save(folder: Path, req: RunRecord) -> Path:
-    """Write the request under ``folder/<spool_id>`` (atomically: a half-written spool entry is never read)."""
+    """Write the request under ``folder/<spool_id>`` (atomically: a half-written spool entry is never read).
+
+    When a write fails (a full disk) the half-written entry is removed and the ``OSError`` (naming the file) is
+    raised: the caller must then say that the results were not recorded."""
     final = Path(folder) / req.spool_id
     tmp = Path(folder) / f".{req.spool_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "artifacts").mkdir(parents=True)
-    kinds = {}
-    for i, (name, content) in enumerate(req.artifacts.items()):
-        target = tmp / "artifacts" / f"{i:03d}"
-        if isinstance(content, Path):
-            shutil.copyfile(content, target)
-            kinds[name] = ["file", target.name]
-        elif isinstance(content, bytes):
-            target.write_bytes(content)
-            kinds[name] = ["bytes", target.name]
-        elif isinstance(content, str):
-            target.write_text(content, encoding="utf-8")
-            kinds[name] = ["text", target.name]
-        else:
-            target.write_text(json.dumps(content), encoding="utf-8")
-            kinds[name] = ["json", target.name]
-    (tmp / "request.json").write_text(json.dumps({
-        "spooled": time.time(), "spool_id": req.spool_id, "dataset": req.dataset, "batch_name": req.batch_name,
-        "metrics": _nan_safe(req.metrics), "params": {k: str(v) for k, v in req.params.items()}, "tags": req.tags,
-        "description": req.description, "artifacts": kinds, "kind": req.kind, "run_name": req.run_name,
-        "started": req.started, "finished": req.finished or time.time()}))
-    os.replace(tmp, final)
+    try:
+        (tmp / "artifacts").mkdir(parents=True)
+        kinds = {}
+        for i, (name, content) in enumerate(req.artifacts.items()):
+            target = tmp / "artifacts" / f"{i:03d}"
+            if isinstance(content, Path):
+                atomic_copy(content, target)
+                kinds[name] = ["file", target.name]
+            elif isinstance(content, bytes):
+                atomic_write_bytes(target, content)
+                kinds[name] = ["bytes", target.name]
+            elif isinstance(content, str):
+                atomic_write_text(target, content)
+                kinds[name] = ["text", target.name]
+            else:
+                atomic_write_text(target, json.dumps(content))
+                kinds[name] = ["json", target.name]
+        atomic_write_text(tmp / "request.json", json.dumps({
+            "spooled": time.time(), "spool_id": req.spool_id, "dataset": req.dataset, "batch_name": req.batch_name,
+            "metrics": _nan_safe(req.metrics), "params": {k: str(v) for k, v in req.params.items()}, "tags": req.tags,
+            "description": req.description, "artifacts": kinds, "kind": req.kind, "run_name": req.run_name,
+            "started": req.started, "finished": req.finished or time.time()}))
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep what little it has
+        raise
     return final
 
 

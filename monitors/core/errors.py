@@ -22,3 +22,8 @@ class ReferenceNotFound(UserError):
 
 class RulesError(UserError):
     """The alert rule suite in expectations/ is malformed."""
+
+
+class NotRecorded(Exception):
+    """A run's results could be written nowhere (MLflow refused them and the local spool could not hold them:
+    a full disk). Not a bug and not the user's input: the CLI says which path failed and why, and exits 1."""
