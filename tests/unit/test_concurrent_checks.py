@@ -3,6 +3,7 @@ previous totals at its start and logs the new ones at its end; two at once used 
 totals. The flow now holds a per-dataset lock (a file in the state dir) around that read-modify-write."""
 
 import json
+from pathlib import Path
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monke
     totals.write_text(json.dumps({"batches": 0, "records": 0}))
     other = isolated / "other.json"
     other.write_text(json.dumps({"batches": 0}))
+    for name in ("b0", "b1", "b2", "b3", "c"):  # the flow resolves the batch's files before it takes the lock
+        (isolated / f"{name}.jsonl").write_text('{"text": "x"}\n')
 
     def fake_check(input_path, dataset, settings, runtime, reference_run_id, content_sha256="", counted_in=""):
         store = totals if dataset == "news" else other
@@ -41,7 +44,7 @@ def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monke
         time.sleep(0.2)  # the work
         store.write_text(json.dumps({**previous, "batches": previous["batches"] + 1,
                                      "records": previous.get("records", 0) + 300}))  # log_or_spool
-        return CheckResult(run_id="r", dataset=dataset, batch_file=input_path, records=300, quarantined=0,
+        return CheckResult(run_id="r", dataset=dataset, batch_file=str(input_path), records=300, quarantined=0,
                            indicators={}, share=None, alerts=[], reference_run_id="ref", detector=None, notes=[])
 
     monkeypatch.setattr(check, "_check", fake_check)
@@ -73,13 +76,15 @@ def test_whether_content_was_counted_is_decided_under_the_lock(isolated, monkeyp
 
     def fake_check(input_path, dataset, settings, runtime, reference_run_id, content_sha256="", counted_in=""):
         got.append(counted_in)
-        return CheckResult(run_id="r", dataset=dataset, batch_file=input_path, records=1, quarantined=0,
+        return CheckResult(run_id="r", dataset=dataset, batch_file=str(input_path), records=1, quarantined=0,
                            indicators={}, share=None, alerts=[], reference_run_id="ref", detector=None, notes=[])
 
     monkeypatch.setattr(check, "_check", fake_check)
     monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
     monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
     monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
+    for name in ("b.jsonl", "c.jsonl"):
+        Path(name).write_text('{"text": "x"}\n')
     check.check_incoming_data.fn("b.jsonl", "news", settings, None, content_sha256="s" * 64)
     check.check_incoming_data.fn("b.jsonl", "news", settings, None, content_sha256="s" * 64, recount=True)
     check.check_incoming_data.fn("c.jsonl", "news", settings, None, content_sha256="t" * 64)
