@@ -548,7 +548,9 @@ def _datasets(tracker, only: str | None) -> list[str]:
 def _alerts(args) -> int:
     settings, rt = _setup(args)
     from flows.tasks import open_failures, tracker_for
-    from monitors.core.alerting import parse_duration
+    from dataclasses import asdict
+
+    from monitors.core.alerting import Silence, parse_duration
     from monitors.core.rules import SEVERITIES
 
     tracker = tracker_for(rt)
@@ -561,15 +563,15 @@ def _alerts(args) -> int:
         dataset = args.dataset
         if dataset is None:
             owners = [d for d in _datasets(tracker, None)
-                      if any(s["fingerprint"] == args.fingerprint for s in tracker.previous_alert_state(d))]
+                      if args.fingerprint in tracker.previous_alert_state(d)]
             if len(owners) != 1:
                 raise UserError(f"no current alert has fingerprint {args.fingerprint!r} (see `collapse-monitor alerts "
                                 f"list`); give --dataset to silence it before it fires" if not owners else
                                 f"fingerprint {args.fingerprint!r} is current in several datasets {owners}; give --dataset")
             dataset = owners[0]
-        silence = {"fingerprint": args.fingerprint, "until": now + seconds, "reason": args.reason, "created": now}
+        silence = Silence(args.fingerprint, until=now + seconds, reason=args.reason, created=now)
         tracker.add_silence(dataset, silence)
-        until = datetime.utcfromtimestamp(silence["until"]).strftime("%Y-%m-%d %H:%M UTC")
+        until = datetime.utcfromtimestamp(silence.until).strftime("%Y-%m-%d %H:%M UTC")
         print(f"silenced {args.fingerprint} on dataset {dataset!r} until {until}: {args.reason}")
         return EXIT_OK
     report = {}
@@ -578,10 +580,8 @@ def _alerts(args) -> int:
         if args.dataset in (None, f["dataset"]):
             failures.setdefault(f["dataset"], []).append(f)
     for dataset in sorted(set(_datasets(tracker, args.dataset)) | set(failures)):
-        states = failures.get(dataset, []) + tracker.previous_alert_state(dataset)
-        silences = tracker.silences(dataset)
-        for s in silences:
-            s["active"] = now < s["until"]
+        states = failures.get(dataset, []) + [asdict(s) for s in tracker.previous_alert_state(dataset).values()]
+        silences = [asdict(s) | {"active": s.active(now)} for s in tracker.silences(dataset)]
         report[dataset] = {"alerts": states, "silences": silences}
     if args.json:
         print(json.dumps(report))

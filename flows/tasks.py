@@ -314,7 +314,7 @@ def share_from_reference(texts: list[str], reference: ReferenceProfile | None, s
 
 
 @io_task
-def load_previous(tracker: RunStore, dataset: str) -> tuple[PreviousCheck, list[dict]]:
+def load_previous(tracker: RunStore, dataset: str) -> tuple[PreviousCheck, list[alerting.Silence]]:
     """What this check continues from (corpus totals, time since, alert states) and the dataset's silences."""
     return tracker.previous_check(dataset), tracker.silences(dataset)
 
@@ -465,10 +465,9 @@ def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "ch
 
 
 @compute_task
-def advance_alerts(states: list[dict], silences: list[dict], suite: RuleSuite, row: dict[str, float],
-                   breached: list, dataset: str, settings: Settings) -> alerting.StepResult:
-    return alerting.step(alerting.states_from_json(states), suite.rules, row, dataset, time.time(),
-                         [alerting.Silence(**s) for s in silences],
+def advance_alerts(states: dict[str, alerting.AlertState], silences: list[alerting.Silence], suite: RuleSuite,
+                   row: dict[str, float], breached: list, dataset: str, settings: Settings) -> alerting.StepResult:
+    return alerting.step(states, suite.rules, row, dataset, time.time(), silences,
                          repeat_interval=settings.alerts.repeat_interval_hours * 3600,
                          breached={a.rule for a in breached})
 

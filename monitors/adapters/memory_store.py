@@ -15,11 +15,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from monitors.adapters.tracking import EXPERIMENT_PREFIX, PreviousCheck, scope_kind, to_json_text
+from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.reference import ReferenceProfile
 from monitors.core.runrecord import RunRecord
@@ -125,21 +126,21 @@ class InMemoryRunStore:
     def previous_check(self, dataset: str) -> PreviousCheck:
         run = self._newest_finished_check(dataset)
         if run is None:
-            return PreviousCheck({}, None, [])
+            return PreviousCheck({}, None, {})
         corpus = {k: v for k, v in run.metrics.items() if k.startswith("corpus.")}
         hours = max(0.0, (time.time() * 1000 - run.end) / 3.6e6) if run.end else None
-        return PreviousCheck(corpus, hours, copy.deepcopy(run.artifacts.get(Artifact.ALERT_STATE, [])))
+        return PreviousCheck(corpus, hours, states_from_json(run.artifacts.get(Artifact.ALERT_STATE)))
 
-    def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
+    def previous_alert_state(self, dataset: str) -> dict[str, AlertState]:
         run = self._newest_finished_check(dataset)
-        return [] if run is None else copy.deepcopy(run.artifacts.get(Artifact.ALERT_STATE, []))
+        return {} if run is None else states_from_json(run.artifacts.get(Artifact.ALERT_STATE))
 
-    def silences(self, dataset: str) -> list[dict[str, Any]]:
+    def silences(self, dataset: str) -> list[Silence]:
         tags = self.experiment_tags.get(dataset, {})
-        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
+        return [Silence(**json.loads(v)) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
 
-    def add_silence(self, dataset: str, silence: dict[str, Any]) -> None:
-        self.experiment_tags.setdefault(dataset, {})[Tag.SILENCE + silence["fingerprint"]] = json.dumps(silence)
+    def add_silence(self, dataset: str, silence: Silence) -> None:
+        self.experiment_tags.setdefault(dataset, {})[Tag.SILENCE + silence.fingerprint] = json.dumps(asdict(silence))
 
     def log_check(self, req: RunRecord) -> str:
         step = self.next_sequence(req.dataset, req.kind)

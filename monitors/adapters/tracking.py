@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.reference import ReferenceProfile
+from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
 
@@ -40,7 +41,7 @@ class PreviousCheck:
 
     corpus: dict[str, float]  # corpus.* running totals
     hours_since: float | None  # since it ended (None: there is none)
-    alert_states: list[dict[str, Any]]  # its alerts/state.json
+    alert_states: dict[str, AlertState]  # its alerts/state.json, by fingerprint
 
 
 class RunStore(Protocol):
@@ -53,9 +54,9 @@ class RunStore(Protocol):
     def reference_run(self, dataset: str, run_id: str | None = None) -> str: ...
     def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]: ...
     def previous_check(self, dataset: str) -> PreviousCheck: ...
-    def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]: ...
-    def silences(self, dataset: str) -> list[dict[str, Any]]: ...
-    def add_silence(self, dataset: str, silence: dict[str, Any]) -> None: ...
+    def previous_alert_state(self, dataset: str) -> dict[str, AlertState]: ...
+    def silences(self, dataset: str) -> list[Silence]: ...
+    def add_silence(self, dataset: str, silence: Silence) -> None: ...
     def log_check(self, req: RunRecord) -> str: ...
     def replay(self, req: RunRecord) -> str: ...
     def run_for_content(self, dataset: str, sha256: str) -> str | None: ...
@@ -260,15 +261,15 @@ class MlflowTracker:
         """What a check (or probe) continues from: the scope's newest finished run (one query, one download)."""
         run = self._newest_finished_check(dataset)
         if run is None:
-            return PreviousCheck({}, None, [])
+            return PreviousCheck({}, None, {})
         corpus = {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")}
         hours = max(0.0, (time.time() * 1000 - run.info.end_time) / 3.6e6) if run.info.end_time else None
-        return PreviousCheck(corpus, hours, self._alert_state(run.info.run_id))
+        return PreviousCheck(corpus, hours, states_from_json(self._alert_state(run.info.run_id)))
 
-    def previous_alert_state(self, dataset: str) -> list[dict[str, Any]]:
+    def previous_alert_state(self, dataset: str) -> dict[str, AlertState]:
         """The alert state record (``alerts/state.json``) of the dataset's newest finished check."""
         run = self._newest_finished_check(dataset)
-        return [] if run is None else self._alert_state(run.info.run_id)
+        return {} if run is None else states_from_json(self._alert_state(run.info.run_id))
 
     def _alert_state(self, run_id: str) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -278,17 +279,17 @@ class MlflowTracker:
                 return []  # a check from before alert state existed
             return json.loads(Path(path).read_text(encoding="utf-8"))
 
-    def silences(self, dataset: str) -> list[dict[str, Any]]:
+    def silences(self, dataset: str) -> list[Silence]:
         """Silences of the dataset's alerts: experiment tags ``collapse.silence.<fingerprint>``."""
         exp_id = self.experiment_id(dataset, create=False)
         if exp_id is None:
             return []
         tags = self.client.get_experiment(exp_id).tags
-        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
+        return [Silence(**json.loads(v)) for k, v in sorted(tags.items()) if k.startswith(Tag.SILENCE)]
 
-    def add_silence(self, dataset: str, silence: dict[str, Any]) -> None:
-        self.client.set_experiment_tag(self.experiment_id(dataset), Tag.SILENCE + silence["fingerprint"],
-                                       json.dumps(silence))
+    def add_silence(self, dataset: str, silence: Silence) -> None:
+        self.client.set_experiment_tag(self.experiment_id(dataset), Tag.SILENCE + silence.fingerprint,
+                                       json.dumps(asdict(silence)))
 
     def log_check(self, req: RunRecord) -> str:
         """One finished run holding a whole check; its step is the run's sequence number in the dataset.

@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 
 from monitors.adapters.memory_store import InMemoryRunStore
+from monitors.core.alerting import Silence
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag
@@ -50,11 +51,16 @@ def scope(request):
     return f"ds{abs(hash(request.node.name)) % 10**8}"
 
 
+def _state(fp: str, status: str) -> dict:
+    return {"fingerprint": fp, "rule": "tail_loss", "severity": "warning", "dataset": "d", "summary": "s",
+            "status": status, "breaches": 1, "value": 0.5, "threshold": 0.6, "since": 1.0}
+
+
 def _record(scope: str, batch: str, *, corpus: float = 1.0, tags=None, kind=RunKind.CHECK, state=None,
             spool_id: str = "") -> RunRecord:
     return RunRecord(scope, batch, {"corpus.batches": corpus, "batch.records": 10.0, "x.nan": float("nan")},
                      {"input": batch}, {Tag.ALERT + "tail_loss": "firing", Tag.MAX_SEVERITY: "warning", **(tags or {})},
-                     {Artifact.ALERT_STATE: state or [{"fingerprint": "f1", "status": "firing"}],
+                     {Artifact.ALERT_STATE: state or [_state("f1", "firing")],
                       Artifact.SUMMARY: {"records": 10}}, f"check of {batch}", kind=kind, spool_id=spool_id)
 
 
@@ -75,12 +81,14 @@ def test_the_newest_reference_round_trips(store, reference, scope):
 
 
 def test_checks_get_sequence_numbers_and_the_next_one_continues_from_the_newest(store, scope):
-    assert store.previous_check(scope).corpus == {} and store.previous_check(scope).hours_since is None
+    empty = store.previous_check(scope)
+    assert empty.corpus == {} and empty.hours_since is None and empty.alert_states == {}
     a = store.log_check(_record(scope, "a.jsonl", corpus=1.0))
-    b = store.log_check(_record(scope, "b.jsonl", corpus=2.0, state=[{"fingerprint": "f2", "status": "pending"}]))
+    b = store.log_check(_record(scope, "b.jsonl", corpus=2.0, state=[_state("f2", "pending")]))
     prev = store.previous_check(scope)
     assert prev.corpus == {"corpus.batches": 2.0}
-    assert prev.alert_states == [{"fingerprint": "f2", "status": "pending"}]
+    assert list(prev.alert_states) == ["f2"] and prev.alert_states["f2"].status == "pending"
+    assert store.previous_alert_state(scope)["f2"].recent == (1,)  # saved before windows: its breaches count
     assert prev.hours_since is not None and prev.hours_since < 0.1
     rows = store.history(scope)
     assert [r["run_id"] for r in rows] == [b, a] and [r["sequence"] for r in rows] == [1, 0]
@@ -105,8 +113,8 @@ def test_a_replayed_record_is_logged_once(store, scope):
 def test_silences_are_kept_per_scope(store, scope):
     until = time.time() + 3600
     store.experiment_id(scope)
-    store.add_silence(scope, {"fingerprint": "f1", "until": until, "comment": "known"})
-    assert store.silences(scope) == [{"fingerprint": "f1", "until": until, "comment": "known"}]
+    store.add_silence(scope, Silence("f1", until=until, reason="known", created=until - 3600))
+    assert store.silences(scope) == [Silence("f1", until=until, reason="known", created=until - 3600)]
     assert store.silences(scope + "x") == []
 
 
