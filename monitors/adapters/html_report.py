@@ -19,6 +19,7 @@ from typing import Any
 from monitors.adapters.files import atomic_write_bytes, atomic_write_text
 from monitors.core.results import KEY_INDICATORS
 from monitors.core.rules import Rule
+from monitors.core.numbers import is_finite
 
 COLORS = {"pending": "#e69f00", "firing": "#d55e00", "resolved": "#009e73"}
 MARKERS = {"pending": "^", "firing": "o", "resolved": "D"}
@@ -31,8 +32,7 @@ class Chart:
     png: bytes
 
 
-def _finite(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+_finite = is_finite
 
 
 def _when(ms: int) -> str:

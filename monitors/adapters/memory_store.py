@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.reference import ReferenceProfile
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
+from monitors.core.numbers import finite_items
 
 
 @dataclass
@@ -72,10 +72,6 @@ class InMemoryRunStore:
 
     def _newest(self, scope: str, keep=lambda r: True) -> list[_Run]:
         return sorted((r for r in self.runs if r.scope == scope and keep(r)), key=lambda r: r.start, reverse=True)
-
-    @staticmethod
-    def _finite(metrics: dict[str, float | None]) -> dict[str, float]:
-        return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
     # -- experiments ----------------------------------------------------------------------------------
     def experiment_id(self, dataset: str, create: bool = True) -> str | None:
@@ -146,7 +142,7 @@ class InMemoryRunStore:
         step = self.next_sequence(req.dataset, req.kind)
         with self._run(req.dataset, req.kind, {Tag.BATCH: req.batch_name, Tag.SPOOL_ID: req.spool_id},
                        req.started, req.finished) as run:
-            run.metrics = self._finite(req.metrics)
+            run.metrics = finite_items(req.metrics)
             run.params = {k: str(v)[:6000] for k, v in req.params.items()}
             run.tags.update({**req.tags, Tag.NOTE: req.description, Tag.SEQUENCE: str(step)})
             for name, content in req.artifacts.items():

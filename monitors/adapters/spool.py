@@ -20,12 +20,13 @@ from typing import Any
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Tag
 from monitors.adapters.files import atomic_copy, atomic_write_bytes, atomic_write_text
+from monitors.core.numbers import finite_or_none
 
 SPOOL_TAG = Tag.SPOOL_ID
 
 
 def _nan_safe(metrics: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: (None if v is None or v != v else v) for k, v in metrics.items()}
+    return {k: finite_or_none(v) for k, v in metrics.items()}
 
 
 def save(folder: Path, req: RunRecord) -> Path:

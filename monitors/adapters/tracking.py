@@ -10,7 +10,6 @@ Layout: experiment ``collapse-monitor/<dataset>``; runs tagged ``collapse.kind``
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from monitors.core.reference import ReferenceProfile
 from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
+from monitors.core.numbers import finite_items, json_safe
 
 EXPERIMENT_PREFIX = "collapse-monitor/"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
@@ -85,8 +85,7 @@ def scope_kind(scope: str) -> str:
     return "probe" if scope.startswith(MODEL_SCOPE) else "check"
 
 
-def _finite(metrics: dict[str, float | None]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+_finite = finite_items
 
 
 @dataclass
@@ -415,12 +414,4 @@ class MlflowTracker:
 
 def to_json_text(data: Any) -> str:
     """JSON with nan/inf as null (MLflow and strict JSON readers reject NaN)."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(data), indent=2, sort_keys=True, default=str)
+    return json.dumps(json_safe(data), indent=2, sort_keys=True, default=str)

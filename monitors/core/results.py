@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitors.core.quantify import ShareEstimate
 from monitors.core.rules import SEVERITIES, Alert, max_severity
 from monitors.core.text import shown
+from monitors.core.numbers import finite_or_none
 
 #: Indicators shown in the readable summary and the history table, in this order.
 KEY_INDICATORS = (
@@ -63,9 +63,7 @@ def schedule_indicators(hours_since_last: float | None, expected_hours: float | 
     return {"schedule.hours_since_last_check": gap, "schedule.gap_ratio": ratio}
 
 
-def _num(v):
-    """nan and inf as None (JSON null)."""
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+_num = finite_or_none
 
 
 def _fmt(v, signed: bool = False) -> str:
