@@ -473,9 +473,7 @@ def advance_alerts(states: dict[str, alerting.AlertState], silences: list[alerti
 
 
 def channel_urls(settings: Settings) -> list[str]:
-    """On-call channel URLs: the environment's COLLAPSE_MONITOR_ALERT_URLS, else the config's alerts.urls."""
-    env = delivery.parse_urls(os.environ.get(ALERT_URLS_ENV))
-    return env or [u.get_secret_value() for u in settings.alerts.urls]
+    return settings.channel_urls()
 
 
 def send_notifications(settings: Settings, notifications: list[dict], run_id: str) -> delivery.Outcome | None:

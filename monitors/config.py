@@ -266,6 +266,12 @@ class Settings(BaseSettings):
     def prefect_api(self) -> str | None:
         return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
 
+    def channel_urls(self) -> list[str]:
+        """On-call channel URLs: COLLAPSE_MONITOR_ALERT_URLS (whitespace- or comma-separated) when set, else
+        alerts.urls. The one place the variable is read after the settings load (load_settings checks it)."""
+        env = [u for u in re.split(r"[\s,]+", os.environ.get(ALERT_URLS_ENV) or "") if u]
+        return env or [u.get_secret_value() for u in self.alerts.urls]
+
     @property
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()
