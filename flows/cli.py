@@ -8,6 +8,7 @@ Prefect, MLflow and GX are imported only by the commands that need them, after t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -351,6 +352,28 @@ def _console_reports_failures_once(args) -> None:
             handler.addFilter(_RunFailureFilter())
 
 
+def _tracker(rt):
+    """The MLflow tracker, without importing Prefect (flows.tasks does): read-only commands need no Prefect."""
+    from monitors.adapters.runtime import mlflow_client
+    from monitors.adapters.tracking import MlflowTracker
+
+    return MlflowTracker(mlflow_client(rt), rt.artifact_root)
+
+
+@contextlib.contextmanager
+def _prefect_server_early():
+    """Start Prefect's temporary server now (see flows/prefect_server.py); an input error found before any flow
+    ran kills it at once instead of waiting for its shutdown."""
+    from flows import prefect_server
+
+    server = prefect_server.start()
+    try:
+        yield server
+    except BaseException:
+        prefect_server.discard()
+        raise
+
+
 def _check(args) -> int:
     settings, rt = _setup(args)
     overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
@@ -359,16 +382,20 @@ def _check(args) -> int:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    from flows import progress, tasks
-    from flows.check import check_incoming_data
+    with _prefect_server_early() as server:  # boots on the other core while this process imports and reads MLflow
+        # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+        tracker = _tracker(rt)
+        reference = tracker.reference_run(dataset, args.reference)
+        from flows import progress, tasks
+        from flows.check import check_incoming_data
 
+        sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
+        runner = tasks.with_task_runner(check_incoming_data, settings)
+        if server is not None:
+            server.ready()
     _console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
-    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
-    tracker = tasks.tracker_for(rt)
-    reference = tracker.reference_run(dataset, args.reference)
-    sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
-    result = tasks.with_task_runner(check_incoming_data, settings)(
+    result = runner(
         args.input, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
         content_sha256=sha, recount=args.recount)
     if args.json:
@@ -504,10 +531,9 @@ def _probe(args) -> int:
 def _report(args) -> int:
     settings, rt = _setup(args)
     from flows.report import build_report, run_url_for
-    from flows.tasks import tracker_for
 
     dataset = args.dataset or settings.dataset
-    page, run_id, n = build_report(tracker_for(rt), settings, dataset, Path(args.out), run_url_for(rt.tracking_uri, args.ui_url))
+    page, run_id, n = build_report(_tracker(rt), settings, dataset, Path(args.out), run_url_for(rt.tracking_uri, args.ui_url))
     print(f"report of {n} checks of dataset {dataset!r}: {page} (logged to MLflow run {run_id})")
     return EXIT_OK
 
@@ -550,11 +576,11 @@ def _datasets(tracker, only: str | None) -> list[str]:
 
 def _alerts(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import open_failures, tracker_for
+    from flows.failures import open_failures
     from monitors.core.alerting import parse_duration
     from monitors.core.rules import SEVERITIES
 
-    tracker = tracker_for(rt)
+    tracker = _tracker(rt)
     now = time.time()
     if args.action == "silence":
         try:
@@ -617,7 +643,6 @@ def _alerts(args) -> int:
 
 def _history(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
     from monitors.core.results import KEY_INDICATORS
 
     from monitors.core import history
@@ -627,7 +652,7 @@ def _history(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     filtered = bool(since or args.severity or args.state)
-    rows = tracker_for(rt).history(args.dataset, None if filtered else args.last)
+    rows = _tracker(rt).history(args.dataset, None if filtered else args.last)
     rows = history.select(rows, since=since, severity=args.severity, state=args.state, last=args.last)
     if args.json:
         print(json.dumps(rows))
@@ -693,14 +718,12 @@ def _program() -> str:
 
 def _gc(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
-
     keep = args.keep_days if args.keep_days is not None else settings.indicators.drift_keep_days
     if keep is None:
         raise UserError("nothing to delete: indicators.drift_keep_days is unset (keep forever); give --keep-days")
     if keep <= 0:
         raise UserError(f"--keep-days must be positive, got {keep:g}")
-    tracker = tracker_for(rt)
+    tracker = _tracker(rt)
     before = int((time.time() - keep * 86400) * 1000)
     deleted = [r for ds in _datasets(tracker, args.dataset)
                for r in tracker.delete_drift_reports(ds, before, dry_run=args.dry_run)]
