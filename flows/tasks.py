@@ -24,7 +24,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors.adapters import delivery, drift, gx_records, gx_rules, ingest, ledger, locks, registry, sources, spool
+from monitors.adapters import delivery, drift, gx_records, gx_rules, ingest, ledger, lifeline, locks, registry, sources, spool
 from monitors.core import alerting, bands, indicators, quantify
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.core.profile import BatchProfile
@@ -34,6 +34,7 @@ from monitors.core.rules import RuleSuite
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.runtime import Runtime, mlflow_client
 from monitors.adapters.tracking import MlflowTracker, PreviousCheck
+from flows.failures import _failure_file, _read_failure, open_failures  # noqa: F401 - used by the CLI and tests too
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O that failed by chance; a user's error (a missing model, a bad alias) fails at once."""
@@ -90,8 +91,10 @@ def profile_batch(spec: str, settings: Settings, quarantine_dir: Path, sample_si
     shard_bytes = settings.ingest.shard_mb << 20
     workers = _workers(settings, spec)
     if workers > 1 and sources.total_bytes(sources.expand(spec)) >= PARALLEL_MIN_BYTES:
-        # spawn: forking a process that runs Prefect's threads and event loop is not safe.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn: forking a process that runs Prefect's threads and event loop is not safe. The workers die with
+        # this process (kill -9 included), so a worker blocked writing its result to a dead parent does not linger.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=lifeline.die_with_parent, initargs=(os.getpid(),)) as pool:
             return ingest.profile_input(spec, opts, mapper=pool.map, shard_bytes=shard_bytes)
     return ingest.profile_input(spec, opts, shard_bytes=shard_bytes)
 
@@ -365,19 +368,6 @@ def dataset_lock(settings: Settings, dataset: str) -> Iterator[None]:
         yield
 
 
-def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
-    return settings.state_path / "alerts" / f"{rule}-{alerting.fingerprint(rule, scope)}.json"
-
-
-def _read_failure(path: Path) -> dict:
-    """An open failure alert as remembered; {} when its file is unreadable (a crash or a full disk cut it)."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
 def _write_json(path: Path, obj) -> None:
     """Temp file + rename: a crash or a full disk leaves the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -386,17 +376,6 @@ def _write_json(path: Path, obj) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def open_failures(settings: Settings) -> list[dict]:
-    """The open check_failed / probe_failed alerts of this state directory, as alert states (``failure`` set)."""
-    keys = ("fingerprint", "rule", "severity", "dataset", "summary", "status", "since")
-    out = []
-    for path in sorted((settings.state_path / "alerts").glob("*_failed-*.json")):
-        note = _read_failure(path)
-        if all(k in note for k in keys):  # else cut short by a crash: the dataset's next check resolves it
-            out.append({k: note[k] for k in keys} | {"breaches": None, "failure": True})
-    return out
 
 
 def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
