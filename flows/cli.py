@@ -374,6 +374,13 @@ def _prefect_server_early():
         raise
 
 
+def _prefect_ready(server) -> None:
+    """Wait for the early-started server; then mark runs that dead processes left 'Running' as Crashed."""
+    if server is not None:
+        server.ready()
+        server.crash_orphaned_runs()
+
+
 def _check(args) -> int:
     settings, rt = _setup(args)
     overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
@@ -391,8 +398,7 @@ def _check(args) -> int:
 
         sha = tasks.batch_sha256(args.input)  # keyed by content, as the landing zone is: counted once
         runner = tasks.with_task_runner(check_incoming_data, settings)
-        if server is not None:
-            server.ready()
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
     result = runner(
@@ -414,9 +420,11 @@ def _reference(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    from flows import progress
-    from flows.reference import build_reference_flow
+    with _prefect_server_early() as server:
+        from flows import progress
+        from flows.reference import build_reference_flow
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
@@ -441,10 +449,12 @@ def _detector(args) -> int:
     sources.expand(args.human)  # fail fast on paths that match nothing
     if args.synthetic:
         sources.expand(args.synthetic)
-    from flows import progress
-    from flows.detector import train_detector_flow
-    from monitors.adapters.registry import model_name
+    with _prefect_server_early() as server:
+        from flows import progress
+        from flows.detector import train_detector_flow
+        from monitors.adapters.registry import model_name
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
@@ -516,8 +526,10 @@ def _probes(args) -> int:
 
 def _probe(args) -> int:
     settings, rt = _setup(args)
-    from flows.probe import evaluate_long_tail_probes
+    with _prefect_server_early() as server:
+        from flows.probe import evaluate_long_tail_probes
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     result = evaluate_long_tail_probes(args.model, args.probes, settings, rt, kind=args.kind)
     if args.json:
@@ -680,9 +692,11 @@ def _demo(args) -> int:
     settings, rt = _setup(args)
     started = time.monotonic()
     print(f"collapse-monitor demo: results go to MLflow at {rt.tracking_uri}; Prefect: {rt.prefect_mode}", file=sys.stderr)
-    from flows import demo_probes
-    from flows.demo import run_demo, table
+    with _prefect_server_early() as server:
+        from flows import demo_probes
+        from flows.demo import run_demo, table
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     results, probed, shared = run_demo(settings, rt, quick=args.quick)
     print(table(results))

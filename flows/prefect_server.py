@@ -47,6 +47,7 @@ def _free_port() -> int:
 
 class EphemeralServer:
     def __init__(self) -> None:
+        self._register()
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         spec = importlib.util.find_spec("prefect")
@@ -78,6 +79,64 @@ class EphemeralServer:
                 pass
             time.sleep(0.1)
         self._error = f"not healthy after {limit:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+
+    def _register(self) -> None:
+        """Note this process among the users of the state directory's Prefect database (``PREFECT_HOME``), and
+        whether it is the only live one: then every run still 'Running' there belongs to a process that died."""
+        from datetime import datetime, timezone
+
+        self._pid_file: Path | None = None
+        self.alone, self.since = False, datetime.now(timezone.utc)
+        home = os.environ.get("PREFECT_HOME")
+        if not home:
+            return
+        folder = Path(home) / "processes"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._pid_file = folder / str(os.getpid())
+            self._pid_file.touch()
+            atexit.register(self._pid_file.unlink, missing_ok=True)
+            others = 0
+            for f in folder.iterdir():
+                if not f.name.isdigit() or int(f.name) == os.getpid():
+                    continue
+                try:
+                    os.kill(int(f.name), 0)
+                    others += 1
+                except ProcessLookupError:
+                    f.unlink(missing_ok=True)
+                except PermissionError:
+                    others += 1
+            self.alone, self.since = others == 0, datetime.now(timezone.utc)
+        except OSError:
+            self.alone = False
+
+    def crash_orphaned_runs(self) -> list[str]:
+        """Mark the flow runs left 'Running' by a process that died (``kill -9``, OOM) as Crashed: only when no
+        other live process uses this Prefect database, and only runs that started before this process looked.
+        Never raises (it is housekeeping); returns the names of the runs it marked."""
+        if not self.alone:
+            return []
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState,
+                                                        FlowRunFilterStateType)
+            from prefect.client.schemas.objects import StateType
+            from prefect.states import Crashed
+
+            marked = []
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+                    start_time=FlowRunFilterStartTime(before_=self.since)), limit=200)
+                for run in runs:
+                    client.set_flow_run_state(run.id, Crashed(message="the collapse-monitor process running it died "
+                                                              "(found by a later start)"), force=True)
+                    marked.append(run.name)
+            return marked
+        except Exception as exc:  # noqa: BLE001
+            print(f"collapse-monitor: could not mark flow runs of dead processes as crashed: {exc}", file=sys.stderr)
+            return []
 
     def ready(self) -> None:
         """Wait until the server answers; raise if it cannot."""
