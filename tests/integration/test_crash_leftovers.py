@@ -68,8 +68,14 @@ def _cmdline(pid: int) -> str:
         return "(gone)"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_kill_9_of_a_check_leaves_no_process_behind(tmp_path, austen):
+@pytest.fixture(scope="module")
+def killed_check(tmp_path_factory, austen):
+    """A state dir with a reference, and a check of a 20 MB batch killed with SIGKILL mid-run (its Prefect server
+    and 2 shard workers up). Returns the state dir, the environment, and what of the check's descendants was
+    still running 5 s after the kill (what the fix ended is killed here so nothing leaks)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    tmp_path = tmp_path_factory.mktemp("crash")
     state = tmp_path / "state"
     env = _env(state)
     ref = tmp_path / "ref.jsonl"
@@ -104,7 +110,6 @@ def test_kill_9_of_a_check_leaves_no_process_behind(tmp_path, austen):
         while time.monotonic() < until and any(_alive(p) for p in seen):
             time.sleep(0.1)
         left = {p: _cmdline(p) for p in seen if _alive(p)}
-        assert not left, f"still running 5 s after kill -9 of the check: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -113,3 +118,35 @@ def test_kill_9_of_a_check_leaves_no_process_behind(tmp_path, austen):
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    return tmp_path, env, left
+
+
+def test_kill_9_of_a_check_leaves_no_process_behind(killed_check):
+    _, _, left = killed_check
+    assert not left, f"still running 5 s after kill -9 of the check: {left}"
+
+
+def test_the_next_start_marks_the_dead_checks_flow_run_crashed(killed_check):
+    tmp_path, env, _ = killed_check
+    db = tmp_path / "state" / "prefect" / "prefect.db"
+    assert _flow_run_states(db).get("check_incoming_data") == ["RUNNING"]  # what the kill left
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps({"id": f"s{i}", "text": f"a small batch, document number {i}."}) + "\n"
+                             for i in range(30)))
+    done = subprocess.run(_cli("check", "--input", str(small), "--dataset", "crash", "--json"), cwd=tmp_path, env=env,
+                          timeout=180, capture_output=True, text=True)
+    assert done.returncode in (0, 3), done.stderr[-2000:]
+    assert json.loads(done.stdout)["records"] == 30
+    assert sorted(_flow_run_states(db)["check_incoming_data"]) == ["COMPLETED", "CRASHED"]
+
+
+def _flow_run_states(db: Path) -> dict[str, list[str]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select flow.name, flow_run.state_type from flow_run join flow on flow.id = flow_run.flow_id "
+                           "order by flow_run.created").fetchall()
+    out: dict[str, list[str]] = {}
+    for name, state in rows:
+        out.setdefault(name, []).append(state)
+    return out
