@@ -389,10 +389,9 @@ def _check(args) -> int:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    with _prefect_server_early() as server:  # boots on the other core while this process imports and reads MLflow
-        # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
-        tracker = _tracker(rt)
-        reference = tracker.reference_run(dataset, args.reference)
+    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+    reference = _tracker(rt).reference_run(dataset, args.reference)
+    with _prefect_server_early() as server:  # boots on the other core while this process imports Prefect, GX, ...
         from flows import progress, tasks
         from flows.check import check_incoming_data
 
