@@ -136,7 +136,7 @@ def test_the_next_start_marks_the_dead_checks_flow_run_crashed(killed_check):
     done = subprocess.run(_cli("check", "--input", str(small), "--dataset", "crash", "--json"), cwd=tmp_path, env=env,
                           timeout=180, capture_output=True, text=True)
     assert done.returncode in (0, 3), done.stderr[-2000:]
-    assert json.loads(done.stdout)["records"] == 30
+    assert json.loads(done.stdout)["batch"]["records"] == 30
     assert sorted(_flow_run_states(db)["check_incoming_data"]) == ["COMPLETED", "CRASHED"]
 
 
