@@ -8,6 +8,7 @@ Prefect, MLflow and GX are imported only by the commands that need them, after t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -351,6 +352,35 @@ def _console_reports_failures_once(args) -> None:
             handler.addFilter(_RunFailureFilter())
 
 
+def _tracker(rt):
+    """The MLflow tracker, without importing Prefect (flows.tasks does): read-only commands need no Prefect."""
+    from monitors.adapters.runtime import mlflow_client
+    from monitors.adapters.tracking import MlflowTracker
+
+    return MlflowTracker(mlflow_client(rt), rt.artifact_root)
+
+
+@contextlib.contextmanager
+def _prefect_server_early():
+    """Start Prefect's temporary server now (see flows/prefect_server.py); an input error found before any flow
+    ran kills it at once instead of waiting for its shutdown."""
+    from flows import prefect_server
+
+    server = prefect_server.start()
+    try:
+        yield server
+    except BaseException:
+        prefect_server.discard()
+        raise
+
+
+def _prefect_ready(server) -> None:
+    """Wait for the early-started server; then mark runs that dead processes left 'Running' as Crashed."""
+    if server is not None:
+        server.ready()
+        server.crash_orphaned_runs()
+
+
 def _check(args) -> int:
     settings, rt = _setup(args)
     overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
@@ -359,16 +389,18 @@ def _check(args) -> int:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
-    from flows import progress, tasks
-    from flows.check import check_incoming_data
+    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+    reference = _tracker(rt).reference_run(dataset, args.reference)
+    with _prefect_server_early() as server:  # boots on the other core while this process imports Prefect, GX, ...
+        from flows import progress, tasks
+        from flows.check import check_incoming_data
 
+        sha = tasks.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
+        runner = tasks.with_task_runner(check_incoming_data, settings)
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
-    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
-    tracker = tasks.tracker_for(rt)
-    reference = tracker.reference_run(dataset, args.reference)
-    sha = tasks.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
-    result = tasks.with_task_runner(check_incoming_data, settings)(
+    result = runner(
         batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
         content_sha256=sha, recount=args.recount)
     if args.json:
@@ -387,9 +419,11 @@ def _reference(args) -> int:
     settings, rt = _setup(args)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    from flows import progress
-    from flows.reference import build_reference_flow
+    with _prefect_server_early() as server:
+        from flows import progress
+        from flows.reference import build_reference_flow
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)
@@ -414,10 +448,12 @@ def _detector(args) -> int:
     sources.expand(args.human)  # fail fast on paths that match nothing
     if args.synthetic:
         sources.expand(args.synthetic)
-    from flows import progress
-    from flows.detector import train_detector_flow
-    from monitors.adapters.registry import model_name
+    with _prefect_server_early() as server:
+        from flows import progress
+        from flows.detector import train_detector_flow
+        from monitors.adapters.registry import model_name
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)
@@ -489,8 +525,10 @@ def _probes(args) -> int:
 
 def _probe(args) -> int:
     settings, rt = _setup(args)
-    from flows.probe import evaluate_long_tail_probes
+    with _prefect_server_early() as server:
+        from flows.probe import evaluate_long_tail_probes
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     result = evaluate_long_tail_probes(args.model, args.probes, settings, rt, kind=args.kind)
     if args.json:
@@ -504,10 +542,9 @@ def _probe(args) -> int:
 def _report(args) -> int:
     settings, rt = _setup(args)
     from flows.report import build_report, run_url_for
-    from flows.tasks import tracker_for
 
     dataset = args.dataset or settings.dataset
-    page, run_id, n = build_report(tracker_for(rt), settings, dataset, Path(args.out), run_url_for(rt.tracking_uri, args.ui_url))
+    page, run_id, n = build_report(_tracker(rt), settings, dataset, Path(args.out), run_url_for(rt.tracking_uri, args.ui_url))
     print(f"report of {n} checks of dataset {dataset!r}: {page} (logged to MLflow run {run_id})")
     return EXIT_OK
 
@@ -547,13 +584,13 @@ def _datasets(tracker, only: str | None) -> list[str]:
 
 def _alerts(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import open_failures, tracker_for
     from dataclasses import asdict
 
+    from monitors.adapters.failures import FailureStore
     from monitors.core.alerting import Silence, parse_duration
     from monitors.core.rules import SEVERITIES
 
-    tracker = tracker_for(rt)
+    tracker = _tracker(rt)
     now = time.time()
     if args.action == "silence":
         try:
@@ -576,7 +613,7 @@ def _alerts(args) -> int:
         return EXIT_OK
     report = {}
     failures = {}  # a failed check or probe logs no run: its alert lives in the state directory
-    for f in open_failures(settings):
+    for f in FailureStore(settings.state_path).open():
         if args.dataset in (None, f["dataset"]):
             failures.setdefault(f["dataset"], []).append(f)
     for dataset in sorted(set(_datasets(tracker, args.dataset)) | set(failures)):
@@ -614,7 +651,6 @@ def _alerts(args) -> int:
 
 def _history(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
     from monitors.core.results import KEY_INDICATORS
 
     from monitors.core import history
@@ -624,7 +660,7 @@ def _history(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     filtered = bool(since or args.severity or args.state)
-    rows = tracker_for(rt).history(args.dataset, None if filtered else args.last)
+    rows = _tracker(rt).history(args.dataset, None if filtered else args.last)
     rows = history.select(rows, since=since, severity=args.severity, state=args.state, last=args.last)
     if args.json:
         print(json.dumps(rows))
@@ -652,9 +688,11 @@ def _demo(args) -> int:
     settings, rt = _setup(args)
     started = time.monotonic()
     print(f"collapse-monitor demo: results go to MLflow at {rt.tracking_uri}; Prefect: {rt.prefect_mode}", file=sys.stderr)
-    from flows import demo_probes
-    from flows.demo import run_demo, table
+    with _prefect_server_early() as server:
+        from flows import demo_probes
+        from flows.demo import run_demo, table
 
+        _prefect_ready(server)
     _console_reports_failures_once(args)
     results, probed, shared = run_demo(settings, rt, quick=args.quick)
     print(table(results))
@@ -690,14 +728,12 @@ def _program() -> str:
 
 def _gc(args) -> int:
     settings, rt = _setup(args)
-    from flows.tasks import tracker_for
-
     keep = args.keep_days if args.keep_days is not None else settings.indicators.drift_keep_days
     if keep is None:
         raise UserError("nothing to delete: indicators.drift_keep_days is unset (keep forever); give --keep-days")
     if keep <= 0:
         raise UserError(f"--keep-days must be positive, got {keep:g}")
-    tracker = tracker_for(rt)
+    tracker = _tracker(rt)
     before = int((time.time() - keep * 86400) * 1000)
     deleted = [r for ds in _datasets(tracker, args.dataset)
                for r in tracker.delete_drift_reports(ds, before, dry_run=args.dry_run)]

@@ -7,7 +7,6 @@ every time it is asked to.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -24,7 +23,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 
-from monitors.adapters import delivery, drift, files, gx_records, gx_rules, ingest, ledger, locks, registry, sources, spool
+from monitors.adapters import delivery, drift, files, gx_records, gx_rules, ingest, ledger, lifeline, locks, registry, sources, spool
 from monitors.core import alerting, bands, indicators, quantify
 from monitors.config import ALERT_URLS_ENV, Settings
 from monitors.core.profile import BatchProfile
@@ -35,6 +34,7 @@ from monitors.core.rules import RuleSuite
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.runtime import Runtime, mlflow_client
 from monitors.adapters.tracking import MlflowTracker, PreviousCheck, RunStore
+from monitors.adapters.failures import FailureStore
 
 def _transient(task, task_run, state) -> bool:
     """Retry I/O that failed by chance; a user's error (a missing model, a bad alias) fails at once."""
@@ -92,8 +92,10 @@ def profile_batch(spec: str | sources.Batch, settings: Settings, quarantine_dir:
     batch = sources.Batch.resolve(spec)
     workers = _workers(settings, batch.spec)
     if workers > 1 and batch.total_bytes >= PARALLEL_MIN_BYTES:
-        # spawn: forking a process that runs Prefect's threads and event loop is not safe.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn: forking a process that runs Prefect's threads and event loop is not safe. The workers die with
+        # this process (kill -9 included), so a worker blocked writing its result to a dead parent does not linger.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=lifeline.die_with_parent, initargs=(os.getpid(),)) as pool:
             return ingest.profile_input(batch, opts, mapper=pool.map, shard_bytes=shard_bytes)
     return ingest.profile_input(batch, opts, shard_bytes=shard_bytes)
 
@@ -367,47 +369,9 @@ def dataset_lock(settings: Settings, dataset: str) -> Iterator[None]:
         yield
 
 
-def _failure_file(settings: Settings, scope: str, rule: str) -> Path:
-    return settings.state_path / "alerts" / f"{rule}-{alerting.fingerprint(rule, scope)}.json"
-
-
-def _read_failure(path: Path) -> dict:
-    """An open failure alert as remembered; {} when its file is unreadable (a crash or a full disk cut it)."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _write_json(path: Path, obj) -> None:
-    """Temp file + rename: a crash or a full disk leaves the old file or the new one, never half of one."""
-    files.atomic_write_json(path, obj)
-
-
-def _unsaved_marker(path: Path) -> Path:
-    """An empty file whose name alone says "this alert is open, its details could not be saved" (a full disk has
-    no room for the JSON, but a name costs no data block): the next successful run still resolves the alert."""
-    return path.with_suffix(".unsaved")
-
-
 def open_failures(settings: Settings) -> list[dict]:
-    """The open check_failed / probe_failed alerts of this state directory, as alert states (``failure`` set)."""
-    keys = ("fingerprint", "rule", "severity", "dataset", "summary", "status", "since")
-    out = []
-    for path in sorted((settings.state_path / "alerts").glob("*_failed-*.json")):
-        note = _read_failure(path)
-        if all(k in note for k in keys):  # else cut short by a crash: the dataset's next check resolves it
-            out.append({k: note[k] for k in keys} | {"breaches": None, "failure": True})
-    for marker in sorted((settings.state_path / "alerts").glob("*_failed-*.unsaved")):
-        if marker.with_suffix(".json").exists():
-            continue
-        rule, fp = marker.stem.rsplit("-", 1)
-        out.append({"fingerprint": fp, "rule": rule, "severity": "critical", "dataset": "?", "status": "firing",
-                    "since": marker.stat().st_mtime, "breaches": None, "failure": True,
-                    "summary": "a run failed and its details could not be saved (the disk was full); see the page "
-                               "on-call got"})
-    return out
+    """The open check_failed / probe_failed alerts of this state directory (see :class:`FailureStore`)."""
+    return FailureStore(settings.state_path).open()
 
 
 def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception, rule: str = "check_failed",
@@ -419,9 +383,9 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
     from monitors.core.errors import NotRecorded
 
     log = logging.getLogger(__name__)
+    store = FailureStore(settings.state_path)
     try:
-        path = _failure_file(settings, dataset, rule)
-        open_since = _read_failure(path).get("since") or time.time()
+        open_since = store.since(dataset, rule) or time.time()
         severity = "warning" if isinstance(exc, UserError) and rule == "check_failed" else "critical"
         if isinstance(exc, NotRecorded):
             summary = f"the {what} of {batch} COULD NOT RECORD its results: {delivery.scrub(str(exc))}"[:700]
@@ -431,17 +395,10 @@ def report_failure(settings: Settings, dataset: str, batch: str, exc: Exception,
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
         log.exception("could not report the failed %s", what)
         return
-    try:  # remembered, so that the next successful run resolves it; a full disk must not stop the page below
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, {**note, "since": open_since})
-        _unsaved_marker(path).unlink(missing_ok=True)
-    except OSError as err:
-        log.error("could not remember the open %s alert in %s: %s", rule, path, files.describe(err))
-        try:
-            _unsaved_marker(path).touch()
-        except OSError:
-            note = {**note, "summary": note["summary"] + " (this alert could not be saved locally: resolve it by "
-                                                         "hand once the run succeeds again)"}
+    # remembered, so that the next successful run resolves it; a full disk must not stop the page below
+    if not store.remember(dataset, rule, {**note, "since": open_since}):
+        note = {**note, "summary": note["summary"] + " (this alert could not be saved locally: resolve it by "
+                                                     "hand once the run succeeds again)"}
     try:
         send_notifications(settings, [note], f"failed-{int(time.time())}")
     except Exception:  # noqa: BLE001 - reporting must never hide the failure being reported
@@ -452,13 +409,9 @@ def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "ch
                   what: str = "check") -> list[dict]:
     """The ``resolved`` notification of an open check_failed (probe_failed) alert of the scope (and forget it).
     A file that cannot be read still means an open alert: it is resolved (as critical, the worst it can be)."""
-    path = _failure_file(settings, dataset, rule)
-    marker = _unsaved_marker(path)
-    if not path.exists() and not marker.exists():
+    old = FailureStore(settings.state_path).forget(dataset, rule)
+    if old is None:
         return []
-    old = _read_failure(path)
-    path.unlink(missing_ok=True)
-    marker.unlink(missing_ok=True)
     severity = old.get("severity") if old.get("severity") in ("warning", "critical") else "critical"
     return [alerting.failure_notification("resolved", dataset, severity,
                                           f"the {what} of {dataset} succeeded again (run {run_id})", rule)]

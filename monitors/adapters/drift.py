@@ -13,6 +13,7 @@ import gzip
 import logging
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,38 @@ def _frame(texts: list[str]):
     return pd.DataFrame({"text": texts, **descriptors(texts)})
 
 
+@contextmanager
+def _random_auc_computed_once():
+    """Evidently's text drift compares the domain classifier's AUC with the 95th percentile of 1000 random
+    classifiers' AUCs on the same test labels, and a report asks for it three times (two metrics and the
+    rendering) with the same labels: 3000 sklearn ``roc_auc_score`` calls, most of a check's Evidently time.
+    Within one report the result is kept per labels and arguments (and NumPy's global random state is left as
+    the computation leaves it), and sklearn's parameter validation, which changes nothing, is skipped. The
+    numbers are the same bit for bit."""
+    import sklearn
+    from evidently.legacy.utils import data_drift_utils as ddu
+
+    original = ddu.roc_auc_random_classifier_percentile
+    done: dict = {}
+
+    def percentile(y_test, p_value=0.05, iter_num=1000, seed=42):
+        y = np.asarray(y_test)
+        key = (y.dtype.str, y.shape, y.tobytes(), p_value, iter_num, seed)
+        if key not in done:
+            with sklearn.config_context(skip_parameter_validation=True):
+                value = original(y_test, p_value=p_value, iter_num=iter_num, seed=seed)
+            done[key] = (value, np.random.get_state())
+        value, state = done[key]
+        np.random.set_state(state)
+        return value
+
+    ddu.roc_auc_random_classifier_percentile = percentile
+    try:
+        yield
+    finally:
+        ddu.roc_auc_random_classifier_percentile = original
+
+
 def _run(current: list[str], reference: list[str]):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -69,8 +102,9 @@ def _run(current: list[str], reference: list[str]):
     logging.getLogger("evidently").setLevel(logging.WARNING)
     definition = DataDefinition(text_columns=["text"], numerical_columns=list(DESCRIPTORS))
     report = Report([DataDriftPreset()])
-    return report.run(current_data=Dataset.from_pandas(_frame(current), data_definition=definition),
-                      reference_data=Dataset.from_pandas(_frame(reference), data_definition=definition))
+    with _random_auc_computed_once():
+        return report.run(current_data=Dataset.from_pandas(_frame(current), data_definition=definition),
+                          reference_data=Dataset.from_pandas(_frame(reference), data_definition=definition))
 
 
 def parse(snapshot_dict: dict[str, Any]) -> dict[str, float]:

@@ -18,3 +18,25 @@ def test_stored_report_is_labelled_and_compressed(austen):
     assert re.search(r"<body[^>]*>\s*<div[^>]*>" + re.escape(drift.VERDICT_NOTE), html)  # first in the page
     assert len(stored["drift/report.html.gz"]) < len(report.html.encode()) / 3
     assert gzip.decompress(stored["drift/report.json.gz"]).decode("utf-8") == report.json
+
+
+def test_random_auc_percentile_is_computed_once_with_the_same_result():
+    """Issue 20: Evidently asks for the random classifiers' AUC percentile three times per report; within one report
+    it is computed once. The value and NumPy's global random state afterwards are those of Evidently's own code."""
+    import numpy as np
+    from evidently.legacy.utils import data_drift_utils as ddu
+
+    y = np.array([0, 1] * 60 + [1] * 7)
+    original = ddu.roc_auc_random_classifier_percentile
+    expected = original(y)
+    expected_next = np.random.rand()
+    calls = []
+    ddu.roc_auc_random_classifier_percentile = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with drift._random_auc_computed_once():
+            got = [ddu.roc_auc_random_classifier_percentile(y) for _ in range(3)]
+            got_next = np.random.rand()
+    finally:
+        ddu.roc_auc_random_classifier_percentile = original
+    assert got == [expected] * 3 and got_next == expected_next
+    assert len(calls) == 1

@@ -1,0 +1,179 @@
+"""Fixed costs of the CLI (issue 20, item 6): wall time of whole ``collapse-monitor`` commands, each a fresh
+subprocess as a user or a scheduler runs it, the median of --repeats runs after one warm-up run.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/cli_latency.py            # about 6 minutes with a cold LM cache
+    PYTHONPATH=. .venv/bin/python benchmarks/cli_latency.py --json     # one JSON object on stdout
+
+In a temporary folder it writes a reference of 1000 and a batch of 300 distinct Austen paragraphs, builds the
+reference (not timed; the local LM scores it, cached by content in ~/.cache/collapse-monitor, so later runs are
+quicker), then times:
+
+- ``check`` of the 300 documents (``--recount``: the same file again) on Prefect's temporary (ephemeral) API,
+  and against a running ``prefect server start`` on 127.0.0.1 (``PREFECT_API_URL``; started and stopped here);
+  the warm-up run scores the batch with the local LM, so the timed runs find the scores cached;
+- ``history`` and ``alerts list`` (read-only);
+- two input errors: a batch path that matches nothing, and a dataset with no reference.
+
+Targets (issue 20): check <= 8 s (ephemeral) and <= 4 s (server); history and alerts list <= 2 s; input errors
+<= 2 s. The load average and the CPU seconds (the command's and those of the children it waited for, such as
+Prefect's server: less sensitive to other jobs than wall time) are printed with the figures: on a shared
+machine compare runs taken under similar load, or time two checkouts back to back with --code. ``--no-lm`` turns the local LM off (lm.enabled) for a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {"check (ephemeral API)": 8.0, "check (Prefect server)": 4.0, "history": 2.0, "alerts list": 2.0,
+           "input error: no such file": 2.0, "input error: no reference": 2.0}
+
+
+def _paragraphs() -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from monitors.demo.corpus import austen_paragraphs
+
+    seen, out = set(), []
+    for p in austen_paragraphs():
+        t = p["text"]
+        if t not in seen and len(t.split()) >= 5:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def _write(path: Path, texts: list[str], prefix: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"id": f"{prefix}{i}", "text": t}) + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _cli(args: list[str], env: dict, cwd: Path, expect: tuple[int, ...]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and the children it waited for, e.g. Prefect's server)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    seconds = time.perf_counter() - started
+    if proc.returncode not in expect:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} (expected {expect}):\n{proc.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _timed(name: str, args: list[str], env: dict, cwd: Path, repeats: int, expect=(0, 3), quiet=False) -> dict:
+    _cli(args, env, cwd, expect)  # warm-up: first-time costs (LM scores, OS caches) are not fixed costs
+    runs = [_cli(args, env, cwd, expect) for _ in range(repeats)]
+    row = {"command": name, "median_s": statistics.median(r[0] for r in runs), "runs_s": [round(r[0], 2) for r in runs],
+           "cpu_median_s": statistics.median(r[1] for r in runs), "target_s": TARGETS[name], "load_avg": _load()}
+    row["met"] = row["median_s"] <= row["target_s"]
+    if not quiet:
+        print(f"  {name:<28} median {row['median_s']:5.2f} s, CPU {row['cpu_median_s']:5.2f} s  (target <= {row['target_s']:.0f} s: "
+              f"{'met' if row['met'] else 'MISSED'})  runs {row['runs_s']}  load {row['load_avg']}", file=sys.stderr)
+    return row
+
+
+def _start_prefect_server(home: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    server_env = {**env, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1"}
+    server_env.pop("PREFECT_API_URL", None)
+    log = open(home.parent / "prefect-server.log", "ab")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited {proc.returncode}; see {home.parent / 'prefect-server.log'}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, api
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("prefect server did not become healthy in 180 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per command (default 5; median reported)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--no-lm", action="store_true", help="local LM off (lm.enabled false): quicker, not the issue's setting")
+    ap.add_argument("--code", default=str(REPO), metavar="DIR",
+                    help="the checkout whose CLI is timed (default this one; another, e.g. `git archive main`, for before/after)")
+    ap.add_argument("--skip-server", action="store_true", help="do not time check against a running Prefect server")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the Prefect server started here is stopped
+
+    with tempfile.TemporaryDirectory(prefix="cm-bench-latency-") as tmp:
+        work = Path(tmp)
+        texts = _paragraphs()
+        _write(work / "ref.jsonl", texts[:1000], "r")
+        _write(work / "batch.jsonl", texts[1000:1300], "b")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "COLLAPSE_MONITOR_"))}
+        env.update({"PYTHONPATH": str(Path(args.code).resolve()), "COLLAPSE_MONITOR_STATE_DIR": str(work / "state"),
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+        if args.no_lm:
+            env["COLLAPSE_MONITOR_LM__ENABLED"] = "false"
+        print(f"building the reference in {work} (not timed)...", file=sys.stderr)
+        _cli(["reference", "build", "--input", "ref.jsonl", "--dataset", "bench"], env, work, (0,))
+        check = ["check", "--input", "batch.jsonl", "--dataset", "bench", "--recount"]
+        rows = [_timed("check (ephemeral API)", check, env, work, args.repeats)]
+        if not args.skip_server:
+            (work / "prefect-server").mkdir()
+            server, api = _start_prefect_server(work / "prefect-server", env)
+            try:
+                rows.append(_timed("check (Prefect server)", check, {**env, "PREFECT_API_URL": api}, work, args.repeats))
+            finally:
+                os.killpg(server.pid, signal.SIGTERM)
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
+        rows.append(_timed("history", ["history", "--dataset", "bench"], env, work, args.repeats))
+        rows.append(_timed("alerts list", ["alerts", "list"], env, work, args.repeats))
+        rows.append(_timed("input error: no such file", ["check", "--input", "missing.jsonl", "--dataset", "bench"], env,
+                           work, args.repeats, expect=(2,)))
+        rows.append(_timed("input error: no reference", ["check", "--input", "batch.jsonl", "--dataset", "nothing"], env,
+                           work, args.repeats, expect=(2,)))
+
+    result = {"cpus": os.cpu_count(), "repeats": args.repeats, "lm": not args.no_lm, "code": str(args.code),
+              "results": rows}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{'command':<28} {'median':>8} {'CPU':>8} {'target':>8}  met   (wall and CPU seconds, median of {args.repeats} after a warm-up; "
+              f"{os.cpu_count()} CPUs; load average at the end {_load()})")
+        for r in rows:
+            print(f"{r['command']:<28} {r['median_s']:7.2f}s {r['cpu_median_s']:7.2f}s {r['target_s']:7.0f}s  "
+                  f"{'yes' if r['met'] else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
