@@ -67,6 +67,11 @@ class RunStore(Protocol):
     def load_detector(self, uri: str): ...
 
 
+def scopes_with_alert(store: RunStore, fingerprint: str) -> list[str]:
+    """The datasets (and model scopes) whose newest run holds an alert with this fingerprint."""
+    return [scope for scope in store.scopes() if fingerprint in store.previous_alert_state(scope)]
+
+
 def experiment_name(dataset: str) -> str:
     """``collapse-monitor/<dataset>``; a model's probes live in scope ``models/<name>`` (a dataset name never
     holds a '/', so the two cannot clash)."""

@@ -1,0 +1,126 @@
+"""What every command shares: exit codes, options, settings and runtime set-up, the early Prefect server."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from monitors.config import dataset_name, load_settings
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def common_options(top: bool) -> argparse.ArgumentParser:
+    """--config, --state-dir, -v: accepted before the command and after it (or its action). The top level
+    holds the defaults; a subcommand sets a value only when it is given there (SUPPRESS), so that one given
+    before the command is not overwritten by the subcommand's default."""
+    common = argparse.ArgumentParser(add_help=False)
+    default = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument("--config", metavar="FILE", help="YAML settings file (default: $COLLAPSE_MONITOR_CONFIG or "
+                        "./collapse-monitor.yaml)", **default)
+    common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)", **default)
+    common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines", **default)
+    return common
+
+
+def dataset_option(value: str) -> str:
+    """--dataset is checked like the 'dataset' setting, before anything is written under its name."""
+    try:
+        return dataset_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} {exc}") from None
+
+
+def setup(args):
+    from monitors.adapters import runtime
+
+    settings = load_settings(args.config)
+    if args.state_dir:
+        settings = settings.model_copy(update={"state_dir": Path(args.state_dir)})
+    return settings, runtime.prepare(settings, quiet_prefect=not args.verbose)
+
+
+class RunFailureFilter(logging.Filter):
+    """Drops Prefect's console copy of a failed run: the CLI reports every failure itself (a message for a
+    user error, a traceback for a bug), and Prefect's API log still keeps the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def console_reports_failures_once(args) -> None:
+    if args.verbose:
+        return
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RunFailureFilter) for f in handler.filters):  # main() may run many times
+            handler.addFilter(RunFailureFilter())
+
+
+def open_tracker(rt):
+    """The MLflow tracker, without importing Prefect (flows.tasks does): read-only commands need no Prefect."""
+    from monitors.adapters.runtime import mlflow_client
+    from monitors.adapters.tracking import MlflowTracker
+
+    return MlflowTracker(mlflow_client(rt), rt.artifact_root)
+
+
+@contextlib.contextmanager
+def prefect_server_early():
+    """Start Prefect's temporary server now (see flows/prefect_server.py); an input error found before any flow
+    ran kills it at once instead of waiting for its shutdown."""
+    from flows import prefect_server
+
+    server = prefect_server.start()
+    try:
+        yield server
+    except BaseException:
+        prefect_server.discard()
+        raise
+
+
+def prefect_ready(server) -> None:
+    """Wait for the early-started server; then mark runs that dead processes left 'Running' as Crashed."""
+    if server is not None:
+        server.ready()
+        server.crash_orphaned_runs()
+
+
+def datasets(tracker, only: str | None) -> list[str]:
+    if only:
+        return [only]
+    return tracker.scopes()
+
+
+def program() -> str:
+    """This program as it was started, for commands we print: ``.venv/bin/collapse-monitor`` when run that way
+    (the README installs into .venv without activating it), ``collapse-monitor`` when that is what PATH finds."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "collapse-monitor" or os.sep not in argv0:
+        return "collapse-monitor"
+    found = shutil.which("collapse-monitor")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return "collapse-monitor"
+    return shlex.quote(argv0)
+
+
+def json_error(args, message: str, code: int) -> None:
+    """Under --json a failed command still prints its one JSON object on stdout: what went wrong, the exit code."""
+    if getattr(args, "json", False):
+        from monitors.adapters.delivery import scrub
+
+        print(json.dumps({"error": scrub(message), "exit_code": code}))
