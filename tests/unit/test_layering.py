@@ -80,3 +80,12 @@ def test_only_the_demo_flows_import_the_demo(path):
 @pytest.mark.parametrize("path", _modules("monitors"), ids=_id)
 def test_monitors_never_imports_flows_or_prefect(path):
     assert not _under(_imports(path), "flows", "prefect")
+
+
+def test_the_readme_architecture_names_every_module():
+    """The README's tree has one line per module; a module added without its line fails here."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tree = readme.split("### Architecture", 1)[1].split("```", 2)[1]
+    missing = [_id(p) for folder in ("monitors", "flows") for p in _modules(folder)
+               if p.name not in ("__init__.py", "__main__.py") and p.name not in tree]
+    assert missing == []
