@@ -28,6 +28,7 @@ from monitors.adapters import delivery, ledger, runtime, sources
 from monitors.config import Settings, load_settings
 from monitors.core.errors import InputError, UserError
 from monitors.core.modeluri import split_model_uris
+from monitors.core.numbers import parse_duration
 
 DATA_FLOW, PROBE_FLOW = "monitor_data", "monitor_models"
 
@@ -248,7 +249,7 @@ def _schedule(every: str, cron: str | None, timezone: str, what: str):
     if cron:
         return Cron(cron, timezone=timezone)
     try:
-        return Interval(timedelta(seconds=alerting.parse_duration(every)), timezone=timezone)
+        return Interval(timedelta(seconds=parse_duration(every)), timezone=timezone)
     except ValueError as exc:
         raise UserError(f"schedules.{what}_every: {exc}") from None
 

@@ -49,7 +49,8 @@ def run(args) -> int:
 
     from monitors.adapters.failures import FailureStore
     from monitors.adapters.tracking import scopes_with_alert
-    from monitors.core.alerting import Silence, parse_duration
+    from monitors.core.alerting import Silence
+    from monitors.core.numbers import parse_duration
 
     tracker = open_tracker(rt)
     now = time.time()

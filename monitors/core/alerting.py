@@ -169,16 +169,3 @@ def states_from_json(data: list[dict[str, Any]] | None) -> dict[str, AlertState]
     """States as saved; one saved before windows existed counts its consecutive breaches as its window."""
     return {d["fingerprint"]: AlertState(**{**d, "recent": tuple(d.get("recent", (1,) * d["breaches"]))})
             for d in data or []}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30m``, ``24h``, ``7d``, ``90s`` (a number with one unit)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    t = text.strip().lower()
-    try:
-        value = float(t[:-1]) if t and t[-1] in units else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"duration {text!r} is not a positive number with a unit (s, m, h, d, w), e.g. 24h")
-    return value * units[t[-1]]

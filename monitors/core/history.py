@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from monitors.core.alerting import parse_duration
+from monitors.core.numbers import parse_duration
 from monitors.core.results import KEY_INDICATORS
 from monitors.core.rules import SEVERITIES
 

@@ -1,4 +1,5 @@
-"""Missing numbers: nan (and inf) mean "not measured" in a run's indicators; JSON and MLflow want them gone."""
+"""Numbers at the edges: nan (and inf) mean "not measured" in a run's indicators, and JSON and MLflow want them
+gone; durations are written by people (``24h``, ``7d``)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def json_safe(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [json_safe(x) for x in data]
     return data
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30m``, ``24h``, ``7d``, ``90s`` (a number with one unit)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) if t and t[-1] in units else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"duration {text!r} is not a positive number with a unit (s, m, h, d, w), e.g. 24h")
+    return value * units[t[-1]]

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from monitors.core.alerting import Silence, parse_duration, states_from_json, states_to_json, step
+from monitors.core.alerting import Silence, states_from_json, states_to_json, step
+from monitors.core.numbers import parse_duration
 from monitors.core.errors import RulesError
 from monitors.core.rules import Rule, fingerprint
 from monitors.adapters.gx_rules import load_rules
