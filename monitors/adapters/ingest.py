@@ -355,4 +355,4 @@ class _ShardJob:
 def records_from_dicts(objs: Iterable[dict[str, Any]]) -> Iterator[sources.Row]:
     """Rows from in-memory records (tests, the reference's pseudo-batches)."""
     for i, obj in enumerate(objs, start=1):
-        yield i, obj, None, json.dumps(obj, default=str).encode("utf-8"), i
+        yield sources.Row(i, obj, None, json.dumps(obj, default=str).encode("utf-8"), i)

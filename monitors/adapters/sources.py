@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from monitors.core.errors import InputError
 from monitors.core.text import shown
@@ -32,7 +32,12 @@ OVERSIZE_LINE = "line too long"
 #: A row: (line or row number, the parsed object or None, why it could not be parsed or None, its raw bytes,
 #: where it starts in its file: the byte offset of a JSONL line (of the decompressed file), else the row number).
 #: Line numbers of a JSONL byte-range shard count from the shard's start; the offset is global and free.
-Row = tuple[int, "dict[str, Any] | None", "str | None", bytes, int]
+class Row(NamedTuple):
+    number: int  # line number (JSONL, from the shard's start) or row number
+    obj: dict[str, Any] | None  # the parsed record, or None when it could not be parsed
+    problem: str | None  # why it could not be parsed
+    raw: bytes  # the record as read (what a quarantine entry keeps)
+    start: int  # byte offset of a JSONL line in its (decompressed) file, else the row number
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -353,14 +358,14 @@ def _jsonl_rows(shard: Shard, cap: int = MAX_LINE_BYTES) -> Iterator[Row]:
             start, pos = pos, pos + size
             lineno += 1
             if size > cap:
-                yield lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw, start
+                yield Row(lineno, None, f"{OVERSIZE_LINE}: {size} bytes, over the limit of {cap} (not read)", raw, start)
                 continue
             if start == 0 and raw.startswith(codecs.BOM_UTF8):  # a byte order mark is no part of the record
                 raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             obj, problem = parse_json_line(raw)
-            yield lineno, obj, problem, raw, start
+            yield Row(lineno, obj, problem, raw, start)
 
 
 def _clean(obj: dict) -> dict:
@@ -382,7 +387,7 @@ def _parquet_rows(shard: Shard) -> Iterator[Row]:
             for obj in rb.to_pylist():
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno
+                yield Row(rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno)
 
 
 def _csv_rows(shard: Shard) -> Iterator[Row]:
@@ -394,4 +399,4 @@ def _csv_rows(shard: Shard) -> Iterator[Row]:
             for obj in chunk.to_dict("records"):
                 rowno += 1
                 obj = _clean(obj)
-                yield rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno
+                yield Row(rowno, obj, None, json.dumps(obj, default=str).encode("utf-8"), rowno)

@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlflow.entities import Metric, Param, RunTag
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from monitors.core.errors import ReferenceNotFound, UserError
@@ -95,7 +98,7 @@ _finite = finite_items
 
 @dataclass
 class MlflowTracker:
-    client: Any  # mlflow.MlflowClient
+    client: MlflowClient
     artifact_root: str | None = None
 
     # -- experiments and runs -------------------------------------------------------------
