@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from monitors.core.results import KEY_INDICATORS
-from monitors.core.rules import SEVERITIES
-
 #: short column names of the history table
 SHORT = {"synthetic.share": "syn", "human.share": "human", "corpus.human_share": "corp.hum", "tail.distinct_2.ratio": "dist2",
          "tail.rare_coverage.ratio": "rarecov", "mode.compression_ratio.ratio": "compr",
@@ -21,6 +18,8 @@ def _utc(seconds: float) -> str:
 
 def alerts_table(report: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     """Alerts, severity first and critical on top, then silences; ``report`` is ``alerts list --json``'s object."""
+    from monitors.core.rules import SEVERITIES
+
     if not any(v["alerts"] or v["silences"] for v in report.values()):
         return "no pending or firing alerts and no silences"
     rows, out = [], []
@@ -47,6 +46,8 @@ def alerts_table(report: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
 
 def history_table(rows: list[dict[str, Any]], dataset: str | None, where: str) -> str:
     """One line per run: when, dataset, batch, the key indicators, the firing alerts."""
+    from monitors.core.results import KEY_INDICATORS  # numpy: imported when a table is printed
+
     if not rows:
         return "no checks yet" + (f" for dataset {dataset!r}" if dataset else "") + f" in {where}"
     out = [f"{'started (UTC)':<17} {'dataset':<10} {'batch':<22} " + " ".join(f"{SHORT[k]:>8}" for k in KEY_INDICATORS)
