@@ -7,16 +7,16 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows import tasks
-from monitors.core import alerting
+from flows import batches, oncall, synthetic_share, tasks
 from monitors.adapters import drift
-from monitors.config import Settings
 from monitors.adapters.gx_records import alerts as record_alerts
 from monitors.adapters.registry import NoDetector
+from monitors.adapters.runtime import Runtime
 from monitors.adapters.sources import Batch
+from monitors.config import Settings
+from monitors.core import alerting
 from monitors.core.quantify import CorpusTotals
 from monitors.core.results import CheckResult, run_indicators, schedule_indicators
-from monitors.adapters.runtime import Runtime
 from monitors.core.runrecord import RunRecord, firing_summary, rule_run
 from monitors.core.schema import Artifact, RunKind, Tag
 
@@ -63,9 +63,9 @@ def check_incoming_data(
                 counted_in = _counted_by(runtime, dataset, content_sha256)
             result = _check(batch, dataset, settings, runtime, reference_run_id, content_sha256, counted_in)
     except Exception as exc:
-        tasks.report_failure(settings, dataset, batch_label, exc)
+        oncall.report_failure(settings, dataset, batch_label, exc)
         raise
-    return tasks.after_run(result, settings, runtime, dataset,
+    return oncall.after_run(result, settings, runtime, dataset,
                            f"Alerts of check {result.run_id} ({dataset}, {Path(str(input_path)).name})")
 
 
@@ -86,12 +86,12 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
     record_suite = tasks.read_record_suite(settings)
     detector = tasks.load_detector(tracker, settings.detector.model_uri)
     previous, silences = tasks.load_previous(tracker, dataset)  # every read of MLflow happens before the work
-    with tasks.workspace() as work:
+    with batches.workspace() as work:
         if settings.task_runner == "dask":
-            prof, shards = tasks.profile_batch_on_runner(batch, settings, work)
+            prof, shards = batches.profile_batch_on_runner(batch, settings, work)
         else:
-            prof, shards = tasks.profile_batch(batch, settings, work)
-        quarantine = tasks.write_quarantine(prof, shards, work, settings)
+            prof, shards = batches.profile_batch(batch, settings, work)
+        quarantine = batches.write_quarantine(prof, shards, work, settings)
         values = tasks.compute_indicators(prof, reference, settings)
         report = tasks.drift_report(prof, reference, settings)
         if report is not None:
@@ -99,7 +99,7 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
         values.update(tasks.band_scores(values, reference, prof.records))
         values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
-        share = tasks.estimate_share(prof, detector, settings, reference)
+        share = synthetic_share.estimate_share(prof, detector, settings, reference)
         corpus = CorpusTotals.from_metrics(previous.corpus)
         corpus = corpus if counted_in else corpus.add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())

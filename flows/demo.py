@@ -21,13 +21,13 @@ from flows.demo_probes import run_probe_demo
 from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
 from monitors.adapters.files import atomic_writer
+from monitors.adapters.runtime import Runtime, mlflow_client
+from monitors.adapters.tracking import MlflowTracker
 from monitors.config import Settings
-from monitors.demo.corpus import austen_paragraphs
 from monitors.core.detector import data_hash, train_detector
 from monitors.core.results import CheckResult, ProbeResult
-from monitors.adapters.runtime import Runtime, mlflow_client
+from monitors.demo.corpus import austen_paragraphs
 from monitors.demo.simulate import recursive_generations
-from monitors.adapters.tracking import MlflowTracker
 
 DATASET = "demo"
 DETECTOR = "collapse-demo-detector"  # never the production detector's name: the demo must not replace it

@@ -19,15 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.probe import evaluate_long_tail_probes
-from monitors.demo import probe_models as demo_models
 from monitors.adapters import probe_files
-from monitors.core import probes
-from monitors.config import Settings
-from monitors.demo.corpus import austen_paragraphs
-from monitors.core.results import ProbeResult
 from monitors.adapters.runtime import Runtime, mlflow_client
-from monitors.demo.simulate import classifier_lineage, long_tail_split, recursive_generations
 from monitors.adapters.tracking import MlflowTracker, model_scope
+from monitors.config import Settings
+from monitors.core import probes
+from monitors.core.results import ProbeResult
+from monitors.demo import probe_models as demo_models
+from monitors.demo.corpus import austen_paragraphs
+from monitors.demo.simulate import (
+    classifier_lineage,
+    long_tail_split,
+    recursive_generations,
+)
 
 LINEAGES = ("replace", "accumulate")
 TRAIN_COUNTS = (600, 300, 150, 80, 40, 20)  # per novel, most to least common: a long tail of classes

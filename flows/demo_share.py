@@ -14,10 +14,10 @@ from pathlib import Path
 
 from flows.check import check_incoming_data
 from flows.reference import build_reference_flow
-from monitors.config import Settings
-from monitors.demo.corpus import detector_set
-from monitors.core.results import CheckResult
 from monitors.adapters.runtime import Runtime
+from monitors.config import Settings
+from monitors.core.results import CheckResult
+from monitors.demo.corpus import detector_set
 
 DATASET = "demo-share"
 BATCH = 250

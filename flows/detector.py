@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger
 
-from flows import progress, tasks
+from flows import batches, progress, synthetic_share, tasks
 from monitors.adapters.files import atomic_write_text
+from monitors.adapters.lmscore import ScorerUnavailable
+from monitors.adapters.runtime import Runtime
 from monitors.config import Settings
 from monitors.core.detector import TrainedDetector, data_hash, train_detector
 from monitors.core.errors import InputError
-from monitors.adapters.lmscore import ScorerUnavailable
-from monitors.adapters.runtime import Runtime
 
 EXPERIMENT = "detectors"  # MLflow experiment collapse-monitor/detectors
 MIN_GENERATED_WORDS = 10  # a generated text the model cut shorter is not a paragraph: dropped
@@ -45,7 +45,7 @@ def lm_features(texts: dict[str, list[str]], settings: Settings, lm: bool | None
     if lm is None and not settings.lm.enabled:
         return None, "", "the local LM is off (lm.enabled), so the detector uses n-grams alone"
     try:
-        scorer = tasks.lm_scorer(settings, f"LM features of {sum(map(len, texts.values()))} training texts")
+        scorer = synthetic_share.lm_scorer(settings, f"LM features of {sum(map(len, texts.values()))} training texts")
         rows = scorer.score(texts["human"] + texts["synthetic"])
     except ScorerUnavailable as exc:
         if lm:
@@ -66,7 +66,7 @@ def generate_synthetic(human: list[str], n: int, settings: Settings, seed: int, 
     from monitors.adapters import lmscore
 
     jobs = lmscore.generation_plan(human, n, seed=seed)
-    scorer = tasks.lm_scorer(settings)
+    scorer = synthetic_share.lm_scorer(settings)
     progress.stage(f"generating {n} synthetic examples with the local LM ({len(lmscore.DECODINGS)} decoding "
                    f"settings, {lmscore.GENERATE_TOKENS} new tokens each)")
     rows = scorer.generate(jobs, progress=lambda done, total: progress.current.count("generated", done, total))
@@ -111,7 +111,7 @@ def train_detector_flow(human_path: str, synthetic_path: str | None, name: str, 
     addition to ``synthetic_path``'s, or instead of them when it is None)."""
     logger = get_run_logger()
     texts, counts, quarantined, data, artifacts, info = {}, {}, {}, {}, {}, None
-    with tasks.workspace() as work:
+    with batches.workspace() as work:
         texts["synthetic"], counts["synthetic"], quarantined["synthetic"] = [], 0, 0
         for label, spec in (("human", human_path), ("synthetic", synthetic_path)):
             if spec is None:
@@ -119,13 +119,13 @@ def train_detector_flow(human_path: str, synthetic_path: str | None, name: str, 
             folder = work / label
             folder.mkdir()
             progress.stage(f"reading the {label} text: {spec}")
-            prof, shards = tasks.profile_batch(spec, settings, folder, sample_size=max_docs)
+            prof, shards = batches.profile_batch(spec, settings, folder, sample_size=max_docs)
             texts[label] = prof.sample_texts
             counts[label], quarantined[label] = prof.records, prof.quarantined_total
             if prof.records > max_docs:
                 logger.warning(f"{spec}: {prof.records} usable records, training on a uniform sample of {max_docs}")
             if prof.quarantined_total:
-                artifacts[f"quarantine/{label}/quarantine.jsonl"] = tasks.write_quarantine(prof, shards, folder, settings)
+                artifacts[f"quarantine/{label}/quarantine.jsonl"] = batches.write_quarantine(prof, shards, folder, settings)
             data |= {f"{label}_source": spec, f"{label}_docs": len(texts[label]), f"{label}_sha256": data_hash(texts[label]),
                      f"{label}_quarantined": prof.quarantined_total}
         if generate:

@@ -119,8 +119,12 @@ class EphemeralServer:
             return []
         try:
             from prefect.client.orchestration import get_client
-            from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState,
-                                                        FlowRunFilterStateType)
+            from prefect.client.schemas.filters import (
+                FlowRunFilter,
+                FlowRunFilterStartTime,
+                FlowRunFilterState,
+                FlowRunFilterStateType,
+            )
             from prefect.client.schemas.objects import StateType
             from prefect.states import Crashed
 

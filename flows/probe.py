@@ -7,20 +7,19 @@ import time
 import numpy as np
 from prefect import flow
 
-from flows import tasks
-from monitors.adapters import probe_files
-from monitors.core import probes
-from monitors.adapters import models
-from monitors.config import Settings
-from monitors.core.errors import UserError
+from flows import oncall, tasks
+from monitors.adapters import models, probe_files
+from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.models import LoadedModel, ModelRef
+from monitors.adapters.runtime import Runtime
+from monitors.adapters.tracking import MlflowTracker, model_scope
+from monitors.config import Settings
+from monitors.core import probes
+from monitors.core.errors import UserError
 from monitors.core.results import ProbeResult
 from monitors.core.rules import RuleSuite
-from monitors.adapters.gx_rules import load_rules
-from monitors.adapters.runtime import Runtime
 from monitors.core.runrecord import RunRecord, firing_summary, rule_run
 from monitors.core.schema import Artifact, RunKind, Tag
-from monitors.adapters.tracking import MlflowTracker, model_scope
 
 FAILED_RULE = "probe_failed"
 
@@ -111,9 +110,9 @@ def evaluate_long_tail_probes(model_uri: str, probes_path: str, settings: Settin
         with tasks.dataset_lock(settings, scope):  # the model's state, read then logged, as for a dataset
             result = _probe(model_uri, probes_path, settings, runtime, kind)
     except Exception as exc:
-        tasks.report_failure(settings, scope, f"{model_uri} on {probes_path}", exc, rule=FAILED_RULE, what="probe")
+        oncall.report_failure(settings, scope, f"{model_uri} on {probes_path}", exc, rule=FAILED_RULE, what="probe")
         raise
-    return tasks.after_run(result, settings, runtime, scope,
+    return oncall.after_run(result, settings, runtime, scope,
                            f"Alerts of probe run {result.run_id} ({result.model} v{result.version}, "
                            f"{time.strftime('%Y-%m-%d %H:%M')})", FAILED_RULE, "probe")
 

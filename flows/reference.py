@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows import progress, tasks
+from flows import batches, progress, synthetic_share, tasks
 from monitors.adapters import drift
+from monitors.adapters.runtime import Runtime
 from monitors.config import Settings
 from monitors.core.errors import InputError
 from monitors.core.reference import ReferenceProfile, build_reference
-from monitors.adapters.runtime import Runtime
 
 
 @task(cache_policy=NONE)
@@ -37,11 +37,11 @@ def save_reference(tracker, ref: ReferenceProfile, source: str) -> str:
 @flow(name="build_reference", flow_run_name="reference {dataset}", validate_parameters=False)
 def build_reference_flow(input_path: str, dataset: str, settings: Settings, runtime: Runtime) -> tuple[str, ReferenceProfile, int]:
     """Returns the reference's MLflow run id, the profile and how many input records were quarantined."""
-    with tasks.workspace() as work:
+    with batches.workspace() as work:
         progress.stage(f"reading {input_path}")
-        prof, _ = tasks.profile_batch(input_path, settings, work, sample_size=settings.indicators.reference_docs)
+        prof, _ = batches.profile_batch(input_path, settings, work, sample_size=settings.indicators.reference_docs)
         ref = profile_reference(prof, input_path, dataset, settings)
-        ref = tasks.score_reference(ref, prof, settings)
+        ref = synthetic_share.score_reference(ref, prof, settings)
     progress.stage("saving the reference to MLflow")
     run_id = save_reference(tasks.tracker_for(runtime), ref, input_path)
     return run_id, ref, prof.quarantined_total

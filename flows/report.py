@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from monitors.adapters import html_report as report
-from monitors.config import Settings
-from monitors.core.errors import UserError
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.tracking import MlflowTracker
+from monitors.config import Settings
+from monitors.core.errors import UserError
 
 
 def run_url_for(tracking_uri: str, ui_url: str):

@@ -20,12 +20,12 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.events import emit_event
 
-from flows import tasks
+from flows import batches, oncall, tasks
 from flows.check import check_incoming_data
 from flows.probe import evaluate_long_tail_probes
-from monitors.core import alerting
 from monitors.adapters import delivery, ledger, runtime, sources
 from monitors.config import Settings, load_settings
+from monitors.core import alerting
 from monitors.core.errors import InputError, UserError
 from monitors.core.modeluri import split_model_uris
 from monitors.core.numbers import parse_duration
@@ -143,7 +143,7 @@ def check_landing(landing: str, dataset: str, settings: Settings, rt: runtime.Ru
                 report.busy.append(f.path)
                 continue
             try:
-                result = tasks.with_task_runner(check_incoming_data, settings)(
+                result = batches.with_task_runner(check_incoming_data, settings)(
                     f.path, dataset, settings, rt, batch_name=Path(f.path).name, content_sha256=f.sha256)
             except Exception as exc:  # noqa: BLE001 - check_failed has alerted; the next run tries the file again
                 error = f"{type(exc).__name__}: {exc}"[:500]
@@ -197,7 +197,7 @@ def _give_up(settings: Settings, dataset: str, f: ledger.LandedFile, attempts: i
                f"{delivery.scrub(error)[:300]}). Fix or remove it; a corrected file (new content) is checked as new")
     get_run_logger().error(summary)
     report.given_up.append({"path": f.path, "sha256": f.sha256, "attempts": attempts, "error": error})
-    tasks.send_notifications(settings, [alerting.failure_notification(
+    oncall.send_notifications(settings, [alerting.failure_notification(
         "firing", dataset, "warning", summary, "landing_file_given_up")], f"given-up-{f.sha256[:16]}")
 
 
@@ -259,7 +259,10 @@ def deployments(settings: Settings, config: str | None, *, data_every: str | Non
     """The deployments the settings ask for (one per configured schedule), for ``prefect.serve``.
 
     Each has a concurrency limit of 1 that cancels a run which would overlap the one in progress."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
 
     sched = settings.schedules
     no_overlap = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)

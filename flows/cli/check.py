@@ -54,11 +54,11 @@ def run(args) -> int:
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     reference = open_tracker(rt).reference_run(dataset, args.reference)
     with prefect_server_early() as server:  # boots on the other core while this process imports Prefect, GX, ...
-        from flows import progress, tasks
+        from flows import batches, progress
         from flows.check import check_incoming_data
 
-        sha = tasks.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
-        runner = tasks.with_task_runner(check_incoming_data, settings)
+        sha = batches.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
+        runner = batches.with_task_runner(check_incoming_data, settings)
         prefect_ready(server)
     console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute

@@ -46,7 +46,9 @@ def alerts_table(report: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
 
 def history_table(rows: list[dict[str, Any]], dataset: str | None, where: str) -> str:
     """One line per run: when, dataset, batch, the key indicators, the firing alerts."""
-    from monitors.core.results import KEY_INDICATORS  # numpy: imported when a table is printed
+    from monitors.core.results import (
+        KEY_INDICATORS,  # numpy: imported when a table is printed
+    )
 
     if not rows:
         return "no checks yet" + (f" for dataset {dataset!r}" if dataset else "") + f" in {where}"

@@ -43,7 +43,7 @@ def run(args) -> int:
 
     deps = deployments(settings, config_path(args.config), data_every=args.data_every, probes_every=args.probes_every)
     from flows import automations
-    from flows.tasks import channel_urls
+    from flows.oncall import channel_urls
 
     urls = channel_urls(settings)
     for line in (automations.watch(deps, urls) if urls else

@@ -166,7 +166,7 @@ def test_kill_9_mid_ingest_then_rerun(isolated, austen, quick, capsys, monkeypat
 def test_four_concurrent_checks(isolated, austen, quick):
     """Four checks of one dataset at once through the real flow, in threads of one process (as a worker running
     several flow runs does); the fourth batch is the first's bytes under another name."""
-    from flows import tasks
+    from flows import batches, tasks
     from flows.check import check_incoming_data
     from monitors.adapters import runtime
     from monitors.config import load_settings
@@ -184,7 +184,7 @@ def test_four_concurrent_checks(isolated, austen, quick):
     def run(path: Path) -> None:
         try:
             results[path.name] = check_incoming_data(str(path), "conc", settings, rt, batch_name=path.name,
-                                                     reference_run_id=ref, content_sha256=tasks.batch_sha256(str(path)))
+                                                     reference_run_id=ref, content_sha256=batches.batch_sha256(str(path)))
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
@@ -276,7 +276,7 @@ def _full_disk(isolated, state, austen, capsys, monkeypatch, receiver):
 
 # -- 4. hanging alert channel ----------------------------------------------------------------------------------------
 def test_hanging_channel(isolated, austen, quick, capsys, monkeypatch, receiver):
-    from flows import tasks
+    from flows import oncall
     from monitors.adapters import delivery
 
     hang = socket.socket()
@@ -286,7 +286,7 @@ def test_hanging_channel(isolated, austen, quick, capsys, monkeypatch, receiver)
     monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DELIVERY_TIMEOUT_SECONDS", "1")
     monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DELIVERY_BUDGET_SECONDS", "3")
     spent = []
-    real = tasks.deliver_and_record
+    real = oncall.deliver_and_record
 
     def timed(*args, **kwargs):
         t0 = time.monotonic()
@@ -295,7 +295,7 @@ def test_hanging_channel(isolated, austen, quick, capsys, monkeypatch, receiver)
         finally:
             spent.append(time.monotonic() - t0)
 
-    monkeypatch.setattr(tasks, "deliver_and_record", timed)
+    monkeypatch.setattr(oncall, "deliver_and_record", timed)
     try:
         _reference(austen, "hang")
         empty = write_jsonl(isolated / "empty.jsonl", [{"id": f"e{i}", "text": ""} for i in range(20)])

@@ -7,7 +7,7 @@ import http.client
 import pytest
 from mlflow import MlflowClient
 
-from flows import tasks
+from flows import oncall
 from flows.cli import main
 from flows.scheduled import monitor_data
 from monitors.core import alerting
@@ -60,7 +60,7 @@ def test_failures_after_logging_never_recount_a_landing_file(isolated, austen, m
     monkeypatch.setattr(delivery, "_post_json", broken)
     monkeypatch.setenv("COLLAPSE_MONITOR_ALERT_URLS", f"pdevents+http://KEY@127.0.0.1:{receiver.port}/x")
     monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DELIVERY_BACKOFF_SECONDS", "0")
-    tasks.report_failure(load_settings(None), "land", "an earlier batch", RuntimeError("earlier"))  # an open alert
+    oncall.report_failure(load_settings(None), "land", "an earlier batch", RuntimeError("earlier"))  # an open alert
     write_jsonl(landing / "b.jsonl", _rows(austen, 1100, 40, "b"))
     second = monitor_data(str(landing), "land")
     assert [x["path"].rsplit("/", 1)[1] for x in second["checked"]] == ["b.jsonl"] and second["failed"] == []

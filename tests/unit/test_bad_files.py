@@ -52,7 +52,7 @@ def test_a_single_unreadable_file_is_still_an_input_error(isolated, name):
 
 # -- a corrupt spool entry is skipped with an alert, not blocking every check -------------------------------
 def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays(isolated, monkeypatch):
-    from flows import tasks
+    from flows import oncall, tasks
     from monitors.adapters import spool
     from monitors.config import load_settings
 
@@ -63,7 +63,7 @@ def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays
         (folder / name).mkdir()
         (folder / name / "request.json").write_text(content)
     sent = []
-    monkeypatch.setattr(tasks, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
+    monkeypatch.setattr(oncall, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
 
     class Tracker:
         replayed = []
@@ -84,7 +84,7 @@ def test_a_corrupt_spool_entry_is_moved_aside_with_an_alert_and_the_rest_replays
 def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated, monkeypatch):
     import logging
 
-    from flows import scheduled, tasks
+    from flows import batches, oncall, scheduled, tasks
     from monitors.adapters import ledger
     from monitors.config import load_settings
 
@@ -104,9 +104,9 @@ def test_the_landing_zone_gives_up_on_a_poison_file_after_max_attempts(isolated,
 
     monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle, known: ([poison], [], []))
     monkeypatch.setattr(scheduled, "get_run_logger", lambda: logging.getLogger("test"))
-    monkeypatch.setattr(tasks, "with_task_runner", lambda flow, s: failing_check)
+    monkeypatch.setattr(batches, "with_task_runner", lambda flow, s: failing_check)
     monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
-    monkeypatch.setattr(tasks, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
+    monkeypatch.setattr(oncall, "send_notifications", lambda s, notes, run_id: sent.extend(notes))
     reports = [scheduled.check_landing("landing", "news", settings, None) for _ in range(5)]
     assert len(tries) == 3  # not retried forever
     assert [len(r.failed) for r in reports] == [1, 1, 1, 0, 0]

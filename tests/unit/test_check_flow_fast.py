@@ -18,19 +18,20 @@ from tests.conftest import write_jsonl
 def flow(monkeypatch, isolated, austen):
     from prefect import Task
 
-    from flows import check, tasks
+    from flows import batches, check, oncall, synthetic_share, tasks
     from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
     from monitors.adapters.runtime import Runtime
     from monitors.config import Columns, IngestSettings, Settings
     from monitors.core.reference import build_reference
 
-    for name, obj in list(vars(tasks).items()):
-        if isinstance(obj, Task):
-            monkeypatch.setattr(tasks, name, obj.fn)
+    for module in (tasks, batches, synthetic_share, oncall):
+        for name, obj in list(vars(module).items()):
+            if isinstance(obj, Task):
+                monkeypatch.setattr(module, name, obj.fn)
     store = InMemoryRunStore()
     published = []
     monkeypatch.setattr(tasks, "tracker_for", lambda runtime: store)
-    monkeypatch.setattr(tasks, "publish_to_prefect", lambda alerts, scope, run_id, description: published.append(run_id))
+    monkeypatch.setattr(oncall, "publish_to_prefect", lambda alerts, scope, run_id, description: published.append(run_id))
     settings = Settings(state_dir=isolated / "state", dataset="news", indicators={"reference_docs": 400, "drift": False})  # Evidently: integration tests
     settings.state_path.mkdir(parents=True)
     ind = settings.indicators
@@ -42,7 +43,7 @@ def flow(monkeypatch, isolated, austen):
     def run(path, **kw):
         return check.check_incoming_data.fn(str(path), "news", settings, runtime, batch_name=path.name, **kw)
 
-    return run, store, published, tasks, settings
+    return run, store, published, oncall, settings
 
 
 def test_a_check_logs_one_run_with_the_shared_alert_record(flow, isolated, austen):
@@ -74,12 +75,12 @@ def test_the_same_content_again_is_a_recheck_and_not_counted(flow, isolated, aus
 
 
 def test_a_failed_check_is_an_alert_that_the_next_check_resolves(flow, isolated, austen):
-    run, store, _, tasks, settings = flow
+    run, store, _, oncall, settings = flow
     with pytest.raises(Exception, match="missing.jsonl"):
         run(isolated / "missing.jsonl")
-    [failure] = tasks.open_failures(settings)
+    [failure] = oncall.open_failures(settings)
     assert failure["rule"] == "check_failed" and store.history("news") == []
     batch = write_jsonl(isolated / "b1.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(austen[500:560])])
     result = run(batch)
-    assert tasks.open_failures(settings) == []
+    assert oncall.open_failures(settings) == []
     assert any(n["rule"] == "check_failed" and n["status"] == "resolved" for n in result.notifications)

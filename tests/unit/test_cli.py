@@ -216,7 +216,7 @@ def test_a_bug_under_json_still_prints_the_error_object_and_the_traceback(isolat
 
 
 def test_alerts_list_shows_a_failed_check_with_a_header_critical_first(isolated, capsys):
-    from flows.tasks import report_failure
+    from flows.oncall import report_failure
     from monitors.config import load_settings
     from monitors.core.errors import InputError
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from flows import check, tasks
+from flows import check, oncall, tasks
 from monitors.config import load_settings
 from monitors.core.results import CheckResult
 
@@ -48,8 +48,8 @@ def test_four_concurrent_checks_of_one_dataset_keep_exact_totals(isolated, monke
                            indicators={}, share=None, alerts=[], reference_run_id="ref", detector=None, notes=[])
 
     monkeypatch.setattr(check, "_check", fake_check)
-    monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
-    monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
+    monkeypatch.setattr(oncall, "publish_to_prefect", lambda *a, **kw: None)
+    monkeypatch.setattr(oncall, "deliver_and_record", lambda *a, **kw: ([], None))
     started = time.monotonic()
     threads = [threading.Thread(target=check.check_incoming_data.fn, args=(f"b{i}.jsonl", "news", states[i], None))
                for i in range(4)]
@@ -81,8 +81,8 @@ def test_whether_content_was_counted_is_decided_under_the_lock(isolated, monkeyp
 
     monkeypatch.setattr(check, "_check", fake_check)
     monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
-    monkeypatch.setattr(tasks, "publish_to_prefect", lambda *a, **kw: None)
-    monkeypatch.setattr(tasks, "deliver_and_record", lambda *a, **kw: ([], None))
+    monkeypatch.setattr(oncall, "publish_to_prefect", lambda *a, **kw: None)
+    monkeypatch.setattr(oncall, "deliver_and_record", lambda *a, **kw: ([], None))
     for name in ("b.jsonl", "c.jsonl"):
         Path(name).write_text('{"text": "x"}\n')
     check.check_incoming_data.fn("b.jsonl", "news", settings, None, content_sha256="s" * 64)

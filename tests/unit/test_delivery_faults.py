@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows import tasks
+from flows import oncall, tasks
 from flows.cli import main
 from monitors.core import alerting
 from monitors.config import load_settings
@@ -83,7 +83,7 @@ def test_a_corrupt_check_failed_file_is_resolved_not_a_crash(isolated, content):
     path = _failure_file(settings)
     path.parent.mkdir(parents=True)
     path.write_text(content)  # `: > STATE/alerts/check_failed-<fp>.json` and friends
-    notes = tasks.clear_failure(settings, "news", "run-9")
+    notes = oncall.clear_failure(settings, "news", "run-9")
     assert [(n["kind"], n["rule"]) for n in notes] == [("resolved", "check_failed")] and not path.exists()
 
 
@@ -94,7 +94,7 @@ def test_report_failure_replaces_a_corrupt_file_atomically(isolated, monkeypatch
     path.write_text("")
     writes = []
     monkeypatch.setattr(tasks.os, "replace", lambda a, b: writes.append((a, b)) or __import__("os").rename(a, b))
-    tasks.report_failure(settings, "news", "b.jsonl", RuntimeError("boom"))
+    oncall.report_failure(settings, "news", "b.jsonl", RuntimeError("boom"))
     saved = json.loads(path.read_text())
     assert saved["rule"] == "check_failed" and saved["since"] > 0 and "boom" in saved["summary"]
     assert [str(b) for _, b in writes] == [str(path)]

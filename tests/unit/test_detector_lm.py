@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skops.io
 
-from flows import tasks
+from flows import synthetic_share
 from monitors.config import Settings
 from monitors.demo.corpus import detector_set
 from monitors.core.detector import LM_COLUMNS, detector_input, train_detector
@@ -86,7 +86,7 @@ def test_detector_without_lm_features_keeps_text_input(data):
     live = LoadedDetector("models:/d@p", "1", det.model, det.validation, det.method)  # as older versions load
     assert live.scores(human[:3]).shape == (3,)
     settings = Settings()
-    assert tasks.detector_lm_features(human[:3], live, settings) == (None, "")
+    assert synthetic_share.detector_lm_features(human[:3], live, settings) == (None, "")
 
 
 def test_check_computes_the_features_with_the_configured_scorer_or_says_why_not(data, monkeypatch):
@@ -97,22 +97,22 @@ def test_check_computes_the_features_with_the_configured_scorer_or_says_why_not(
     texts = human[100:104]
 
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__ENABLED", "false")
-    features, note = tasks.detector_lm_features(texts, live, Settings())
+    features, note = synthetic_share.detector_lm_features(texts, live, Settings())
     assert features is None and "trained with LM features" in note and "lm.enabled" in note
 
     monkeypatch.setenv("COLLAPSE_MONITOR_LM__ENABLED", "true")
-    monkeypatch.setattr(tasks, "lm_scorer", lambda settings, label="": scorer)
-    features, note = tasks.detector_lm_features(texts, live, Settings())
+    monkeypatch.setattr(synthetic_share, "lm_scorer", lambda settings, label="": scorer)
+    features, note = synthetic_share.detector_lm_features(texts, live, Settings())
     assert note == "" and features.shape == (4, len(FEATURES)) and scorer.calls[-1] == texts
 
     def unavailable(settings, label=""):
         raise ScorerUnavailable("LM file /x.gguf does not exist")
-    monkeypatch.setattr(tasks, "lm_scorer", unavailable)
-    features, note = tasks.detector_lm_features(texts, live, Settings())
+    monkeypatch.setattr(synthetic_share, "lm_scorer", unavailable)
+    features, note = synthetic_share.detector_lm_features(texts, live, Settings())
     assert features is None and "/x.gguf" in note and "n-grams alone" in note
 
     other = FakeScorer()
     other.tag = "another-lm|v1"
-    monkeypatch.setattr(tasks, "lm_scorer", lambda settings, label="": other)
-    features, note = tasks.detector_lm_features(texts, live, Settings())
+    monkeypatch.setattr(synthetic_share, "lm_scorer", lambda settings, label="": other)
+    features, note = synthetic_share.detector_lm_features(texts, live, Settings())
     assert features is not None and "another-lm" in note and "retrain" in note

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import tasks
+from flows import batches, oncall, tasks
 from monitors.core.runrecord import RunRecord
 from monitors.adapters import files, spool
 from monitors.adapters.delivery import Outbox, deliver
@@ -123,7 +123,7 @@ def test_could_not_record_pages_on_call_through_a_full_disk_and_resolves_once_sp
     monkeypatch.setattr(files, "open", fake, raising=False)
     failure = NotRecorded(f"MLflow did not take the results (database or disk is full) and they could not be spooled "
                           f"in {state / 'spool'}: {state / 'spool'}/x/request.json: No space left on device (ENOSPC)")
-    tasks.report_failure(settings, "news", "b.jsonl", failure)
+    oncall.report_failure(settings, "news", "b.jsonl", failure)
 
     # the page went out, from memory: neither the alert file nor the outbox item could be written
     assert [r["json"]["event_action"] for r in receiver.received] == ["trigger"]
@@ -137,12 +137,12 @@ def test_could_not_record_pages_on_call_through_a_full_disk_and_resolves_once_sp
     # outbox's lock file
     assert sorted(p.relative_to(state).as_posix() for p in leftovers) == [
         f"alerts/check_failed-{fp}.unsaved", "outbox/.lock"]
-    assert [a["rule"] for a in tasks.open_failures(settings)] == ["check_failed"]  # `alerts list` shows it
+    assert [a["rule"] for a in oncall.open_failures(settings)] == ["check_failed"]  # `alerts list` shows it
 
     monkeypatch.setattr(files, "open", open)  # space is back
-    notes = tasks.clear_failure(settings, "news", "run-2")
+    notes = oncall.clear_failure(settings, "news", "run-2")
     assert [(n["kind"], n["severity"]) for n in notes] == [("resolved", "critical")]
-    assert _files(state / "alerts") == [] and tasks.clear_failure(settings, "news", "run-3") == []
+    assert _files(state / "alerts") == [] and oncall.clear_failure(settings, "news", "run-3") == []
 
 
 def test_a_page_the_outbox_cannot_take_nor_the_channel_accept_is_reported_lost(isolated, full_disk, receiver):
@@ -184,7 +184,7 @@ def test_a_full_disk_in_landing_mode_never_gives_up_a_good_file(isolated, monkey
 
     monkeypatch.setattr(scheduled, "scan_landing", lambda landing, settle, known: ([good], [], []))
     monkeypatch.setattr(scheduled, "get_run_logger", lambda: logging.getLogger("test"))
-    monkeypatch.setattr(tasks, "with_task_runner", lambda flow, s: full_disk_check)
+    monkeypatch.setattr(batches, "with_task_runner", lambda flow, s: full_disk_check)
     monkeypatch.setattr(tasks, "tracker_for", lambda rt: Tracker())
     reports = [scheduled.check_landing("landing", "news", settings, None) for _ in range(5)]
     assert [len(r.failed) for r in reports] == [1, 1, 1, 0, 0] and all(not r.given_up for r in reports)
