@@ -10,6 +10,7 @@ from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.tracking import MlflowTracker
 from monitors.config import Settings
 from monitors.core.errors import UserError
+from monitors.core.schema import Tag
 
 
 def run_url_for(tracking_uri: str, ui_url: str):
@@ -28,7 +29,7 @@ def build_report(tracker: MlflowTracker, settings: Settings, dataset: str, out: 
         latest.setdefault(key, row)
     probes: dict[str, list[dict]] = {}
     for row in latest.values():
-        probes.setdefault(row["tags"].get("collapse.model", "?"), []).append(row)
+        probes.setdefault(row["tags"].get(Tag.MODEL, "?"), []).append(row)
     rules = list(load_rules(settings.rules_path).rules)
     page = report.render(dataset, runs, rules, probes, run_url, out)
     run_id = tracker.log_report(dataset, out, f"Trend report of {len(runs)} checks and {len(latest)} probed model "

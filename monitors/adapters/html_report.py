@@ -20,6 +20,7 @@ from monitors.adapters.files import atomic_write_bytes, atomic_write_text
 from monitors.core.results import KEY_INDICATORS
 from monitors.core.rules import Rule
 from monitors.core.numbers import is_finite
+from monitors.core.schema import Tag
 
 COLORS = {"pending": "#e69f00", "firing": "#d55e00", "resolved": "#009e73"}
 MARKERS = {"pending": "^", "firing": "o", "resolved": "D"}
@@ -138,7 +139,7 @@ def share_chart(runs: list[dict]) -> Chart | None:
 
 def probe_chart(model: str, runs: list[dict]) -> Chart | None:
     """A model's tail-to-head quality ratio by registry version, with its firing probe alerts."""
-    pts = sorted((int(r["tags"].get("collapse.model_version", "0")), r) for r in runs
+    pts = sorted((int(r["tags"].get(Tag.MODEL_VERSION, "0")), r) for r in runs
                  if _finite(r["metrics"].get("probe.tail_head_ratio")))
     if not pts:
         return None
@@ -240,7 +241,7 @@ def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[s
             f"<td>{e(r.get('description', ''))}</td></tr>")
     probe_rows = []
     for model, rs in sorted(probe_runs.items()):
-        for r in sorted(rs, key=lambda r: int(r["tags"].get("collapse.model_version", "0"))):
+        for r in sorted(rs, key=lambda r: int(r["tags"].get(Tag.MODEL_VERSION, "0"))):
             ratio = r["metrics"].get("probe.tail_head_ratio")
             probe_rows.append(
                 f"<tr><td>{e(model)}</td><td>{link(r, 'v' + r['tags'].get('collapse.model_version', '?'))}</td>"

@@ -23,8 +23,9 @@ import numpy as np
 from monitors.core.errors import UserError
 from monitors.core.modeluri import FORM, parse_model_uri
 from monitors.core.probes import KINDS
+from monitors.core.schema import Tag
 
-KIND_TAG = "collapse.model_kind"
+KIND_TAG = Tag.MODEL_KIND
 
 
 class ModelUnavailable(UserError):

@@ -20,6 +20,7 @@ from monitors.core.detector import LM_COLUMNS, TrainedDetector, detector_input
 from monitors.core.errors import UserError
 from monitors.core.modeluri import FORM, ModelUri, parse_model_uri
 from monitors.core.quantify import Validation
+from monitors.core.schema import Tag, RunKind
 
 VALIDATION_ARTIFACT = "validation/scores.json"
 #: Modules whose classes detectors registered before monitors/ was split into core/adapters/demo name in their
@@ -85,7 +86,7 @@ def register_detector(client, detector: TrainedDetector, *, experiment_id: str, 
                              np.array([[3.2, 3.0, 1.2, 0.5, 1.07]]) if detector.lm_tag else None)
     v = detector.validation
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"detector {name}",
-                          tags={"collapse.kind": "detector"}) as run:
+                          tags={Tag.KIND: RunKind.DETECTOR}) as run:
         mlflow.log_metrics(detector.metrics())
         mlflow.log_params({f"data.{k}": str(val)[:500] for k, val in data.items()} | {"quantifier": detector.method})
         mlflow.log_dict({"scores": [round(float(x), 6) for x in v.scores], "labels": v.labels.astype(int).tolist(),

@@ -34,6 +34,7 @@ import numpy as np
 from monitors.core.errors import InputError
 from monitors.core.indicators import compression_ratio, ngram_counts, rarefied_distinct
 from monitors.core.text import words
+from monitors.core.schema import Tag
 
 SLICES = ("head", "torso", "tail")
 KINDS = ("classifier", "generator")
@@ -343,7 +344,7 @@ class Lineage:
 
 def _fraction(tags: dict[str, str]) -> float:
     try:
-        f = float(tags.get("collapse.synthetic_fraction", "nan"))
+        f = float(tags.get(Tag.SYNTHETIC_FRACTION, "nan"))
     except ValueError:
         return NAN
     return f if 0 <= f <= 1 else NAN
@@ -357,8 +358,8 @@ def follow_lineage(start: str, tags: dict[str, str], lookup: Callable[[str], dic
     there and still counts that teacher. A cycle ends the chain with a note.
     """
     chain, notes, current = [start], [], tags
-    while current.get("collapse.teacher"):
-        teacher = current["collapse.teacher"].strip()
+    while current.get(Tag.TEACHER):
+        teacher = current[Tag.TEACHER].strip()
         if teacher in chain:
             notes.append(f"the teacher chain loops back to {teacher}")
             break

@@ -18,6 +18,7 @@ import pandas as pd
 from monitors.adapters.models import KIND_TAG
 from monitors.adapters.registry import register_version
 from monitors.demo.simulate import BigramGenerator
+from monitors.core.schema import Tag
 
 
 class BigramTextModel(mlflow.pyfunc.PythonModel):
@@ -50,9 +51,9 @@ def _register(info, name: str, tags: dict[str, str], alias: str | None, client) 
 
 
 def lineage_tags(kind: str, teacher: str | None, synthetic_fraction: float) -> dict[str, str]:
-    tags = {KIND_TAG: kind, "collapse.synthetic_fraction": f"{synthetic_fraction:.4g}"}
+    tags = {KIND_TAG: kind, Tag.SYNTHETIC_FRACTION: f"{synthetic_fraction:.4g}"}
     if teacher:
-        tags["collapse.teacher"] = teacher
+        tags[Tag.TEACHER] = teacher
     return tags
 
 
@@ -63,7 +64,7 @@ def register_classifier(client, model, *, experiment_id: str, name: str, alias: 
     import skops.io
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
-                          tags={"collapse.kind": "model"}):
+                          tags={Tag.KIND: "model"}):
         info = mlflow.sklearn.log_model(
             model, name="model", serialization_format="skops",
             skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
@@ -88,7 +89,7 @@ def register_text_generator(client, generator: BigramGenerator, *, experiment_id
         state = Path(tmp) / "generator.json"
         state.write_text(json.dumps(generator.to_dict()), encoding="utf-8")
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
-                              tags={"collapse.kind": "model"}):
+                              tags={Tag.KIND: "model"}):
             info = mlflow.pyfunc.log_model(name="model", python_model=demo_generator_model.__file__,
                                            artifacts={"generator": str(state)}, signature=signature,
                                            input_example=example, pip_requirements=["numpy", "pandas"])
