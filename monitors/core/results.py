@@ -117,8 +117,27 @@ def alert_lines(alerts: list[Alert], notifications: list[dict], delivery: dict, 
     return lines + [f"  note: {n}" for n in notes]
 
 
+@dataclass(kw_only=True)
+class RunOutcome:
+    """What every rule-evaluating run (a check, a probe) reports besides its own figures."""
+
+    notes: list[str] = field(default_factory=list)
+    #: what the alert state machine says to deliver for this run (firing / repeat / resolved), and what a
+    #: silence held back
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    silenced: list[dict[str, Any]] = field(default_factory=list)
+    #: what delivery to on-call did: sent, still queued in the outbox, errors (no URLs in them)
+    delivery: dict[str, Any] = field(default_factory=dict)
+    #: where the results wait when MLflow could not take them (replayed by the next run)
+    spooled: str = ""
+
+    @property
+    def critical_firing(self) -> bool:
+        return critical_firing(self.alerts)
+
+
 @dataclass
-class CheckResult:
+class CheckResult(RunOutcome):
     run_id: str
     dataset: str
     batch_file: str
@@ -129,22 +148,9 @@ class CheckResult:
     alerts: list[Alert]
     reference_run_id: str
     detector: str | None
-    notes: list[str] = field(default_factory=list)
     record_checks: list[dict[str, Any]] = field(default_factory=list)
-    #: what the alert state machine says to deliver for this run (firing / repeat / resolved), and what a
-    #: silence held back
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    silenced: list[dict[str, Any]] = field(default_factory=list)
-    #: what delivery to on-call did: sent, still queued in the outbox, errors (no URLs in them)
-    delivery: dict[str, Any] = field(default_factory=dict)
-    #: where the results wait when MLflow could not take them (replayed by the next check)
-    spooled: str = ""
     #: the run that already counted this batch's content: a re-check, not added to the corpus totals again
     recheck_of: str = ""
-
-    @property
-    def critical_firing(self) -> bool:
-        return critical_firing(self.alerts)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` contract (nan becomes null)."""
@@ -206,7 +212,7 @@ PROBE_METRICS = {"classifier": ("accuracy", "macro_f1", "ece"),
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(RunOutcome):
     """One evaluation of a registered model on a probe set, compared with earlier versions."""
 
     run_id: str
@@ -222,15 +228,6 @@ class ProbeResult:
     first: dict[str, Any] | None  # the oldest version evaluated on this probe set (None: this one)
     lineage: dict[str, Any]
     alerts: list[Alert]
-    notes: list[str] = field(default_factory=list)
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    silenced: list[dict[str, Any]] = field(default_factory=list)
-    delivery: dict[str, Any] = field(default_factory=dict)
-    spooled: str = ""
-
-    @property
-    def critical_firing(self) -> bool:
-        return critical_firing(self.alerts)
 
     def to_dict(self) -> dict[str, Any]:
         num = _num
