@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from flows import simulate
 from monitors.adapters import sources
 from monitors.config import ENV_PREFIX, dataset_name, load_settings
 from monitors.core.errors import UserError
@@ -312,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Start the MLflow UI on the configured tracking store, on 127.0.0.1.",
                        epilog="example:\n  collapse-monitor ui --port 5000    # then browse http://127.0.0.1:5000")
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    simulate.add_parser(sub, parents=[common], formatter_class=_Formatter)
     return p
 
 
@@ -729,7 +731,7 @@ def _ui(args) -> int:
     return EXIT_INTERNAL  # not reached
 
 
-COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "report": _report, "alerts": _alerts, "history": _history, "demo": _demo, "gc": _gc, "ui": _ui}
+COMMANDS = {"check": _check, "reference": _reference, "detector": _detector, "probes": _probes, "probe": _probe, "serve": _serve, "report": _report, "alerts": _alerts, "history": _history, "demo": _demo, "gc": _gc, "ui": _ui, "simulate": simulate.run}
 
 
 def main(argv: list[str] | None = None) -> int:
