@@ -24,6 +24,7 @@ from monitors.core.errors import UserError
 SCENARIOS = ("gaussian", "regression", "zipf", "text")
 SELF_BLEU_DOCS = 100  # Self-BLEU on a fixed-size sample: it grows with the number of references
 HAPAX_WINDOW = 10_000  # tokens
+AUSTEN_PARAGRAPHS = 7087  # monitors/data/austen_paragraphs.jsonl.gz
 
 
 def add_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
@@ -37,8 +38,8 @@ def add_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
                     "gaussian (Shumailov et al. 2024, Thm 3.1: variance collapse), regression (Gerstgrasser et al. "
                     "2024: test error, replace vs accumulate), zipf (a unigram model: types lost, tail mass with "
                     "and without top-k/top-p), text (a word n-gram model on shipped Austen text; every "
-                    "generation's sample goes through the real check against a human reference, dataset "
-                    "sim-text-<policy>, and the table gives the first generation at which each alert rule fires).",
+                    "generation's sample goes through the real check against a human reference (dataset sim-text), "
+                    "one dataset per policy (sim-text-<policy>), and the table gives the first generation at which each alert rule fires).",
         epilog="examples:\n"
                "  collapse-monitor simulate gaussian --generations 20\n"
                "  collapse-monitor simulate zipf --top-p 0.95\n"
@@ -180,6 +181,20 @@ class TextPlan:
     top_p: float | None = None
     seed: int = 0
 
+    def validate(self) -> None:
+        """Fail before Prefect starts, naming the option."""
+        _positive("--generations", self.generations)
+        _positive("--order", self.order)
+        _positive("--batch-docs", self.batch_docs)
+        _positive("--reference-docs", self.reference_docs, 10)
+        _positive("--samples", self.train_docs, 2)
+        if self.reference_docs + self.train_docs > AUSTEN_PARAGRAPHS:
+            raise UserError(f"--reference-docs plus --samples is {self.reference_docs + self.train_docs}, more than the "
+                            f"{AUSTEN_PARAGRAPHS} shipped Austen paragraphs: lower one of them")
+        if self.batch_docs > self.train_docs:
+            raise UserError(f"--batch-docs ({self.batch_docs}) cannot exceed --samples ({self.train_docs}): the checked "
+                            f"batch is part of a generation's sample")
+
 
 @dataclass
 class PolicyRun:
@@ -221,31 +236,29 @@ def _fresh_dataset(tracker, base: str) -> str:
 
 
 def simulate_text(settings, runtime, policies: list[cs.Policy], plan: TextPlan, say=lambda msg: None) -> list[PolicyRun]:
-    """One dataset per policy: a human reference, then each generation's sample checked by ``check_incoming_data``."""
+    """One human reference, then per policy (one dataset each) every generation's sample checked by
+    ``check_incoming_data`` against it."""
     from flows import tasks
     from flows.check import check_incoming_data
     from flows.reference import build_reference_flow
     from monitors.demo.corpus import austen_paragraphs
     from monitors.demo.simulate import text_lineage
 
+    plan.validate()
     paragraphs = austen_paragraphs()
     random.Random(plan.seed).shuffle(paragraphs)
     need = plan.reference_docs + plan.train_docs
-    if need > len(paragraphs):
-        raise UserError(f"--reference-docs plus --samples is {need}, more than the {len(paragraphs)} shipped paragraphs")
-    if plan.batch_docs > plan.train_docs:
-        raise UserError(f"--batch-docs ({plan.batch_docs}) cannot exceed --samples ({plan.train_docs}): a batch is part "
-                        f"of a generation's sample")
     reference, human = paragraphs[:plan.reference_docs], [p["text"] for p in paragraphs[plan.reference_docs:need]]
     tracker = tasks.tracker_for(runtime)
     work = settings.state_path / "simulate"
+    # One reference for every policy (dataset sim-text): the policies differ in their lineage, not their yardstick.
+    ref_file = _write(work / "reference.jsonl",
+                      [{"id": p["id"], "text": p["text"], "source": p["book"], "created_at": "2020-01-01"} for p in reference])
+    ref_run, _, _ = build_reference_flow(str(ref_file), "sim-text", settings, runtime)
+    say(f"human reference of {len(reference)} Austen paragraphs built (dataset sim-text, run {ref_run})")
     runs = []
     for policy in policies:
         dataset = _fresh_dataset(tracker, f"sim-text-{policy.slug}")
-        ref_file = _write(work / dataset / "reference.jsonl",
-                          [{"id": p["id"], "text": p["text"], "source": p["book"], "created_at": "2020-01-01"} for p in reference])
-        build_reference_flow(str(ref_file), dataset, settings, runtime)
-        say(f"{policy.label}: human reference of {len(reference)} paragraphs built (dataset {dataset})")
         run = PolicyRun(policy.label, dataset)
         lineage = text_lineage(human, plan.generations, policy.name, policy.human_share, order=plan.order,
                                top_k=plan.top_k, top_p=plan.top_p, seed=plan.seed)
@@ -255,7 +268,8 @@ def simulate_text(settings, runtime, policies: list[cs.Policy], plan: TextPlan, 
             path = _write(work / dataset / f"generation-{t:02d}.jsonl",
                           [{"id": f"g{t}-{i:05d}", "text": x, "source": "simulated", "created_at": "2023-06-01"}
                            for i, x in enumerate(batch)])
-            result = check_incoming_data(str(path), dataset, settings, runtime, batch_name=path.name)
+            result = check_incoming_data(str(path), dataset, settings, runtime, batch_name=path.name,
+                                         reference_run_id=ref_run)
             ind = result.indicators
             alerts = [(a.rule, a.severity, a.status) for a in result.alerts]
             run.generations.append({
@@ -290,9 +304,7 @@ def _run_text(args, generations: int, policies: list[cs.Policy]) -> int:
     plan = TextPlan(generations=generations, train_docs=args.samples or 1000, batch_docs=args.batch_docs,
                     reference_docs=args.reference_docs, order=args.order, top_k=args.top_k, top_p=args.top_p,
                     seed=args.seed)
-    _positive("--order", plan.order)
-    _positive("--batch-docs", plan.batch_docs)
-    _positive("--reference-docs", plan.reference_docs, 10)
+    plan.validate()
     settings, rt = _setup(args)
     # The lead times are those of the collapse indicators: no LM scoring (minutes per reference) and no
     # detector (a user's production detector would make the synthetic share, and its rules, depend on it).
