@@ -17,9 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from monitors.core import collapse_sim as cs
 from monitors.core.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: numpy is not on the CLI's start-up path
+    from monitors.core import collapse_sim as cs
 
 SCENARIOS = ("gaussian", "regression", "zipf", "text")
 SELF_BLEU_DOCS = 100  # Self-BLEU on a fixed-size sample: it grows with the number of references
@@ -75,6 +78,8 @@ def add_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
 
 
 def _policies(args) -> list[cs.Policy]:
+    from monitors.core import collapse_sim as cs
+
     return [cs.parse_policy(p) for p in (args.policy or cs.POLICIES)]
 
 
@@ -106,6 +111,8 @@ def run(args) -> int:
 # -- the pure scenarios ---------------------------------------------------------------------------------------
 
 def _gaussian(args, generations: int, policies: list[cs.Policy]) -> dict:
+    from monitors.core import collapse_sim as cs
+
     n, repeats = args.samples or 10, args.repeats or 2000
     result = {p.label: cs.gaussian_run(n, generations, p, repeats=repeats, seed=args.seed) for p in policies}
     lines = [f"gaussian: N(0, 1) refit by maximum likelihood (mean, variance with divisor n) on n={n} samples of "
@@ -126,6 +133,8 @@ def _gaussian(args, generations: int, policies: list[cs.Policy]) -> dict:
 
 
 def _regression(args, generations: int, policies: list[cs.Policy]) -> dict:
+    from monitors.core import collapse_sim as cs
+
     T, d, sigma, repeats = args.samples or 50, args.dims, args.noise, args.repeats or 1000
     result = {p.label: cs.regression_run(d, T, sigma, generations, p, repeats=repeats, seed=args.seed) for p in policies}
     bound = cs.regression_bound(d, T, sigma)
@@ -145,6 +154,8 @@ def _regression(args, generations: int, policies: list[cs.Policy]) -> dict:
 
 
 def _zipf(args, generations: int, policies: list[cs.Policy]) -> dict:
+    from monitors.core import collapse_sim as cs
+
     tokens = args.samples or 100_000
     runs = {p.label: cs.zipf_run(args.vocab, args.alpha, tokens, generations, p, seed=args.seed) for p in policies}
     truncated = {}
@@ -205,6 +216,8 @@ class PolicyRun:
 
     @property
     def first_critical(self) -> int | None:
+        from monitors.core import collapse_sim as cs
+
         return cs.first_critical(self.lead_times)
 
     def to_dict(self) -> dict:
@@ -216,6 +229,7 @@ class PolicyRun:
 def diversity(texts: list[str], seed: int = 0) -> dict[str, float]:
     """Self-BLEU-4 on a fixed-size sample of ``SELF_BLEU_DOCS`` documents and the hapax share of the first
     ``HAPAX_WINDOW`` tokens, words lower-cased (punctuation dropped)."""
+    from monitors.core import collapse_sim as cs
     from monitors.demo.simulate import tokens
 
     docs = [[t.lower() for t in tokens(x) if t[0].isalnum()] for x in texts]
@@ -241,6 +255,7 @@ def simulate_text(settings, runtime, policies: list[cs.Policy], plan: TextPlan, 
     from flows import tasks
     from flows.check import check_incoming_data
     from flows.reference import build_reference_flow
+    from monitors.core import collapse_sim as cs
     from monitors.demo.corpus import austen_paragraphs
     from monitors.demo.simulate import text_lineage
 
