@@ -1,6 +1,6 @@
 """The model-collapse papers' figures next to this project's simulator, as one table (the README's).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/collapse_papers.py            # about 8 minutes on 2 cores
+    PYTHONPATH=. .venv/bin/python benchmarks/collapse_papers.py            # about 5 minutes on a busy 2-core machine
     PYTHONPATH=. .venv/bin/python benchmarks/collapse_papers.py --no-text  # the closed-form scenarios only, seconds
 
 Rows: Shumailov et al. (Nature 2024) Thm 3.1 for the Gaussian refit; Gerstgrasser et al. (2024) for linear
