@@ -100,9 +100,13 @@ def run_text(extra: list[str], generations: int) -> dict:
 
 
 def _first(policy: dict, severity: str | None = None) -> str:
-    gens = [t["first_firing"] for t in policy["lead_times"]
-            if t["first_firing"] is not None and (severity is None or t["severity"] == severity)]
-    return str(min(gens)) if gens else "never"
+    """The first generation at which a rule of ``severity`` fired, with the rules that fired then."""
+    fired = [t for t in policy["lead_times"]
+             if t["first_firing"] is not None and (severity is None or t["severity"] == severity)]
+    if not fired:
+        return "never"
+    first = min(t["first_firing"] for t in fired)
+    return f"{first} ({', '.join(sorted(t['rule'] for t in fired if t['first_firing'] == first))})"
 
 
 def text_rows(generations: int) -> list[tuple[str, str, str, str]]:
@@ -121,8 +125,8 @@ def text_rows(generations: int) -> list[tuple[str, str, str, str]]:
              f"{g(rep, 1)['indicators']['tail.rare_coverage.ratio']:.2f} -> {g(rep, last)['indicators']['tail.rare_coverage.ratio']:.2f}, "
              f"{g(rep, 1)['self_bleu']:.3f} -> {g(rep, last)['self_bleu']:.3f}, {g(rep, 1)['hapax_share']:.3f} -> {g(rep, last)['hapax_share']:.3f}"),
             (f"Text ({label}), accumulate: critical alerts / alerts firing in {last} gens", "Gerstgrasser et al. 2024",
-             "target: no critical", f"first critical {_first(acc, 'critical')}; {acc['alerts_firing']} rule-generations firing "
-                                    f"(first warning gen {_first(acc, 'warning')})"),
+             "target: no critical", f"first critical {_first(acc, 'critical')}; {acc['alerts_firing']} rule-generations firing, "
+                                    f"first warning gen {_first(acc, 'warning')}"),
             (f"Text ({label}), mix:0.1: first warning / first critical", "(report)", "-",
              f"gen {_first(mix, 'warning')} / gen {_first(mix, 'critical')}; {mix['alerts_firing']} rule-generations firing"),
         ]

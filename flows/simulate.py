@@ -327,6 +327,9 @@ def _run_text(args, generations: int, policies: list[cs.Policy]) -> int:
         "lm": settings.lm.model_copy(update={"enabled": False}),
         "detector": settings.detector.model_copy(update={"model_uri": "models:/collapse-simulate-no-detector@none"})})
     _console_reports_failures_once(args)
+    from flows import progress
+
+    progress.enable()  # on stderr: the reference build's stages
     started = time.monotonic()
     print(f"collapse-monitor simulate text: results go to MLflow at {rt.tracking_uri}", file=sys.stderr)
     runs = simulate_text(settings, rt, policies, plan,
