@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.cli import alerts, check, demo, detector, probes, reference, review, serve
+from flows.cli import alerts, check, demo, detector, probes, reference, review, serve, simulate
 from flows.cli.common import (  # noqa: F401 - re-exported for callers and tests
     EXIT_CRITICAL,
     EXIT_INTERNAL,
@@ -70,6 +70,7 @@ SUBCOMMANDS = [
     ("demo", demo.add_parser, demo.run),
     ("gc", review.add_gc_parser, review.run_gc),
     ("ui", review.add_ui_parser, review.run_ui),
+    ("simulate", simulate.add_parser, simulate.run),
 ]
 COMMANDS = {name: run for name, _, run in SUBCOMMANDS}
 

@@ -203,3 +203,96 @@ def long_tail_split(rows: list[dict[str, str]], label: str, train_counts: Sequen
     for part in (train, test, pool):
         rng.shuffle(part)
     return train, test, pool
+
+
+class NGramGenerator:
+    """A word n-gram model of configurable ``order`` (2 = bigram) with decoding truncation: ``top_k`` keeps the k
+    most probable next words of each context, ``top_p`` the smallest set of them holding that share of its
+    mass (nucleus sampling). Untruncated sampling is the unbiased refit of Shumailov et al.; truncation is the
+    decoding that also removes the tail's mass (Dohmatob et al. 2024). Every context it can reach was seen in
+    training, so no back-off is needed."""
+
+    def __init__(self, order: int = 2, top_k: int | None = None, top_p: float | None = None, min_words: int = 15):
+        if order < 1:
+            raise ValueError(f"order must be at least 1, not {order}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        self.order, self.top_k, self.top_p, self.min_words = order, top_k, top_p, min_words
+
+    def fit(self, texts: Iterable[str]) -> NGramGenerator:
+        counts: dict[tuple, Counter] = defaultdict(Counter)
+        self.lengths_: list[int] = []
+        pad = [_START] * (self.order - 1)
+        for text in texts:
+            seq = [*pad, *tokens(text), _END]
+            self.lengths_.append(len(seq) - len(pad) - 1)
+            for i in range(len(pad), len(seq)):
+                counts[tuple(seq[i - len(pad):i])][seq[i]] += 1
+        if not self.lengths_:
+            raise ValueError("cannot fit a generator on no text")
+        self.table_ = {}
+        for ctx, nxt in counts.items():
+            ranked = sorted(nxt.items(), key=lambda kv: (-kv[1], kv[0]))
+            weights = np.array([c for _, c in ranked], dtype=float)
+            keep = len(ranked) if self.top_k is None else min(self.top_k, len(ranked))
+            if self.top_p is not None:
+                keep = min(keep, int(np.searchsorted(np.cumsum(weights) / weights.sum(), self.top_p) + 1))
+            w = weights[:keep]
+            self.table_[ctx] = ([word for word, _ in ranked[:keep]], np.cumsum(w) / w.sum())
+        self.types_ = len({word for nxt in counts.values() for word in nxt} - {_END})
+        return self
+
+    def _next(self, ctx: tuple, rng: random.Random) -> str:
+        words, cum = self.table_[ctx]
+        return words[min(int(np.searchsorted(cum, rng.random(), side="right")), len(words) - 1)]
+
+    def sample(self, n: int, rng: random.Random) -> list[str]:
+        """``n`` documents, each exactly as many tokens long as a training document drawn at random: the length
+        distribution is refit like everything else, without a bias of its own. (:class:`BigramGenerator` stops
+        at the first end mark after a few words, which shortens every generation by a fifth and would make the
+        length rule fire for a reason that is not collapse.) An end mark before that length starts a new
+        sentence; the document is cut at the length."""
+        start = (_START,) * (self.order - 1)
+        docs = []
+        for _ in range(n):
+            target = max(rng.choice(self.lengths_), 1)
+            out: list[str] = []
+            ctx = start
+            while len(out) < target:
+                word = self._next(ctx, rng)
+                if word == _END:
+                    ctx = start
+                    continue
+                out.append(word)
+                ctx = (*ctx[1:], word) if ctx else ()
+            docs.append(detokenize(out))
+        return docs
+
+
+def text_lineage(human: list[str], generations: int, policy_name: str, human_share: float = 0.0, order: int = 2,
+                 top_k: int | None = None, top_p: float | None = None, seed: int = 0):
+    """Generation 1 fitted on ``human``; generation t+1 on ``len(human)`` documents sampled from generation t
+    (``replace``), on those with a share ``human_share`` of them drawn from ``human`` instead (``mix``), or on
+    ``human`` plus every generation's samples so far (``accumulate``). Yields ``(generation, model, sample)``
+    where ``sample`` is that generation's ``len(human)`` documents: what the next generation trains on and what
+    a monitor would see arrive."""
+    rng = random.Random(seed)
+    size = len(human)
+    pooled = list(human)
+    model = NGramGenerator(order, top_k, top_p).fit(human)
+    for t in range(1, generations + 1):
+        sample = model.sample(size, rng)
+        yield t, model, sample
+        if t == generations:
+            return
+        if policy_name == "accumulate":
+            pooled += sample
+            train = pooled
+        elif policy_name == "mix":
+            k = round(human_share * size)
+            train = rng.sample(human, k) + sample[: size - k]
+        else:
+            train = sample
+        model = NGramGenerator(order, top_k, top_p).fit(train)
