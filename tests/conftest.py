@@ -47,6 +47,9 @@ def pytest_unconfigure(config):
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test runs in its own folder, and whatever it sets in os.environ is undone afterwards."""
+    # A module-scoped fixture that runs the CLI must restore os.environ itself (the CLI points MLflow at its
+    # state dir there): otherwise every later test silently reads that fixture's store.
+    assert "MLFLOW_TRACKING_URI" not in os.environ, "a fixture left MLFLOW_TRACKING_URI set: restore os.environ"
     saved = dict(os.environ)
     monkeypatch.chdir(tmp_path)
     yield tmp_path

@@ -27,6 +27,7 @@ def simulated(tmp_path_factory):
     state = tmp_path_factory.mktemp("sim-state")
     out = io.StringIO()
     cwd = os.getcwd()
+    saved = dict(os.environ)  # the CLI points MLflow and Prefect at its state dir through os.environ
     os.chdir(state)
     os.environ["COLLAPSE_MONITOR_INDICATORS__DRIFT"] = "false"
     try:
@@ -36,7 +37,8 @@ def simulated(tmp_path_factory):
                          "--json", "--state-dir", str(state)])
     finally:
         os.chdir(cwd)
-        del os.environ["COLLAPSE_MONITOR_INDICATORS__DRIFT"]
+        os.environ.clear()
+        os.environ.update(saved)
     lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
     assert len(lines) == 1, out.getvalue()  # exactly one JSON object on stdout
     return code, json.loads(lines[0]), state
