@@ -138,7 +138,7 @@ def lineage(split, tmp_path_factory):
         st.run("v3", "probe", "--model", "models:/clf@production", "--probes", str(probes), "--json")
         st.facts["actions_v3"] = [(e["json"]["event_action"], e["json"]["dedup_key"])
                                   for e in st.receiver.received[st.facts["after_again"]:]]
-        yield st
+    return st  # every step ran above: the tests read what they recorded, with the environment restored
 
 
 def test_probes_build_slices_by_class_frequency(lineage, split):
@@ -223,7 +223,7 @@ def failures(split, tmp_path_factory):
                                                {"id": "b", "text": "more text", "slice": "middle", "label": "x"}])
         st.facts["bad"] = bad
         st.run("bad_set", "probe", "--model", "models:/clf@production", "--probes", str(bad))
-        yield st
+    return st  # every step ran above: the tests read what they recorded, with the environment restored
 
 
 def test_a_broken_alias_is_a_probe_failed_page_not_a_crash(failures):
