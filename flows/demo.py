@@ -21,8 +21,8 @@ from flows.demo_probes import run_probe_demo
 from flows.demo_share import run_share_demo
 from flows.reference import build_reference_flow
 from monitors.adapters.files import atomic_writer
-from monitors.adapters.runtime import Runtime, mlflow_client
-from monitors.adapters.tracking import MlflowTracker
+from monitors.adapters.runtime import Runtime
+from monitors.adapters.tracking import open_tracker
 from monitors.config import Settings
 from monitors.core.detector import data_hash, train_detector
 from monitors.core.results import CheckResult, ProbeResult
@@ -98,7 +98,7 @@ def run_demo(settings: Settings, runtime: Runtime, quick: bool = False
     human_texts = [p["text"] for p in det_human]
     synthetic_texts = generations[1].sample(len(human_texts), rng)
     detector = train_detector(human_texts, synthetic_texts, seed=0)
-    tracker = MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
+    tracker = open_tracker(runtime)
     version = tracker.register_detector(
         detector, scope=DATASET, name=DETECTOR, alias="production",
         data={"human": "austen-demo-split", "synthetic": "bigram-generation-1",

@@ -31,8 +31,8 @@ from monitors.adapters import (
     spool,
 )
 from monitors.adapters.gx_rules import load_rules
-from monitors.adapters.runtime import Runtime, mlflow_client
-from monitors.adapters.tracking import MlflowTracker, PreviousCheck, RunStore
+from monitors.adapters.runtime import Runtime
+from monitors.adapters.tracking import PreviousCheck, RunStore, open_tracker
 from monitors.config import Settings
 from monitors.core import alerting, bands, indicators
 from monitors.core.profile import BatchProfile
@@ -53,7 +53,7 @@ compute_task = task(cache_policy=NONE)
 
 
 def tracker_for(runtime: Runtime) -> RunStore:
-    return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
+    return open_tracker(runtime)
 
 
 

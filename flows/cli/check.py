@@ -12,7 +12,6 @@ from flows.cli.common import (
     console_reports_failures_once,
     dataset_option,
     open_tracker,
-    prefect_ready,
     prefect_server_early,
     setup,
 )
@@ -53,13 +52,12 @@ def run(args) -> int:
     batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     reference = open_tracker(rt).reference_run(dataset, args.reference)
-    with prefect_server_early() as server:  # boots on the other core while this process imports Prefect, GX, ...
+    with prefect_server_early():  # boots on the other core while this process imports Prefect, GX, ...
         from flows import batches, progress
         from flows.check import check_incoming_data
 
         sha = batches.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
         runner = batches.with_task_runner(check_incoming_data, settings)
-        prefect_ready(server)
     console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
     result = runner(

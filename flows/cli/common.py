@@ -73,31 +73,27 @@ def console_reports_failures_once(args) -> None:
 
 def open_tracker(rt):
     """The MLflow tracker, without importing Prefect (flows.tasks does): read-only commands need no Prefect."""
-    from monitors.adapters.runtime import mlflow_client
-    from monitors.adapters.tracking import MlflowTracker
+    from monitors.adapters.tracking import open_tracker as open_
 
-    return MlflowTracker(mlflow_client(rt), rt.artifact_root)
+    return open_(rt)
 
 
 @contextlib.contextmanager
 def prefect_server_early():
-    """Start Prefect's temporary server now (see flows/prefect_server.py); an input error found before any flow
-    ran kills it at once instead of waiting for its shutdown."""
+    """Start Prefect's temporary server now (see flows/prefect_server.py), so it boots while the block imports
+    and checks; when the block ends, wait for it and mark runs that dead processes left 'Running' as Crashed.
+    An input error raised in the block kills the server at once instead of waiting for its shutdown."""
     from flows import prefect_server
 
     server = prefect_server.start()
     try:
-        yield server
+        yield
+        if server is not None:
+            server.ready()
+            server.crash_orphaned_runs()
     except BaseException:
         prefect_server.discard()
         raise
-
-
-def prefect_ready(server) -> None:
-    """Wait for the early-started server; then mark runs that dead processes left 'Running' as Crashed."""
-    if server is not None:
-        server.ready()
-        server.crash_orphaned_runs()
 
 
 def datasets(tracker, only: str | None) -> list[str]:

@@ -10,7 +10,6 @@ from flows.cli.common import (
     EXIT_OK,
     Formatter,
     console_reports_failures_once,
-    prefect_ready,
     prefect_server_early,
     program,
     setup,
@@ -34,11 +33,9 @@ def run(args) -> int:
     settings, rt = setup(args)
     started = time.monotonic()
     print(f"collapse-monitor demo: results go to MLflow at {rt.tracking_uri}; Prefect: {rt.prefect_mode}", file=sys.stderr)
-    with prefect_server_early() as server:
+    with prefect_server_early():
         from flows import demo_probes
         from flows.demo import run_demo, table
-
-        prefect_ready(server)
     console_reports_failures_once(args)
     results, probed, shared = run_demo(settings, rt, quick=args.quick)
     print(table(results))

@@ -8,7 +8,6 @@ from flows.cli.common import (
     EXIT_OK,
     Formatter,
     console_reports_failures_once,
-    prefect_ready,
     prefect_server_early,
     setup,
 )
@@ -67,12 +66,10 @@ def run(args) -> int:
     sources.expand(args.human)  # fail fast on paths that match nothing
     if args.synthetic:
         sources.expand(args.synthetic)
-    with prefect_server_early() as server:
+    with prefect_server_early():
         from flows import progress
         from flows.detector import train_detector_flow
         from monitors.adapters.registry import model_name
-
-        prefect_ready(server)
     console_reports_failures_once(args)
     progress.enable()  # on stderr
     name = args.name or model_name(settings.detector.model_uri)

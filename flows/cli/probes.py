@@ -9,7 +9,6 @@ from flows.cli.common import (
     EXIT_OK,
     Formatter,
     console_reports_failures_once,
-    prefect_ready,
     prefect_server_early,
     setup,
 )
@@ -120,10 +119,8 @@ def add_probe_parser(sub, common) -> None:
 
 def run_probe(args) -> int:
     settings, rt = setup(args)
-    with prefect_server_early() as server:
+    with prefect_server_early():
         from flows.probe import evaluate_long_tail_probes
-
-        prefect_ready(server)
     console_reports_failures_once(args)
     result = evaluate_long_tail_probes(args.model, args.probes, settings, rt, kind=args.kind)
     if args.json:

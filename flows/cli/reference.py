@@ -7,7 +7,6 @@ from flows.cli.common import (
     Formatter,
     console_reports_failures_once,
     dataset_option,
-    prefect_ready,
     prefect_server_early,
     setup,
 )
@@ -36,11 +35,9 @@ def run(args) -> int:
     settings, rt = setup(args)
     dataset = args.dataset or settings.dataset
     sources.expand(args.input)  # fail fast, before Prefect starts, on a path that matches nothing
-    with prefect_server_early() as server:
+    with prefect_server_early():
         from flows import progress
         from flows.reference import build_reference_flow
-
-        prefect_ready(server)
     console_reports_failures_once(args)
     progress.enable()  # on stderr
     run_id, ref, quarantined = build_reference_flow(args.input, dataset, settings, rt)

@@ -43,9 +43,8 @@ def run(args) -> int:
 
     deps = deployments(settings, config_path(args.config), data_every=args.data_every, probes_every=args.probes_every)
     from flows import automations
-    from flows.oncall import channel_urls
 
-    urls = channel_urls(settings)
+    urls = settings.channel_urls()
     for line in (automations.watch(deps, urls) if urls else
                  ["no on-call channel (COLLAPSE_MONITOR_ALERT_URLS or alerts.urls): no dead man's switch"]):
         print(line, file=sys.stderr)

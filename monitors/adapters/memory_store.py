@@ -18,12 +18,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitors.adapters.tracking import EXPERIMENT_PREFIX, PreviousCheck, scope_kind, to_json_text
+from monitors.adapters.tracking import (
+    EXPERIMENT_PREFIX,
+    PreviousCheck,
+    history_row,
+    probe_results_of,
+    scope_kind,
+    to_json_text,
+)
 from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.reference import ReferenceProfile
 from monitors.core.runrecord import RunRecord
-from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
+from monitors.core.schema import Artifact, RunKind, Tag
 from monitors.core.numbers import finite_items
 
 
@@ -179,29 +186,13 @@ class InMemoryRunStore:
         run.artifacts[Artifact.DELIVERY] = copy.deepcopy(outcome)
 
     def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for r in self._newest(scope, lambda r: r.tags.get(Tag.PROBE_SET) == probe_digest and r.status == "FINISHED"):
-            version = r.tags.get(Tag.MODEL_VERSION)
-            if version and version not in out and r.kind in (RunKind.PROBE, RunKind.PROBE_BASELINE):
-                out[version] = {"run_id": r.run_id, "metrics": {
-                    k: v for k, v in r.metrics.items() if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
-        return out
+        runs = self._newest(scope, lambda r: r.tags.get(Tag.PROBE_SET) == probe_digest and r.status == "FINISHED")
+        return probe_results_of((r.run_id, r.tags, r.metrics) for r in runs)
 
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:
         runs = sorted((r for r in self.runs if r.kind == kind and (dataset is None or r.scope == dataset)),
                       key=lambda r: r.start, reverse=True)[: last or None]
-        rows = []
-        for r in runs:
-            states = {k.removeprefix(Tag.ALERT): v for k, v in r.tags.items() if is_alert_tag(k)}
-            rows.append({
-                "run_id": r.run_id, "experiment_id": EXPERIMENT_PREFIX + r.scope, "dataset": r.tags.get(Tag.DATASET),
-                "batch": r.tags.get(Tag.BATCH), "sequence": int(r.tags.get(Tag.SEQUENCE, "-1")), "started": r.start,
-                "status": r.status, "metrics": dict(r.metrics), "alert_states": states,
-                "alerts": sorted(k for k, v in states.items() if v == "firing"),
-                "max_severity": r.tags.get(Tag.MAX_SEVERITY, "none"), "description": r.tags.get(Tag.NOTE, ""),
-                "tags": {k: v for k, v in r.tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
-            })
-        return rows
+        return [history_row(r.run_id, EXPERIMENT_PREFIX + r.scope, r.start, r.status, r.metrics, r.tags) for r in runs]
 
     def load_detector(self, uri: str):
         from monitors.adapters.registry import DetectorUnavailable

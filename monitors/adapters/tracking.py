@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,6 +68,13 @@ class RunStore(Protocol):
     def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]: ...
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]: ...
     def load_detector(self, uri: str): ...
+
+
+def open_tracker(runtime) -> MlflowTracker:
+    """The tracker on the runtime's MLflow store (``runtime`` from :func:`monitors.adapters.runtime.prepare`)."""
+    from monitors.adapters.runtime import mlflow_client
+
+    return MlflowTracker(mlflow_client(runtime), runtime.artifact_root)
 
 
 def scopes_with_alert(store: RunStore, fingerprint: str) -> list[str]:
@@ -377,14 +384,7 @@ class MlflowTracker:
         run): ``{version: {"run_id", "metrics"}}`` with the raw ``probe.*`` metrics (no deltas)."""
         runs = self._newest(scope, f"tags.`{Tag.PROBE_SET}` = '{probe_digest}' and attributes.status = 'FINISHED'",
                             max_results=5000)
-        out: dict[str, dict[str, Any]] = {}
-        for r in runs:
-            version = r.data.tags.get(Tag.MODEL_VERSION)
-            if version and version not in out and r.data.tags.get(Tag.KIND) in (RunKind.PROBE, RunKind.PROBE_BASELINE):
-                out[version] = {"run_id": r.info.run_id, "metrics": {
-                    k: v for k, v in r.data.metrics.items()
-                    if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
-        return out
+        return probe_results_of((r.info.run_id, r.data.tags, r.data.metrics) for r in runs)
 
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:
         """Runs of a kind (checks by default), newest first, as flat rows: run id, dataset, batch, time,
@@ -398,26 +398,41 @@ class MlflowTracker:
         runs = self.client.search_runs(
             exp_ids, filter_string=f"tags.`{Tag.KIND}` = '{kind}'", order_by=["attributes.start_time DESC"],
             max_results=last or 50_000)
-        rows = []
-        for r in runs:
-            tags = r.data.tags
-            states = {k.removeprefix(Tag.ALERT): v for k, v in tags.items() if is_alert_tag(k)}
-            rows.append({
-                "run_id": r.info.run_id,
-                "experiment_id": r.info.experiment_id,
-                "dataset": tags.get(Tag.DATASET),
-                "batch": tags.get(Tag.BATCH),
-                "sequence": int(tags.get(Tag.SEQUENCE, "-1")),
-                "started": r.info.start_time,
-                "status": r.info.status,
-                "metrics": dict(r.data.metrics),
-                "alert_states": states,
-                "alerts": sorted(k for k, v in states.items() if v == "firing"),
-                "max_severity": tags.get(Tag.MAX_SEVERITY, "none"),
-                "description": tags.get(Tag.NOTE, ""),
-                "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
-            })
-        return rows
+        return [history_row(r.info.run_id, r.info.experiment_id, r.info.start_time, r.info.status, r.data.metrics,
+                            r.data.tags) for r in runs]
+
+
+def probe_results_of(runs: Iterable[tuple[str, dict[str, str], dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """From (run id, tags, metrics) of finished runs on one probe set, newest first: per model version its newest
+    ``probe`` or ``probe-baseline`` result, ``{version: {"run_id", "metrics"}}``, raw ``probe.*`` metrics only."""
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, tags, metrics in runs:
+        version = tags.get(Tag.MODEL_VERSION)
+        if version and version not in out and tags.get(Tag.KIND) in (RunKind.PROBE, RunKind.PROBE_BASELINE):
+            out[version] = {"run_id": run_id, "metrics": {
+                k: v for k, v in metrics.items() if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
+    return out
+
+
+def history_row(run_id: str, experiment_id: str, started: int, status: str, metrics: dict[str, float],
+                tags: dict[str, str]) -> dict[str, Any]:
+    """One run as a flat history row (what ``history --json`` prints and the report reads)."""
+    states = {k.removeprefix(Tag.ALERT): v for k, v in tags.items() if is_alert_tag(k)}
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "dataset": tags.get(Tag.DATASET),
+        "batch": tags.get(Tag.BATCH),
+        "sequence": int(tags.get(Tag.SEQUENCE, "-1")),
+        "started": started,
+        "status": status,
+        "metrics": dict(metrics),
+        "alert_states": states,
+        "alerts": sorted(k for k, v in states.items() if v == "firing"),
+        "max_severity": tags.get(Tag.MAX_SEVERITY, "none"),
+        "description": tags.get(Tag.NOTE, ""),
+        "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
+    }
 
 
 def to_json_text(data: Any) -> str:
