@@ -67,13 +67,9 @@ def clear_failure(settings: Settings, dataset: str, run_id: str, rule: str = "ch
                                           f"the {what} of {dataset} succeeded again (run {run_id})", rule)]
 
 
-def channel_urls(settings: Settings) -> list[str]:
-    return settings.channel_urls()
-
-
 def send_notifications(settings: Settings, notifications: list[dict], run_id: str) -> delivery.Outcome | None:
     """Send notifications (and whatever earlier runs left in the outbox) to every channel; None without any."""
-    urls = channel_urls(settings)
+    urls = settings.channel_urls()
     if not urls:
         return None
     return delivery.deliver(delivery.Outbox(settings.state_path / "outbox"), urls,

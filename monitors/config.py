@@ -269,7 +269,7 @@ class Settings(BaseSettings):
     def channel_urls(self) -> list[str]:
         """On-call channel URLs: COLLAPSE_MONITOR_ALERT_URLS (whitespace- or comma-separated) when set, else
         alerts.urls. The one place the variable is read after the settings load (load_settings checks it)."""
-        env = [u for u in re.split(r"[\s,]+", os.environ.get(ALERT_URLS_ENV) or "") if u]
+        env = split_list(os.environ.get(ALERT_URLS_ENV))
         return env or [u.get_secret_value() for u in self.alerts.urls]
 
     @property
@@ -335,6 +335,11 @@ def _describe(exc: ValidationError, path: Path | None, environ: Mapping[str, str
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def split_list(text: str | None) -> list[str]:
+    """The values of one whitespace- or comma-separated string (channel URLs, model URIs in a variable)."""
+    return [v for v in re.split(r"[\s,]+", text or "") if v]
+
+
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
     """Build the settings from defaults, the YAML file (if any) and the environment.
 
@@ -353,9 +358,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         raise ConfigError(f"invalid configuration:\n  environment variable {', '.join(names)}: not valid JSON; give a "
                           f"list or mapping setting as JSON (e.g. COLLAPSE_MONITOR_ALERTS__URLS='[\"pdevents://KEY\"]'), "
                           f"or the channels whitespace-separated in {ALERT_URLS_ENV}") from None
-    from monitors.adapters.delivery import parse_urls
-
-    problems = _channel_problems(parse_urls(os.environ.get(ALERT_URLS_ENV)))
+    problems = _channel_problems(split_list(os.environ.get(ALERT_URLS_ENV)))
     if problems:
         raise ConfigError(f"invalid configuration:\n  environment variable {ALERT_URLS_ENV}: " + "; ".join(problems))
     return settings

@@ -34,15 +34,13 @@ from typing import Any
 
 from monitors.adapters.files import atomic_write_json, describe
 from monitors.adapters.locks import file_lock
+from monitors.config import split_list
 
 PD_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 _PD = re.compile(r"^pdevents(?:\+(?P<proto>https?))?://(?P<key>[^@/]+)(?:@(?P<rest>.+))?$")
-_SPLIT = re.compile(r"[\s,]+")
-
-
 def parse_urls(text: str | None) -> list[str]:
     """Channel URLs from a whitespace- or comma-separated string."""
-    return [u for u in _SPLIT.split(text or "") if u]
+    return split_list(text)
 
 
 def scrub(text: str) -> str:

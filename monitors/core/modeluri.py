@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from monitors.config import split_list
+
 _URI = re.compile(r"^(?:models:/)?(?P<name>[^/@\s]+)(?:@(?P<alias>[^/\s]+)|/(?P<version>\d+))$")
 FORM = "models:/NAME@ALIAS or models:/NAME/VERSION"
 
@@ -27,4 +29,4 @@ def parse_model_uri(uri: str) -> ModelUri | None:
 
 def split_model_uris(text: str | None) -> list[str]:
     """Model URIs from a whitespace- or comma-separated string (a deployment's environment template)."""
-    return [u for u in re.split(r"[\s,]+", text or "") if u]
+    return split_list(text)
