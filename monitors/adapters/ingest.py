@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class ReadOptions:
     sample_size: int
     cutoff: date
     quarantine_dir: str | None = None  # None: entries are kept on the profile (small in-memory batches)
+    shown_bytes: int = SHOWN_BYTES  # how much of a quarantined record its entry keeps (the filter keeps it whole)
+    keep_every_entry: bool = False  # the filter's quarantine keeps every record, not the first N per reason
+
+    @property
+    def per_reason(self) -> int | None:
+        """Entries kept per reason (None: all)."""
+        return None if self.keep_every_entry else self.ingest.quarantine_entries_per_reason
 
 
 def parse_date(value: Any) -> date | None:
@@ -73,8 +80,9 @@ def parse_date(value: Any) -> date | None:
 class _Sink:
     """Quarantine entries of one shard, at most ``per_kind`` of each kind: to a part file, or kept in memory."""
 
-    def __init__(self, shard: sources.Shard | None, folder: str | None, per_kind: int | None = None):
-        self.shard, self.folder, self.per_kind = shard, folder, per_kind
+    def __init__(self, shard: sources.Shard | None, folder: str | None, per_kind: int | None = None,
+                 shown_bytes: int = SHOWN_BYTES):
+        self.shard, self.folder, self.per_kind, self.shown_bytes = shard, folder, per_kind, shown_bytes
         self.entries: list[dict[str, Any]] = []
         self.path: str | None = None
         self.kept: Counter = Counter()
@@ -87,7 +95,7 @@ class _Sink:
         self.kept[kind] += 1
         if self._line_offset is None:  # counted once, and only when a shard has something to quarantine
             self._line_offset = sources.lines_before(self.shard) if self.shard and self.shard.fmt == "jsonl" else 0
-        entry = quarantine_entry(file, line + self._line_offset, reason, raw, kind)
+        entry = quarantine_entry(file, line + self._line_offset, reason, raw, kind, self.shown_bytes)
         if self.folder is None:
             self.entries.append(entry)
             return
@@ -102,9 +110,10 @@ class _Sink:
             self._fh.close()
 
 
-def quarantine_entry(file: str, line: int, reason: str, raw: bytes, kind: str = "") -> dict[str, Any]:
+def quarantine_entry(file: str, line: int, reason: str, raw: bytes, kind: str = "",
+                     shown_bytes: int = SHOWN_BYTES) -> dict[str, Any]:
     return {"file": file, "line": line, "kind": kind, "reason": reason,
-            "record": raw[:SHOWN_BYTES].decode("utf-8", errors="replace"), "truncated": len(raw) > SHOWN_BYTES}
+            "record": raw[:shown_bytes].decode("utf-8", errors="replace"), "truncated": len(raw) > shown_bytes}
 
 
 @dataclass
@@ -169,56 +178,78 @@ def _examine(obj: dict[str, Any], cols: Columns, ing: IngestSettings, file: str,
     return _Record(raw_id, doc_id, stable_hash(doc_id), text, n_chars, bad, when, date_state, prov_code, kind, reason)
 
 
+class Verdict(NamedTuple):
+    """One row's fate: ``rec`` is set for a parsed record; ``kind`` (and ``reason``) when it is quarantined."""
+
+    row: sources.Row
+    rec: _Record | None
+    kind: str | None
+    reason: str | None
+
+
+def examine_rows(rows: Iterable[sources.Row], opts: ReadOptions, file: str) -> Iterator[Verdict]:
+    """Each row with whether it is usable: THE one place that decides what is quarantined (a profile and the
+    filter both read a batch through it, so they agree record for record). Ids repeated within these rows
+    are ``duplicate_id``; one repeated across shards is decided when the shards' profiles merge."""
+    cols, ing = opts.columns, opts.ingest
+    seen: set[int] = set()
+    for row in map(sources.Row._make, rows):
+        problem = row.problem
+        if problem is None:
+            try:
+                rec = _examine(row.obj, cols, ing, file, row.start)
+            except Exception as exc:  # noqa: BLE001 - one record never kills a batch
+                problem = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        if problem is not None:
+            if problem.startswith(sources.OVERSIZE_LINE):
+                yield Verdict(row, None, "oversize_text", f"{problem}: over ingest.max_text_chars={ing.max_text_chars} "
+                                                          "plus room for the other fields")
+            else:
+                yield Verdict(row, None, "unparseable", problem)
+            continue
+        kind, reason = rec.kind, rec.reason
+        if kind is None and rec.id_hash in seen:
+            kind, reason = "duplicate_id", f"duplicate id {rec.doc_id[:80]!r}"
+        if kind is None:
+            seen.add(rec.id_hash)
+        yield Verdict(row, rec, kind, reason)
+
+
 def profile_rows(rows: Iterable[sources.Row], opts: ReadOptions, *, file: str, shard_index: int = 0,
                  sink: _Sink | None = None) -> BatchProfile:
-    """Validate rows and fold them into a profile. The one place that decides what is quarantined."""
+    """Validate rows (:func:`examine_rows`) and fold them into a profile."""
     import heapq
 
-    cols, ing = opts.columns, opts.ingest
-    sink = sink or _Sink(None, None, ing.quarantine_entries_per_reason)
+    cols = opts.columns
+    sink = sink or _Sink(None, None, opts.per_reason, opts.shown_bytes)
     out: dict[str, list] = {k: [] for k in COLUMNS}
     quarantined: Counter = Counter()
     unparsed = 0
-    seen: set[int] = set()
     heap: list[tuple[int, str, str]] = []  # max-heap by negated hash: the sample_size smallest hashes
-
-    def reject(kind: str, lineno: int, reason: str, raw: bytes) -> None:
-        quarantined[kind] += 1
-        sink.add(file, lineno, kind, reason, raw)
 
     columns: set[str] | None = set()  # the columns found, while no record has the text column (None: one has)
     parsed = False
-    for lineno, obj, problem, raw, where in rows:
+    for (lineno, obj, problem, raw, _), rec, kind, reason in examine_rows(rows, opts, file):
         if problem is None:
             parsed = True
             if columns is not None:
                 columns = None if cols.text in obj else (columns | set(obj) if len(columns) < 100 else columns)
-            try:
-                rec = _examine(obj, cols, ing, file, where)
-            except Exception as exc:  # noqa: BLE001 - one record never kills a batch
-                problem = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
-        if problem is not None:
+        if rec is None:
             unparsed += 1
-            if problem.startswith(sources.OVERSIZE_LINE):
-                reject("oversize_text", lineno, f"{problem}: over ingest.max_text_chars={ing.max_text_chars} "
-                                                "plus room for the other fields", raw)
-            else:
-                reject("unparseable", lineno, problem, raw)
+            quarantined[kind] += 1
+            sink.add(file, lineno, kind, reason, raw)
             continue
-        kind, reason, h = rec.kind, rec.reason, rec.id_hash
-        if kind is None and h in seen:
-            kind, reason = "duplicate_id", f"duplicate id {rec.doc_id[:80]!r}"
-
         accepted = kind is None
+        h = rec.id_hash
         if accepted:
-            seen.add(h)
             item = (-h, rec.doc_id, rec.text)
             if len(heap) < opts.sample_size:
                 heapq.heappush(heap, item)
             elif -h > heap[0][0]:
                 heapq.heapreplace(heap, item)
         else:
-            reject(kind, lineno, reason, raw)
+            quarantined[kind] += 1
+            sink.add(file, lineno, kind, reason, raw)
         out["id_hash"].append(h)
         out["has_id"].append(rec.raw_id is not None)
         out["text_chars"].append(rec.n_chars)
@@ -248,7 +279,7 @@ def profile_shard(shard: sources.Shard, opts: ReadOptions, quarantine_unreadable
     With ``quarantine_unreadable`` (a batch of several files), a shard whose container cannot be read (a
     malformed CSV, a truncated gzip, a broken Parquet file) is quarantined whole, as one ``unreadable_file``
     entry with the reason and path, and none of its records count; otherwise that is the batch's InputError."""
-    sink = _Sink(shard, opts.quarantine_dir, opts.ingest.quarantine_entries_per_reason)
+    sink = _Sink(shard, opts.quarantine_dir, opts.per_reason, opts.shown_bytes)
     try:
         return profile_rows(sources.rows(shard, opts.ingest.max_line_bytes), opts, file=shard.file,
                             shard_index=shard.index, sink=sink)
@@ -256,7 +287,7 @@ def profile_shard(shard: sources.Shard, opts: ReadOptions, quarantine_unreadable
         if not quarantine_unreadable:
             raise
         sink.close()
-        sink = _Sink(shard, opts.quarantine_dir)  # starts the shard's part file again: only the whole-file entry
+        sink = _Sink(shard, opts.quarantine_dir, None, opts.shown_bytes)  # starts the shard's part file again: only the whole-file entry
         sink._line_offset = 0
         sink.add(shard.file, 0, "unreadable_file", f"{exc}; the whole file is quarantined", b"")
         sink.close()
