@@ -37,30 +37,45 @@ def _workers(settings: Settings, spec: str) -> int:
     return settings.ingest.workers or os.cpu_count() or 1
 
 
-def _read_options(settings: Settings, quarantine_dir: Path, sample_size: int | None = None) -> ingest.ReadOptions:
-    return ingest.ReadOptions(settings.columns, settings.ingest, sample_size or settings.indicators.sample_size,
+def read_options(settings: Settings, quarantine_dir: Path, sample_size: int | None = None,
+                 whole_quarantine: bool = False) -> ingest.ReadOptions:
+    """How shards are read; ``whole_quarantine`` (the filter): every quarantined record kept whole."""
+    opts = ingest.ReadOptions(settings.columns, settings.ingest, sample_size or settings.indicators.sample_size,
                               settings.contamination_cutoff, str(quarantine_dir))
+    if whole_quarantine:
+        import dataclasses
+
+        opts = dataclasses.replace(opts, shown_bytes=settings.ingest.max_line_bytes, keep_every_entry=True)
+    return opts
 
 
 #: Below this many input bytes, worker processes cost more than they save.
 PARALLEL_MIN_BYTES = 16 << 20
 
 
-@task(cache_policy=NONE)  # a bad file is not fixed by retrying
-def profile_batch(spec: str | sources.Batch, settings: Settings, quarantine_dir: Path, sample_size: int | None = None
-                  ) -> tuple[BatchProfile, list[sources.Shard]]:
-    """Read and profile every shard of the batch, in worker processes when it is large enough."""
-    opts = _read_options(settings, quarantine_dir, sample_size)
-    shard_bytes = settings.ingest.shard_mb << 20
-    batch = sources.Batch.resolve(spec)
+@contextmanager
+def shard_mapper(settings: Settings, batch: sources.Batch) -> Iterator:
+    """The ``map`` to run shard jobs with: a pool of worker processes when the batch is large enough, else the
+    builtin ``map`` (in this process)."""
     workers = _workers(settings, batch.spec)
     if workers > 1 and batch.total_bytes >= PARALLEL_MIN_BYTES:
         # spawn: forking a process that runs Prefect's threads and event loop is not safe. The workers die with
         # this process (kill -9 included), so a worker blocked writing its result to a dead parent does not linger.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=lifeline.die_with_parent, initargs=(os.getpid(),)) as pool:
-            return ingest.profile_input(batch, opts, mapper=pool.map, shard_bytes=shard_bytes)
-    return ingest.profile_input(batch, opts, shard_bytes=shard_bytes)
+            yield pool.map
+    else:
+        yield map
+
+
+@task(cache_policy=NONE)  # a bad file is not fixed by retrying
+def profile_batch(spec: str | sources.Batch, settings: Settings, quarantine_dir: Path, sample_size: int | None = None,
+                  whole_quarantine: bool = False) -> tuple[BatchProfile, list[sources.Shard]]:
+    """Read and profile every shard of the batch, in worker processes when it is large enough."""
+    opts = read_options(settings, quarantine_dir, sample_size, whole_quarantine)
+    batch = sources.Batch.resolve(spec)
+    with shard_mapper(settings, batch) as mapper:
+        return ingest.profile_input(batch, opts, mapper=mapper, shard_bytes=settings.ingest.shard_mb << 20)
 
 
 @task(name="profile_shard", cache_policy=NONE)
@@ -73,7 +88,7 @@ def profile_batch_on_runner(spec: str | sources.Batch, settings: Settings, quara
 
     Not a task itself: tasks are submitted from the flow. The quarantine folder must be reachable from the
     workers (the same machine, or a shared file system)."""
-    opts = _read_options(settings, quarantine_dir)
+    opts = read_options(settings, quarantine_dir)
 
     def on_runner(job, shards):
         return [future.result() for future in [profile_shard.submit(job, shard) for shard in shards]]

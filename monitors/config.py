@@ -173,6 +173,15 @@ def dataset_name(v: str) -> str:
     return v
 
 
+class FilterSettings(_Section):
+    """``collapse-monitor filter``: machine-written documents out of a corpus before a retrain."""
+
+    max_human_loss: float = Field(0.05, gt=0, lt=1, description="share of human text the filter may flag (its "
+                                                               "threshold is set on held-out reference documents)")
+    lm_budget: int = Field(200, ge=0, description="documents the fast stage cannot decide that the local LM scores "
+                                                  "per run (0: the fast stage decides all)")
+
+
 class LandingSettings(_Section):
     #: Where the ledger lives (SQLAlchemy URL): default SQLite under the state directory; PostgreSQL for
     #: several workers. Secret: a database URL may hold a password.
@@ -225,6 +234,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     probes: ProbeSettings = ProbeSettings()
     landing: LandingSettings = LandingSettings()
+    filter: FilterSettings = FilterSettings()
     schedules: ScheduleSettings = ScheduleSettings()
 
     @field_validator("dataset")

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from flows.cli import alerts, check, demo, detector, probes, reference, review, serve, simulate
+from flows.cli import filter as filter_cmd
 from flows.cli.common import (  # noqa: F401 - re-exported for callers and tests
     EXIT_CRITICAL,
     EXIT_INTERNAL,
@@ -46,6 +47,7 @@ first steps:
   collapse-monitor reference build --input human.jsonl --dataset news
   collapse-monitor detector train --human human.jsonl --synthetic machine.jsonl --alias production
   collapse-monitor check --input batch.jsonl --dataset news
+  collapse-monitor filter --input batch.jsonl --out clean --dataset news   # machine text out before a retrain
   collapse-monitor probes build --input heldout.jsonl --frequencies train.jsonl --out probes.jsonl
   collapse-monitor probe --model models:/intent@production --probes probes.jsonl
   collapse-monitor history --dataset news
@@ -59,6 +61,7 @@ input error, 1 internal failure."""
 #: the subcommands in the order `--help` lists them: (declare the parser, run it)
 SUBCOMMANDS = [
     ("check", check.add_parser, check.run),
+    ("filter", filter_cmd.add_parser, filter_cmd.run),
     ("reference", reference.add_parser, reference.run),
     ("detector", detector.add_parser, detector.run),
     ("probes", probes.add_build_parser, probes.run_build),

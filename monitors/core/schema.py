@@ -17,6 +17,7 @@ class RunKind(StrEnum):
     PROBE_BASELINE = "probe-baseline"
     REPORT = "report"
     DETECTOR = "detector"
+    FILTER = "filter"
 
 
 class Tag:
@@ -77,6 +78,8 @@ class Artifact:
     QUARANTINE = "quarantine.jsonl"
     RECORD_QUALITY = "record_quality/results.json"
     DATA_DOCS = "record_quality/data_docs.html"
+    FILTER_SAMPLE = "filter/flagged_sample.html"  # flagged documents, escaped
+    FILTER_SAMPLE_JSON = "filter/flagged_sample.json"
     DRIFT = "drift"  # folder: Evidently's report; `collapse-monitor gc` deletes old ones
     REFERENCE_PROFILE = "reference/profile.json"
     REFERENCE_ARRAYS = "reference/embedding.npz"

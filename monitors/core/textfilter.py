@@ -1,0 +1,271 @@
+"""The synthetic-text filter's math: a fast per-document scorer learned from the human reference, the operating
+point that bounds how much human text is thrown away, the LM stage's share of the decisions, and the report.
+
+**The fast stage** is positive-unlabelled learning (Elkan & Noto 2008): a logistic regression on word
+1-2-grams (binary, l2-normalised) tells the dataset's human reference (label 0) from a uniform sample of the batch itself (label 1).
+Nobody has labelled machine text of the user's domain, and the batch's own generators are unseen; what the
+model learns is "what this batch has that the human reference lacks", and its score ranks documents by how
+un-human they look (the PU posterior is a monotone function of the true one). A topic the reference lacks
+looks un-human too: the filter says so through the share before filtering, and the LM stage (which scores
+how predictable a text is, not its topic) decides the documents the fast stage cannot.
+
+**Cross-fitting**: the batch's sample is split in two by id hash; model A learns from half A and model B from
+half B, and every document is scored by one model that never saw it (a sampled document by the other half's
+model, every other document by its hash's parity). The human reference is split the same way into a training
+half and a **calibration** half that neither model saw: the threshold for ``max_human_loss`` is the quantile
+of the calibration half's scores, so on human text like the reference at most that share is flagged.
+
+**The LM stage** (a cascade): documents whose fast score falls in the uncertain band (between the calibration
+humans' top ``4 * loss`` and top ``loss / 2``) go to the local LM, at most a budget of them; the LM's threshold
+is set on the calibration humans of the same band, so that the whole cascade flags the same share of human
+text as the fast threshold alone. Band documents over the budget are decided by the fast threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: the fast stage's features: word 1-2-grams seen in at least two training documents, at most this many
+MAX_FEATURES = 200_000
+MIN_CALIBRATION = 50
+MIN_BATCH_SAMPLE = 20
+#: the uncertain band, as multiples of max_human_loss in the calibration humans' upper tail
+BAND_LOW, BAND_HIGH = 4.0, 0.5
+#: punctuation becomes a word boundary (ASCII and the typographic marks common in prose)
+_PUNCT = str.maketrans(dict.fromkeys(string.punctuation + "\u201c\u201d\u2018\u2019\u2014\u2013\u2026\u00ab\u00bb", " "))
+
+
+def tokens(text: str) -> list[str]:
+    return text.lower().translate(_PUNCT).split()
+
+
+def features(text: str) -> set[str]:
+    """A document's word 1-2-grams (lower-cased, punctuation dropped), built with C-level calls only: that is
+    what makes the fast stage fast. Training uses the same function (as CountVectorizer's analyzer)."""
+    toks = tokens(text)
+    out = set(toks)
+    out.update(map(" ".join, zip(toks, toks[1:])))
+    return out
+
+
+def _feature_list(text: str) -> list[str]:
+    return list(features(text))
+
+
+def _fold(hashes: np.ndarray) -> np.ndarray:
+    """0 or 1 per document: which half of a sample it is in (and which model scores it when unsampled)."""
+    return (np.asarray(hashes, dtype=np.uint64) >> np.uint64(17)) & np.uint64(1)
+
+
+@dataclass
+class FastScorer:
+    """Two cross-fitted linear models over binary, l2-normalised word 1-2-grams; a document is scored by one
+    that never saw it. The weights are dicts (feature -> weight) so that scoring a document is a set
+    intersection and a sum, with no sparse matrix built."""
+
+    weights: tuple[dict[str, float], dict[str, float]]
+    intercept: tuple[float, float]
+    trained_on: dict[int, int] = field(default_factory=dict)  # id hash of a sampled batch document -> its half
+    vocabulary: frozenset[str] = frozenset()
+
+    def model_for(self, hashes: Sequence[int]) -> np.ndarray:
+        h = np.asarray(hashes, dtype=np.uint64)
+        which = _fold(h).astype(np.int64)
+        if self.trained_on:
+            for i, x in enumerate(h.tolist()):
+                half = self.trained_on.get(x)
+                if half is not None:
+                    which[i] = 1 - half
+        return which
+
+    def score(self, texts: Sequence[str], hashes: Sequence[int]) -> np.ndarray:
+        """Logits (higher: less like the human reference)."""
+        out = np.empty(len(texts))
+        vocab = self.vocabulary
+        for i, (text, m) in enumerate(zip(texts, self.model_for(hashes).tolist())):
+            known = features(text).intersection(vocab)
+            w = self.weights[m]
+            out[i] = (sum(map(w.__getitem__, known)) / math.sqrt(len(known)) if known else 0.0) + self.intercept[m]
+        return out
+
+
+def train_fast(human: Sequence[tuple[int, str]], batch: Sequence[tuple[int, str]], seed: int = 0) -> FastScorer:
+    """The fast stage from the human reference's training half and the batch's sample, both (id hash, text)."""
+    from scipy.sparse import vstack
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import normalize
+
+    if len(batch) < MIN_BATCH_SAMPLE:
+        raise ValueError(f"the batch has {len(batch)} usable documents; the filter needs at least {MIN_BATCH_SAMPLE}")
+    vec = CountVectorizer(analyzer=_feature_list, min_df=2, max_features=MAX_FEATURES, binary=True, dtype=np.float32)
+    x_all = normalize(vec.fit_transform([t for _, t in human] + [t for _, t in batch]))
+    xh, xb = x_all[: len(human)], x_all[len(human):]
+    names = vec.get_feature_names_out().tolist()
+    b_hash = np.array([h for h, _ in batch], dtype=np.uint64)
+    halves = _fold(b_hash).astype(int)
+    if min((halves == 0).sum(), (halves == 1).sum()) < MIN_BATCH_SAMPLE // 2:  # tiny samples: split by position
+        halves = np.arange(len(batch)) % 2
+    weights, intercepts = [], []
+    for half in (0, 1):
+        mine = np.flatnonzero(halves == half)
+        lr = LogisticRegression(C=4.0, class_weight="balanced", max_iter=1000, solver="liblinear", random_state=seed)
+        lr.fit(vstack([xh, xb[mine]]), np.r_[np.zeros(xh.shape[0]), np.ones(len(mine))])
+        weights.append(dict(zip(names, lr.coef_[0].tolist())))
+        intercepts.append(float(lr.intercept_[0]))
+    return FastScorer((weights[0], weights[1]), (intercepts[0], intercepts[1]),
+                      {int(h): int(f) for h, f in zip(b_hash.tolist(), halves.tolist())}, frozenset(names))
+
+
+def split_reference(texts: Sequence[str], hashes: Sequence[int]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The human reference's (training half, calibration half), by id hash: the calibration half is never trained on."""
+    train, cal = [], []
+    for h, t, f in zip(hashes, texts, _fold(np.asarray(hashes, dtype=np.uint64)).tolist()):
+        (cal if f else train).append((int(h), t))
+    return train, cal
+
+
+def threshold_for_loss(human_scores: np.ndarray, max_loss: float) -> float:
+    """The lowest threshold that flags (score > threshold) at most ``max_loss`` of these human scores."""
+    s = np.sort(np.asarray(human_scores, dtype=float))
+    n = s.size
+    allowed = int(math.floor(max_loss * n + 1e-9))
+    if allowed >= n:
+        return -math.inf
+    return float(s[n - allowed - 1])
+
+
+def loss_at(human_scores: np.ndarray, threshold: float) -> float:
+    s = np.asarray(human_scores, dtype=float)
+    return float((s > threshold).mean()) if s.size else float("nan")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float  # flag when the fast score is above it
+    expected_human_loss: float  # on the calibration humans
+    calibration_docs: int
+    max_human_loss: float | None  # None when the threshold was given
+    band: tuple[float, float] | None = None  # the LM stage's (low, high] fast-score band
+    lm_threshold: float | None = None  # flag a band document when its LM machine score is above it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "expected_human_loss": self.expected_human_loss,
+                "calibration_docs": self.calibration_docs, "max_human_loss": self.max_human_loss,
+                "band": list(self.band) if self.band else None, "lm_threshold": self.lm_threshold}
+
+
+def operating_point(cal_scores: np.ndarray, *, max_human_loss: float | None = None,
+                    threshold: float | None = None) -> OperatingPoint:
+    cal = np.asarray(cal_scores, dtype=float)
+    if cal.size < MIN_CALIBRATION:
+        raise ValueError(f"only {cal.size} calibration documents; need {MIN_CALIBRATION}")
+    t = float(threshold) if threshold is not None else threshold_for_loss(cal, float(max_human_loss))
+    return OperatingPoint(t, loss_at(cal, t), int(cal.size), None if threshold is not None else max_human_loss)
+
+
+def uncertain_band(cal_scores: np.ndarray, max_human_loss: float) -> tuple[float, float]:
+    """(low, high]: fast scores the LM decides. Above ``high`` at most half the loss budget is flagged unseen."""
+    cal = np.asarray(cal_scores, dtype=float)
+    return (threshold_for_loss(cal, min(1.0, BAND_LOW * max_human_loss)),
+            threshold_for_loss(cal, BAND_HIGH * max_human_loss))
+
+
+def lm_threshold(cal_fast: np.ndarray, band: tuple[float, float], band_lm: np.ndarray, max_human_loss: float) -> float:
+    """The LM threshold on the calibration humans in the band (their LM scores ``band_lm``, nan = unscored), so
+    that the cascade flags ``max_human_loss`` of them in all: those above the band plus those the LM flags."""
+    cal = np.asarray(cal_fast, dtype=float)
+    above = int((cal > band[1]).sum())
+    allowed_total = int(math.floor(max_human_loss * cal.size + 1e-9))
+    lm = np.asarray(band_lm, dtype=float)
+    lm = lm[np.isfinite(lm)]
+    if lm.size == 0:
+        return math.inf
+    return threshold_for_loss(lm, max(0, allowed_total - above) / lm.size)
+
+
+def recall_estimate(flagged_share: float, share: float | None, human_loss: float) -> float | None:
+    """Machine text flagged, from the share: flagged = share * recall + (1 - share) * loss. None when the
+    share is unknown or too small to divide by (under 5 %)."""
+    if share is None or not math.isfinite(share) or share < 0.05:
+        return None
+    return float(min(1.0, max(0.0, (flagged_share - (1 - share) * human_loss) / share)))
+
+
+def _share_dict(e) -> dict[str, Any]:
+    return {"estimate": e.estimate, "low": e.low, "high": e.high, "method": e.method, "note": e.note}
+
+
+@dataclass
+class FilterResult:
+    """What ``filter --json`` prints and the filter's MLflow run holds."""
+
+    dataset: str
+    input: str
+    out_dir: str
+    format: str
+    records: int  # usable input records: kept + flagged
+    kept: int
+    flagged: int
+    quarantined: int
+    point: OperatingPoint
+    lm_decided: int
+    lm_note: str
+    expected_recall: float | None
+    share_before: Any  # ShareEstimate
+    share_after: Any
+    reference_run_id: str
+    files: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
+    spooled: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float | None]:
+        return {"filter.records": self.records, "filter.kept": self.kept, "filter.flagged": self.flagged,
+                "filter.quarantined": self.quarantined, "filter.flagged_share": self.flagged / self.records if self.records else None,
+                "filter.threshold": self.point.threshold, "filter.expected_human_loss": self.point.expected_human_loss,
+                "filter.expected_recall": self.expected_recall, "filter.lm_decided": self.lm_decided,
+                "filter.share_before": self.share_before.estimate, "filter.share_before_low": self.share_before.low,
+                "filter.share_before_high": self.share_before.high, "filter.share_after": self.share_after.estimate,
+                "filter.share_after_low": self.share_after.low, "filter.share_after_high": self.share_after.high}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "dataset": self.dataset, "input": self.input, "out_dir": self.out_dir,
+                "format": self.format, "records": self.records, "kept": self.kept, "flagged": self.flagged,
+                "quarantined": self.quarantined, "input_records": self.records + self.quarantined,
+                "operating_point": self.point.to_dict(), "lm_decided": self.lm_decided, "lm_note": self.lm_note,
+                "expected_recall": self.expected_recall,
+                "expected_recall_basis": "estimated from the share before filtering (no labelled machine text)"
+                if self.expected_recall is not None else "unknown: the share before filtering is unknown or under 5 %",
+                "share_before": _share_dict(self.share_before), "share_after": _share_dict(self.share_after),
+                "reference_run_id": self.reference_run_id, "files": self.files, "spooled": self.spooled,
+                "notes": self.notes}
+
+    def summary(self) -> str:
+        def pct(x):
+            return "unknown" if x is None else f"{x:.1%}"
+
+        def share(e):
+            return "unknown" if e.estimate is None else f"{e.estimate:.1%} (95 % interval {e.low:.1%}-{e.high:.1%})"
+
+        p = self.point
+        goal = f"at most {p.max_human_loss:.1%} asked" if p.max_human_loss is not None else f"threshold {p.threshold:.3f} given"
+        lines = [f"filter {self.dataset}: {self.input}",
+                 f"  {self.records + self.quarantined} input records = {self.kept} kept + {self.flagged} flagged + "
+                 f"{self.quarantined} quarantined",
+                 f"  expected human loss {pct(p.expected_human_loss)} ({goal}; measured on {p.calibration_docs} held-out "
+                 f"reference documents)",
+                 f"  expected recall on machine text {pct(self.expected_recall)}"
+                 + (" (estimated from the share; no labelled machine text)" if self.expected_recall is not None else ""),
+                 f"  synthetic share before {share(self.share_before)}, after (kept) {share(self.share_after)}"]
+        if self.lm_decided or self.lm_note:
+            lines.append(f"  the local LM decided {self.lm_decided} uncertain document(s)" + (f"; {self.lm_note}" if self.lm_note else ""))
+        lines += [f"  {k}: {v}" for k, v in self.files.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)

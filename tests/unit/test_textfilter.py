@@ -1,0 +1,94 @@
+"""The filter's math (monitors.core.textfilter): the operating point, cross-fitting, the LM stage's threshold,
+and the human loss it promises, measured on held-out human text none of it was built or tuned on."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from monitors.core import textfilter as tf
+from monitors.core.profile import stable_hash
+from monitors.demo.simulate import recursive_generations
+
+
+def test_threshold_flags_at_most_the_asked_share_of_the_scores_it_was_set_on():
+    rng = np.random.default_rng(0)
+    for n in (50, 333, 1000):
+        human = rng.normal(size=n)
+        for loss in (0.01, 0.05, 0.2):
+            t = tf.threshold_for_loss(human, loss)
+            assert tf.loss_at(human, t) <= loss
+            assert tf.loss_at(human, t) > loss - 1.5 / n  # and not far below it: the lowest such threshold
+    assert tf.threshold_for_loss(np.arange(10.0), 1.0) == -math.inf
+
+
+def test_a_given_threshold_reports_its_loss_on_the_calibration_documents():
+    cal = np.arange(100.0)
+    point = tf.operating_point(cal, threshold=89.5)
+    assert point.expected_human_loss == pytest.approx(0.10) and point.max_human_loss is None
+    with pytest.raises(ValueError, match="calibration"):
+        tf.operating_point(np.arange(10.0), max_human_loss=0.05)
+
+
+def test_a_sampled_document_is_scored_by_the_model_that_did_not_see_it():
+    scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1})
+    assert scorer.model_for([11, 12]).tolist() == [1, 0]
+    others = [stable_hash(f"d{i}") for i in range(200)]
+    which = scorer.model_for(others)
+    assert set(which.tolist()) == {0, 1}  # unsampled documents split between the two models by hash
+    assert scorer.score(["a b", "c d"], [11, 12]).tolist() == [1.0, 0.0]
+
+
+def test_the_lm_threshold_keeps_the_cascade_at_the_asked_loss():
+    rng = np.random.default_rng(1)
+    cal = rng.normal(size=1000)
+    band = tf.uncertain_band(cal, 0.05)
+    assert band[0] < tf.threshold_for_loss(cal, 0.05) < band[1]
+    in_band = cal[(cal > band[0]) & (cal <= band[1])]
+    lm = rng.normal(size=in_band.size)
+    t = tf.lm_threshold(cal, band, lm, 0.05)
+    flagged = (cal > band[1]).sum() + (lm > t).sum()
+    assert flagged == int(0.05 * 1000)
+
+
+def test_recall_from_the_share_and_unknown_without_one():
+    assert tf.recall_estimate(0.5 * 0.8 + 0.5 * 0.05, 0.5, 0.05) == pytest.approx(0.8)
+    assert tf.recall_estimate(0.3, None, 0.05) is None
+    assert tf.recall_estimate(0.3, 0.01, 0.05) is None
+
+
+def test_the_human_loss_holds_on_held_out_human_text(austen):
+    """Reference, batch and the held-out human text are disjoint Austen paragraphs; the machine text is a
+    bigram model's. The loss measured on 3,000 held-out paragraphs is within 0.02 of the asked 5 %."""
+    paras = [p["text"] for p in austen]
+    random.Random(3).shuffle(paras)
+    reference, batch_human, gen_train, heldout = paras[:1400], paras[1400:1900], paras[1900:3400], paras[3400:6400]
+    machine = recursive_generations(gen_train, 2, 500, seed=4)[-1].sample(500, random.Random(4))
+    train, cal = tf.split_reference(reference, [stable_hash(t) for t in reference])
+    batch = [(stable_hash(f"b{i}"), t) for i, t in enumerate(batch_human + machine)]
+    scorer = tf.train_fast(train, batch)
+    point = tf.operating_point(scorer.score([t for _, t in cal], [h for h, _ in cal]), max_human_loss=0.05)
+    held = scorer.score(heldout, [stable_hash(f"h{i}") for i in range(len(heldout))])
+    measured = float((held > point.threshold).mean())
+    assert abs(measured - 0.05) <= 0.02, measured
+    scores = scorer.score([t for _, t in batch], [h for h, _ in batch])
+    recall = float((scores[500:] > point.threshold).mean())
+    assert recall > 4 * 0.05, recall  # it catches machine text at several times the rate it loses human text
+
+
+def test_the_fast_path_scores_exactly_what_the_trained_model_would():
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    human = [(stable_hash(f"h{i}"), f"the quiet house stood by the river number {i % 7}, and it rained") for i in range(60)]
+    batch = [(stable_hash(f"b{i}"), f"As an AI language model, I delve into the rich tapestry {i % 5}!") for i in range(40)]
+    scorer = tf.train_fast(human, batch)
+    texts = ["The quiet house -- it rained.", "I delve into the rich tapestry of the river", "nothing known here"]
+    hashes = [stable_hash(t) for t in texts]
+    names = sorted(scorer.vocabulary)
+    x = normalize(CountVectorizer(analyzer=tf._feature_list, vocabulary=names, binary=True).transform(texts))
+    models = scorer.model_for(hashes)
+    expected = [float((x[i] @ np.array([scorer.weights[m][n] for n in names]))[0]) + scorer.intercept[m] for i, m in enumerate(models)]
+    assert scorer.score(texts, hashes) == pytest.approx(expected)
+    assert scorer.score(texts, hashes)[1] > scorer.score(texts, hashes)[0]  # the batch's phrasing scores as un-human
