@@ -31,7 +31,8 @@ def build_report(tracker: MlflowTracker, settings: Settings, dataset: str, out: 
     for row in latest.values():
         probes.setdefault(row["tags"].get(Tag.MODEL, "?"), []).append(row)
     rules = list(load_rules(settings.rules_path).rules)
-    page = report.render(dataset, runs, rules, probes, run_url, out)
+    filters = tracker.history(dataset, None, kind="filter")  # newest first
+    page = report.render(dataset, runs, rules, probes, run_url, out, filters)
     run_id = tracker.log_report(dataset, out, f"Trend report of {len(runs)} checks and {len(latest)} probed model "
                                               f"versions")
     return page, run_id, len(runs)

@@ -44,6 +44,25 @@ def alerts_table(report: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     return "\n".join(out)
 
 
+def filter_table(rows: list[dict[str, Any]], dataset: str | None, where: str) -> str:
+    """One line per filter run: when, dataset, batch, kept / flagged / quarantined, the loss and the shares."""
+    if not rows:
+        return "no filter runs yet" + (f" for dataset {dataset!r}" if dataset else "") + f" in {where}"
+
+    def pct(x) -> str:
+        return f"{x:.1%}" if isinstance(x, (int, float)) and x == x else "n/a"
+
+    out = [f"{'started (UTC)':<17} {'dataset':<10} {'batch':<22} {'kept':>8} {'flagged':>8} {'quarant.':>8} "
+           f"{'h. loss':>8}  share before -> after"]
+    for row in rows:
+        m = row["metrics"]
+        out.append(f"{_utc(row['started'] / 1000):<17} {str(row['dataset'])[:10]:<10} {str(row['batch'])[:22]:<22} "
+                   f"{int(m.get('filter.kept', 0)):>8} {int(m.get('filter.flagged', 0)):>8} "
+                   f"{int(m.get('filter.quarantined', 0)):>8} {pct(m.get('filter.expected_human_loss')):>8}  "
+                   f"{pct(m.get('filter.share_before'))} -> {pct(m.get('filter.share_after'))}")
+    return "\n".join(out)
+
+
 def history_table(rows: list[dict[str, Any]], dataset: str | None, where: str) -> str:
     """One line per run: when, dataset, batch, the key indicators, the firing alerts."""
     from monitors.core.results import (

@@ -24,18 +24,22 @@ from monitors.core.errors import UserError
 
 def add_history_parser(sub, common) -> None:
     h = sub.add_parser("history", parents=[common], formatter_class=Formatter,
-                       help="past checks from MLflow with key indicators and alerts, newest first",
-                       description="List past checks from MLflow, newest first, with key indicators and firing alerts.",
+                       help="past checks (or filter runs) from MLflow with key indicators and alerts, newest first",
+                       description="List past checks from MLflow, newest first, with key indicators and firing alerts "
+                                   "(--kind filter: the filter runs, with what they kept and flagged).",
                        epilog="examples:\n  collapse-monitor history --dataset news --last 5\n"
                               "  collapse-monitor history --since 7d --severity critical\n"
                               "  collapse-monitor history --dataset news --state firing --csv > firing.csv\n"
-                              "  collapse-monitor history --json | jq '.[0]'")
+                              "  collapse-monitor history --json | jq '.[0]'\n"
+                              "  collapse-monitor history --dataset news --kind filter")
     h.add_argument("--dataset", metavar="NAME", type=dataset_option, help="only this dataset (default: all datasets)")
     h.add_argument("--since", metavar="WHEN", help="only runs since then: a duration back (7d, 12h) or an ISO date "
                                                    "(2026-11-01, UTC)")
     h.add_argument("--severity", choices=("warning", "critical"),
                    help="only runs with a firing alert of this severity or worse")
     h.add_argument("--state", choices=("pending", "firing", "resolved"), help="only runs with an alert in this state")
+    h.add_argument("--kind", choices=("check", "filter"), default="check",
+                   help="which runs: checks (default) or filter runs")
     h.add_argument("--last", type=int, default=20, metavar="N", help="at most N runs (default 20; 0 = all)")
     fmt = h.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list")
@@ -52,7 +56,7 @@ def run_history(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     filtered = bool(since or args.severity or args.state)
-    rows = open_tracker(rt).history(args.dataset, None if filtered else args.last)
+    rows = open_tracker(rt).history(args.dataset, None if filtered else args.last, kind=args.kind)
     rows = history.select(rows, since=since, severity=args.severity, state=args.state, last=args.last)
     if args.json:
         print(json.dumps(rows))
@@ -60,7 +64,8 @@ def run_history(args) -> int:
     if args.csv:
         sys.stdout.write(history.to_csv(rows))
         return EXIT_OK
-    print(render.history_table(rows, args.dataset, rt.tracking_uri))
+    table = render.filter_table if args.kind == "filter" else render.history_table
+    print(table(rows, args.dataset, rt.tracking_uri))
     return EXIT_OK
 
 

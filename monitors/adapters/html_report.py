@@ -187,7 +187,7 @@ def first_breaches(runs: list[dict]) -> list[dict[str, Any]]:
 
 
 def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[str, list[dict]],
-           run_url: Callable[[dict], str], out: Path) -> Path:
+           run_url: Callable[[dict], str], out: Path, filter_runs: list[dict] | None = None) -> Path:
     """Write ``out/index.html`` and ``out/charts/*.png``; ``runs`` oldest first. Returns the page's path."""
     e = html.escape
     out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +247,15 @@ def render(dataset: str, runs: list[dict], rules: list[Rule], probe_runs: dict[s
                 f"<tr><td>{e(model)}</td><td>{link(r, 'v' + r['tags'].get('collapse.model_version', '?'))}</td>"
                 f"<td>{_when(r['started'])}</td><td>{'%.3f' % ratio if _finite(ratio) else 'n/a'}</td>"
                 f"<td class='firing'>{e(', '.join(r['alerts']))}</td></tr>")
+    def pct(x) -> str:
+        return "%.1f %%" % (100 * x) if _finite(x) else "n/a"
+
+    filter_rows = [
+        f"<tr><td>{_when(r['started'])}</td><td>{link(r, r['batch'] or r['run_id'])}</td>"
+        f"<td>{int(r['metrics'].get('filter.kept', 0))}</td><td>{int(r['metrics'].get('filter.flagged', 0))}</td>"
+        f"<td>{int(r['metrics'].get('filter.quarantined', 0))}</td><td>{pct(r['metrics'].get('filter.expected_human_loss'))}</td>"
+        f"<td>{pct(r['metrics'].get('filter.share_before'))} &rarr; {pct(r['metrics'].get('filter.share_after'))}</td></tr>"
+        for r in (filter_runs or [])]
     span = f"{_when(runs[0]['started'])} to {_when(runs[-1]['started'])}" if runs else "no checks"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -274,6 +283,10 @@ rule was pending, dots where it fired, diamonds where it resolved. Links open th
 <div id="probe-charts">{''.join(img(c) for c in probe_charts) or '<p>no model has been probed</p>'}</div>
 <table id="probes"><tr><th>model</th><th>version</th><th>probed (UTC)</th><th>tail/head</th><th>firing</th></tr>
 {''.join(probe_rows)}</table>
+<h2>Filter runs, newest first</h2>
+<table id="filters"><tr><th>started (UTC)</th><th>batch</th><th>kept</th><th>flagged</th><th>quarantined</th>
+<th>expected human loss</th><th>synthetic share before &rarr; after</th></tr>
+{''.join(filter_rows) or '<tr><td colspan="7">no filter run</td></tr>'}</table>
 <h2>Checks, newest first</h2>
 <table id="runs"><tr><th>#</th><th>started (UTC)</th><th>batch</th><th>max severity</th><th>firing</th><th>pending</th>
 <th>resolved</th><th>description</th></tr>
