@@ -81,12 +81,11 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
             ingest.write_quarantine(prof, shards, stage / "quarantine.jsonl", settings.columns.id, None,
                                     settings.ingest.max_line_bytes)
             human = [(stable_hash(t), t) for t in reference.sample]
-            train, cal = textfilter.split_reference([t for _, t in human], [h for h, _ in human])
-            if len(cal) < textfilter.MIN_CALIBRATION:
+            if len(human) < textfilter.MIN_CALIBRATION:
                 from monitors.core.errors import InputError
 
                 raise InputError(f"the reference of {dataset!r} keeps {len(reference.sample)} documents, too few to "
-                                 f"calibrate the filter (it needs {2 * textfilter.MIN_CALIBRATION}): rebuild it from "
+                                 f"calibrate the filter (it needs {textfilter.MIN_CALIBRATION}): rebuild it from "
                                  f"more human text")
             sample = [(h, t) for h, _, t in prof.sample]
             if len(sample) < textfilter.MIN_BATCH_SAMPLE:
@@ -94,9 +93,9 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
 
                 raise InputError(f"{batch.spec}: {prof.records} usable record(s); the filter learns from the batch "
                                  f"itself and needs at least {textfilter.MIN_BATCH_SAMPLE}")
-            progress.current.stage(f"training the fast stage on {len(train)} reference and {len(sample)} batch documents")
-            scorer = textfilter.train_fast(train, sample, seed=settings.detector.seed)
-            cal_scores = scorer.score([t for _, t in cal], [h for h, _ in cal])
+            progress.current.stage(f"training the fast stage on {len(human)} reference and {len(sample)} batch documents")
+            scorer = textfilter.train_fast(human, sample, seed=settings.detector.seed)
+            cal, cal_scores = human, textfilter.calibration_scores(scorer, human)
             point = textfilter.operating_point(cal_scores, max_human_loss=max_loss, threshold=threshold)
             lm_on = (threshold is None and budget > 0 and settings.lm.enabled and reference.lm is not None)
             band = textfilter.uncertain_band(cal_scores, max_loss) if lm_on else None

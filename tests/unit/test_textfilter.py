@@ -31,6 +31,16 @@ def test_a_given_threshold_reports_its_loss_on_the_calibration_documents():
         tf.operating_point(np.arange(10.0), max_human_loss=0.05)
 
 
+def test_every_training_document_is_scored_by_the_model_that_did_not_see_it():
+    human = [(stable_hash(f"h{i}"), f"plain human words number {i}") for i in range(60)]
+    batch = [(stable_hash(f"b{i}"), f"other batch words number {i}") for i in range(40)]
+    scorer = tf.train_fast(human, batch)
+    for docs in (human, batch):
+        hashes = [h for h, _ in docs]
+        assert (scorer.model_for(hashes) == 1 - np.array([scorer.trained_on[h] for h in hashes])).all()
+    assert {scorer.trained_on[h] for h, _ in human} == {0, 1}  # both halves of the reference train a model
+
+
 def test_a_sampled_document_is_scored_by_the_model_that_did_not_see_it():
     scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1})
     assert scorer.model_for([11, 12]).tolist() == [1, 0]
@@ -65,10 +75,10 @@ def test_the_human_loss_holds_on_held_out_human_text(austen):
     random.Random(3).shuffle(paras)
     reference, batch_human, gen_train, heldout = paras[:1400], paras[1400:1900], paras[1900:3400], paras[3400:6400]
     machine = recursive_generations(gen_train, 2, 500, seed=4)[-1].sample(500, random.Random(4))
-    train, cal = tf.split_reference(reference, [stable_hash(t) for t in reference])
+    human = [(stable_hash(t), t) for t in reference]
     batch = [(stable_hash(f"b{i}"), t) for i, t in enumerate(batch_human + machine)]
-    scorer = tf.train_fast(train, batch)
-    point = tf.operating_point(scorer.score([t for _, t in cal], [h for h, _ in cal]), max_human_loss=0.05)
+    scorer = tf.train_fast(human, batch)
+    point = tf.operating_point(tf.calibration_scores(scorer, human), max_human_loss=0.05)
     held = scorer.score(heldout, [stable_hash(f"h{i}") for i in range(len(heldout))])
     measured = float((held > point.threshold).mean())
     assert abs(measured - 0.05) <= 0.02, measured
