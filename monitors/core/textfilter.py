@@ -93,7 +93,8 @@ class FastScorer:
         for i, (text, m) in enumerate(zip(texts, self.model_for(hashes).tolist())):
             known = features(text).intersection(vocab)
             w = self.weights[m]
-            out[i] = (sum(map(w.__getitem__, known)) / math.sqrt(len(known)) if known else 0.0) + self.intercept[m]
+            # fsum: exact, so the score does not depend on the set's order (string hashing differs per process)
+            out[i] = (math.fsum(map(w.__getitem__, known)) / math.sqrt(len(known)) if known else 0.0) + self.intercept[m]
         return out
 
 

@@ -71,3 +71,21 @@ def test_dask_cluster_gives_the_local_indicators(isolated, austen, cluster, caps
     with Client(cluster, timeout=30) as client:
         ran = client.run(lambda dask_worker: sum("profile_shard" in str(t[0]) for t in dask_worker.state.log))
     assert len(ran) == 2 and all(n > 0 for n in ran.values()), f"shards per worker: {ran}"
+
+    # the filter's shards on the cluster: the same records kept and flagged as locally, byte for byte
+    def filtered(dataset: str, *extra: str) -> dict:
+        assert main(["filter", "--input", str(batch), "--out", str(isolated / f"filtered-{dataset}"), "--dataset",
+                     dataset, "--lm-budget", "0", "--json", *extra]) == 0
+        out = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+        assert len(out) == 1, out
+        return json.loads(out[0])
+
+    here = filtered("local")
+    there = filtered("dask", "--task-runner", "dask", "--dask-address", cluster)
+    assert (there["kept"], there["flagged"], there["quarantined"]) == (here["kept"], here["flagged"], 1)
+    assert here["kept"] + here["flagged"] == 1200
+    for name in ("kept.jsonl", "flagged.jsonl", "quarantine.jsonl"):
+        assert (isolated / "filtered-dask" / name).read_bytes() == (isolated / "filtered-local" / name).read_bytes()
+    with Client(cluster, timeout=30) as client:
+        ran = client.run(lambda dask_worker: sum("filter_shard" in str(t[0]) for t in dask_worker.state.log))
+    assert sum(ran.values()) > 0, f"filter shards per worker: {ran}"
