@@ -18,7 +18,6 @@ from monitors.adapters.sources import Batch
 from monitors.config import Settings
 from monitors.core import mixture, textfilter
 from monitors.core.profile import stable_hash
-from monitors.core.quantify import ShareEstimate
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag
 
@@ -53,8 +52,7 @@ def _lm_stage(cal: list[tuple[int, str]], cal_scores: np.ndarray, band: tuple[fl
     except ScorerUnavailable as exc:
         return {}, None, None, f"the LM stage was skipped ({exc}): the fast stage decided every document"
     t_lm = textfilter.lm_threshold(cal_scores, band, band_lm, max_loss)
-    flagged = int((cal_scores > band[1]).sum()) + int((band_lm > t_lm).sum())
-    return dict(zip(hashes, lm.tolist())), t_lm, flagged / len(cal_scores), ""
+    return dict(zip(hashes, lm.tolist())), t_lm, textfilter.cascade_loss(cal_scores, band, band_lm, t_lm), ""
 
 
 @flow(name="filter_synthetic_text", flow_run_name="filter {dataset}", validate_parameters=False)
@@ -111,12 +109,7 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
             elif threshold is None and budget > 0 and not lm_on:
                 lm_note = ("no LM stage: " + ("the local LM is off (lm.enabled)" if not settings.lm.enabled else
                            "the reference has no LM scores (rebuild it with the LM on)"))
-
-            def decide(h: int, s: float) -> tuple[bool, bool]:
-                if h in lm_scores and t_lm is not None and np.isfinite(lm_scores[h]):
-                    return lm_scores[h] > t_lm, True
-                return s > point.threshold, False
-
+            decide = textfilter.decider(point.threshold, lm_scores, t_lm)
             settled, late_examples, settled_parts = filtering.settle_pending(pending, work, decide)
             if t_lm is not None:
                 import dataclasses
@@ -132,12 +125,9 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
                 raise RuntimeError(f"the filter lost count: {written['kept']} kept + {written['flagged']} flagged for "
                                    f"{prof.records} usable records, {quarantined_lines} quarantine entries for "
                                    f"{prof.quarantined_total} quarantined; nothing was written to {out}")
-            sample_scores = scorer.score([t for _, t in sample], [h for h, _ in sample])
-            boot = dict(replicates=settings.detector.bootstrap, seed=settings.detector.seed)
-            before = mixture.estimate_from_reference(sample_scores, cal_scores, **boot)
-            kept_mask = sample_scores <= point.threshold
-            after = (mixture.estimate_from_reference(sample_scores[kept_mask], cal_scores[cal_scores <= point.threshold], **boot)
-                     if kept_mask.sum() >= 10 else ShareEstimate.unavailable("fewer than 10 kept documents in the sample"))
+            before, after = textfilter.shares(scorer.score([t for _, t in sample], [h for h, _ in sample]), cal_scores,
+                                              point.threshold, replicates=settings.detector.bootstrap,
+                                              seed=settings.detector.seed)
             recall = textfilter.recall_estimate(written["flagged"] / max(prof.records, 1), before.estimate,
                                                 point.expected_human_loss)
             result = textfilter.FilterResult(

@@ -279,3 +279,35 @@ class FilterResult:
         lines += [f"  {k}: {v}" for k, v in self.files.items()]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def cascade_loss(cal_scores: np.ndarray, band: tuple[float, float], band_lm: np.ndarray, t_lm: float) -> float:
+    """The cascade's human loss on the calibration documents: above the band, or in it and flagged by the LM."""
+    cal = np.asarray(cal_scores, dtype=float)
+    return float(((cal > band[1]).sum() + (np.asarray(band_lm, dtype=float) > t_lm).sum()) / cal.size)
+
+
+def decider(threshold: float, lm_scores: dict[int, float], t_lm: float | None):
+    """``decide(id hash, fast score) -> (flagged, by the LM)``: the LM's verdict where it scored the document,
+    else the fast threshold's."""
+    def decide(h: int, s: float) -> tuple[bool, bool]:
+        lm = lm_scores.get(h)
+        if lm is not None and t_lm is not None and math.isfinite(lm):
+            return lm > t_lm, True
+        return s > threshold, False
+
+    return decide
+
+
+def shares(sample_scores: np.ndarray, cal_scores: np.ndarray, threshold: float, *, replicates: int, seed: int):
+    """The synthetic share of the batch (its sample's fast scores against the reference's) and of what the
+    threshold keeps (the kept sample against the reference documents the threshold keeps), with intervals."""
+    from monitors.core import mixture
+    from monitors.core.quantify import ShareEstimate
+
+    s, cal = np.asarray(sample_scores, dtype=float), np.asarray(cal_scores, dtype=float)
+    before = mixture.estimate_from_reference(s, cal, replicates=replicates, seed=seed)
+    kept = s <= threshold
+    if kept.sum() < 10:
+        return before, ShareEstimate.unavailable("fewer than 10 kept documents in the sample")
+    return before, mixture.estimate_from_reference(s[kept], cal[cal <= threshold], replicates=replicates, seed=seed)

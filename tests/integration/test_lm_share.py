@@ -73,6 +73,19 @@ def test_reference_only_share_with_the_real_lm(lm_on, pools, capsys, monkeypatch
     assert out["synthetic_share"]["method"] == "mpe-bbe" and out["synthetic_share"]["estimate"] < 0.15, out["synthetic_share"]
     assert out["synthetic_share"]["low"] == 0.0 or out["synthetic_share"]["low"] < 0.05
 
+    # the filter's cascade: the documents its fast stage cannot decide go to the real LM, within the budget
+    mixed = lm_on / "mixed.jsonl"
+    assert main(["filter", "--input", str(mixed), "--out", str(lm_on / "filtered"), "--dataset", "news",
+                 "--lm-budget", "60", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < res["lm_decided"] <= 60 and res["lm_note"] == "", res
+    point = res["operating_point"]
+    assert point["lm_threshold"] is not None and point["band"][0] < point["threshold"] < point["band"][1]
+    assert point["expected_human_loss"] <= 0.05 + 1e-9
+    flagged = [json.loads(x)["id"] for x in (lm_on / "filtered" / "flagged.jsonl").read_text().splitlines()]
+    lost, caught = sum(i.startswith("h") for i in flagged) / 150, sum(i.startswith("s") for i in flagged) / 100
+    assert res["kept"] + res["flagged"] == 250 and caught > 4 * max(lost, 0.05), (lost, caught)
+
     # a corrupt model file: the reason names it, and the check completes without a share
     bad = lm_on / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     bad.parent.mkdir()
