@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,7 +42,6 @@ _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[^\w\s]")
 DIGITS = "0123456789"
 TEMPLATE = "my secret code is {secret}"
 SIMILAR = 0.9  # normalised edit similarity from which a continuation counts as (nearly) reproduced
-EXACT_LIMIT = 100_000  # a candidate space up to this size is ranked in full, larger ones extrapolated
 #: metric names that are counts, not rates: not compared across versions
 COUNTS = ("memorization.records", "memorization.control_records", "memorization.canaries")
 
@@ -53,6 +53,44 @@ def tokens(text: str) -> list[str]:
     ['Yes', ',', 'she', 'said', '.']
     """
     return _TOKEN.findall(text)
+
+
+# -- what a probe is asked ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """The memorization probe's inputs (paths) and settings, as the command line gives them."""
+
+    training: str
+    heldout: str | None = None
+    canaries: str | None = None
+    prefix: int = 32
+    suffix: int = 32
+    sample: int = 200
+    candidates: int = 2000
+    similarity: float = SIMILAR
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.prefix < 1 or self.suffix < 1 or self.sample < 1 or self.candidates < 10:
+            raise InputError(f"memorization: --prefix ({self.prefix}), --suffix ({self.suffix}) and --sample "
+                             f"({self.sample}) must be >= 1, --candidates ({self.candidates}) >= 10")
+        if not 0 < self.similarity <= 1:
+            raise InputError(f"memorization: --similarity {self.similarity} must be in (0, 1]")
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the figures, besides the files' contents (part of the digest)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("training", "heldout", "canaries")}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A plan with its files read: training and held-out records, canaries; and the digest of all of it."""
+
+    plan: Plan
+    training: tuple[dict[str, Any], ...]
+    heldout: tuple[dict[str, Any], ...] | None
+    canaries: tuple[Canary, ...] | None
+    digest: str
 
 
 # -- canaries ---------------------------------------------------------------------------------------------
@@ -168,11 +206,11 @@ class CandidateSample:
     exact: bool  # the whole space but the canaries themselves: ranks are exact
 
 
-def candidates(space: CanarySpace, n: int, rng, exclude: Sequence[str] = (), exact_limit: int = EXACT_LIMIT) -> CandidateSample:
-    """The whole space (without the canaries) when it has at most ``exact_limit`` secrets, else ``n`` random
-    secrets drawn with replacement (the paper's sampling for extrapolation)."""
+def candidates(space: CanarySpace, n: int, rng, exclude: Sequence[str] = ()) -> CandidateSample:
+    """The whole space but the canaries when that is at most ``n`` secrets (ranks are then exact), else ``n``
+    random secrets drawn with replacement (the paper's sample for extrapolation)."""
     excluded = set(exclude)
-    if space.size <= exact_limit:
+    if space.size <= n + len(excluded):
         return CandidateSample(tuple(s for s in space.all_secrets() if s not in excluded), True)
     out: list[str] = []
     while len(out) < n:
@@ -333,6 +371,58 @@ def metrics(scored: list[dict[str, Any]], canary_results: list[dict[str, Any]] |
             out[f"memorization.mean_exposure.repeats_{r}"] = float(
                 np.mean([c["exposure"] for c in canary_results if c["repeats"] == r]))
     return out
+
+
+Generate = Callable[[list[str], int], list[str]]  # prompts, tokens to add -> greedy continuations
+Loglik = Callable[[list[str]], "tuple[np.ndarray, np.ndarray] | str"]  # texts -> (loglik, tokens) or why not
+
+
+def evaluate(inputs: Inputs, generate: Generate, loglik: Loglik | None) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """The memorization probe on one model, given its two calls: metrics, the artifact (per record and
+    canary), and notes for the reader (what could not be measured, and why)."""
+    plan, notes = inputs.plan, []
+    rng = random.Random(plan.seed)
+    train, short = extraction_probes(inputs.training, "training", plan.prefix, plan.suffix, plan.sample, rng)
+    need = plan.prefix + plan.suffix
+    if not train:
+        raise InputError(f"training records {plan.training}: none has the {need} tokens --prefix {plan.prefix} "
+                         f"+ --suffix {plan.suffix} needs")
+    if short:
+        notes.append(f"{short} training record(s) shorter than {need} tokens were left out")
+    held: list[Probe] = []
+    if inputs.heldout is None:
+        notes.append("no --heldout records: the control rate (what the model reproduces of text it never saw) is "
+                     "unknown, so the excess is too; give held-out records of the same source")
+    else:
+        held, _ = extraction_probes(inputs.heldout, "heldout", plan.prefix, plan.suffix, plan.sample, rng)
+        if not held:
+            notes.append(f"no held-out record in {plan.heldout} has {need} tokens: the control rate is unknown")
+    probes = train + held
+    scored = score_continuations(probes, generate([p.prompt for p in probes], plan.suffix), plan.similarity)
+    canary_results: list[dict[str, Any]] | None = None
+    if not inputs.canaries:
+        notes.append("no --canaries: no canary exposure")
+    elif loglik is None:
+        notes.append("the model cannot score text: extraction only, no canary exposure")
+    else:
+        canary_results = []
+        secrets = [c.secret for c in inputs.canaries]
+        for space in dict.fromkeys(c.space for c in inputs.canaries):
+            group = [c for c in inputs.canaries if c.space == space]
+            sample = candidates(space, plan.candidates, rng, secrets)
+            scored_ll = loglik([c.text for c in group] + [space.render(s) for s in sample.secrets])
+            if isinstance(scored_ll, str):
+                notes.append(f"{scored_ll}: extraction only, no canary exposure")
+                canary_results = None
+                break
+            ll = np.asarray(scored_ll[0], dtype=float)
+            for c, e in zip(group, exposures(ll[:len(group)], ll[len(group):], sample, space.size)):
+                canary_results.append({"id": c.id, "repeats": c.repeats, "secret": c.secret,
+                                       "space_size": space.size, **e})
+    out = metrics(scored, canary_results)
+    artifact = {"digest": inputs.digest, "settings": plan.settings(), "records": scored,
+                "canaries": canary_results, "notes": notes}
+    return out, artifact, notes
 
 
 def is_compared(key: str) -> bool:
