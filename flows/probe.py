@@ -185,8 +185,8 @@ def evaluate_long_tail_probes(model_uri: str, probes_path: str | None, settings:
     on-call through the outbox, and resolved by the model's next successful probe."""
     if probes_path is None and memorization_plan is None:
         raise UserError("nothing to probe: give a probe set (--probes PATH) and/or --memorization --training PATH")
-    what = " and ".join([probes_path] * bool(probes_path) + [f"memorization on {memorization_plan.training}"]
-                        * bool(memorization_plan))
+    what = " and ".join(([probes_path] if probes_path else [])
+                        + ([f"memorization on {memorization_plan.training}"] if memorization_plan else []))
     try:
         scope = model_scope(models.parse_uri(model_uri)[0])
     except models.ModelUnavailable:

@@ -248,8 +248,8 @@ class ProbeResult(RunOutcome):
 
     def summary(self) -> str:
         fmt = _fmt
-        what = " and ".join([self.probe_set] * bool(self.probe_set)
-                            + [f"memorization ({self.memorization['training']})"] * bool(self.memorization))
+        what = " and ".join(([self.probe_set] if self.probe_set else [])
+                            + ([f"memorization ({self.memorization['training']})"] if self.memorization else []))
         lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {what} "
                  f"(MLflow run {self.run_id})", *lead_lines(self.alerts)]
         if self.probe_set:
