@@ -157,3 +157,39 @@ def test_the_ngram_state_is_plain_json_and_round_trips():
     assert again.continue_text("the dog sat", 4, greedy=True) == gen.continue_text("the dog sat", 4, greedy=True)
     assert again.continue_text("the dog sat", 4, greedy=True) == "on the log."
     assert again.loglik("the cat sat") == gen.loglik("the cat sat") and math.isfinite(again.loglik("zebra")[0])
+
+
+# -- the command line (no MLflow, no Prefect: these stop before either starts) -----------------------------
+def test_probes_canaries_writes_the_file_and_rejects_bad_repeats(isolated, capsys):
+    from flows.cli import main
+
+    out = isolated / "canaries.jsonl"
+    assert main(["probes", "canaries", "--out", str(out), "--count", "4", "--repeats", "1,10", "--seed", "2"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["repeats"] for r in rows] == [1, 10, 1, 10] and "wrote 4 canaries" in capsys.readouterr().out
+    assert M.parse_canaries(rows, str(out))[0].space.size == 10**9
+    assert main(["probes", "canaries", "--out", str(out), "--repeats", "1,ten"]) == 2
+    assert "--repeats '1,ten'" in capsys.readouterr().err
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows, "a failed run leaves the file alone"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "nothing to probe: give --probes PATH"),
+    (["--training", "t.jsonl"], "--training is an option of the memorization probe: add --memorization"),
+    (["--memorization"], "--memorization needs --training PATH"),
+    (["--memorization", "--training", "t.jsonl", "--prefix", "0"], "--prefix (0)"),
+])
+def test_probe_usage_errors_come_before_anything_starts(isolated, capsys, args, message):
+    from flows.cli import main
+
+    assert main(["probe", "--model", "models:/writer@production", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_artifacts_escape_markup_and_read_back_the_same():
+    from monitors.adapters.tracking import to_json_text
+
+    data = {"records": [{"prompt": "<script>alert(1)</script> & \\<b>", "similarity": float("nan")}]}
+    text = to_json_text(data)
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"records": [{"prompt": "<script>alert(1)</script> & \\<b>", "similarity": None}]}
