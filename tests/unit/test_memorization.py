@@ -193,3 +193,27 @@ def test_json_artifacts_escape_markup_and_read_back_the_same():
     text = to_json_text(data)
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"records": [{"prompt": "<script>alert(1)</script> & \\<b>", "similarity": None}]}
+
+
+def test_the_ngram_generators_register_quietly_without_pickles_and_answer_greedily(tmp_path, capfd):
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from monitors.demo import probe_models as demo_models
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    exp = client.create_experiment("models", artifact_location=(tmp_path / "art").as_uri())
+    gen = NgramGenerator(5, 0.0).fit(["the cat sat on the mat.", "the dog sat on the log."])
+    capfd.readouterr()
+    assert demo_models.register_ngram_generator(client, gen, experiment_id=exp, name="ng", alias="production") == "1"
+    out, err = capfd.readouterr()
+    assert "Created version" not in out + err and "CloudPickle" not in out + err
+    assert not [p for p in (tmp_path / "art").rglob("*.pkl")], "a model was pickled"
+    model = mlflow.pyfunc.load_model("models:/ng@production")
+    assert {p.name for p in model.metadata.get_params_schema().params} == {"task", "seed", "greedy", "max_words"}
+    made = model.predict(pd.DataFrame({"text": ["the dog sat"]}), params={"greedy": True, "max_words": 4})
+    assert made == ["on the log."]
+    scored = model.predict(pd.DataFrame({"text": ["the cat sat"]}), params={"task": "loglik"})
+    assert scored["loglik"].iloc[0] == pytest.approx(gen.loglik("the cat sat")[0])
