@@ -234,11 +234,11 @@ class ProbeResult(RunOutcome):
     def to_dict(self) -> dict[str, Any]:
         num = _num
         return {
-            "memorization": self.memorization,
             "run_id": self.run_id, "model_uri": self.model_uri, "model": self.model, "version": self.version,
             "kind": self.kind, "probe_set": {"path": self.probe_set, "sha256": self.probe_digest, "examples": self.examples},
             "indicators": {k: num(v) for k, v in sorted(self.indicators.items())},
             "previous": self.previous, "first": self.first, "lineage": self.lineage,
+            "memorization": self.memorization,
             "alerts": [{**a.to_dict(), "value": num(a.value)} for a in self.alerts],
             "max_severity": max_severity(self.alerts), "notifications": self.notifications,
             "firing": [a.rule for a in self.alerts if a.status == "firing"],

@@ -127,6 +127,12 @@ def test_probes_and_memorization_are_one_run(story):
     run = next(x for x in story.facts["runs"] if x.info.run_id == r["run_id"])
     assert "probe.all.perplexity" in run.data.metrics and "memorization.excess" in run.data.metrics
     assert run.data.tags["collapse.memorization_set"] and run.data.tags["collapse.probe_set"]
+    # v1 had a memorization result but none on this probe set: it is evaluated now on both, one baseline run
+    assert r["previous"]["version"] == "1" and r["previous"]["evaluated_now"] is True
+    base = next(x for x in story.facts["runs"] if x.info.run_id == r["previous"]["run_id"])
+    assert base.data.tags["collapse.kind"] == "probe-baseline"
+    assert "probe.all.perplexity" in base.data.metrics and "memorization.excess" in base.data.metrics
+    assert ind["memorization.excess.delta_prev"] >= 0.7
 
 
 def test_a_model_without_loglik_gets_extraction_but_no_exposure_with_a_note(story):
