@@ -195,14 +195,18 @@ def test_json_artifacts_escape_markup_and_read_back_the_same():
     assert json.loads(text) == {"records": [{"prompt": "<script>alert(1)</script> & \\<b>", "similarity": None}]}
 
 
-def test_the_ngram_generators_register_quietly_without_pickles_and_answer_greedily(tmp_path, capfd):
+def test_the_ngram_generators_register_quietly_without_pickles_and_answer_greedily(tmp_path, capfd, monkeypatch):
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from monitors.demo import probe_models as demo_models
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    # through the environment, as the CLI does, never mlflow.set_tracking_uri: its module global would outlive
+    # this test and send later tests' fluent calls (model registration) to this store
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()
     exp = client.create_experiment("models", artifact_location=(tmp_path / "art").as_uri())
     gen = NgramGenerator(5, 0.0).fit(["the cat sat on the mat.", "the dog sat on the log."])
