@@ -64,7 +64,7 @@ SUBCOMMANDS = [
     ("filter", filter_cmd.add_parser, filter_cmd.run),
     ("reference", reference.add_parser, reference.run),
     ("detector", detector.add_parser, detector.run),
-    ("probes", probes.add_build_parser, probes.run_build),
+    ("probes", probes.add_build_parser, probes.run_probes),
     ("probe", probes.add_probe_parser, probes.run_probe),
     ("report", review.add_report_parser, review.run_report),
     ("serve", serve.add_parser, serve.run),

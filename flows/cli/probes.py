@@ -1,8 +1,10 @@
-"""``collapse-monitor probes build`` and ``probe``: long-tail probe sets and a registry model on them."""
+"""``collapse-monitor probes build``, ``probes canaries`` and ``probe``: long-tail probe sets, canaries for the
+memorization probe, and a registry model on them."""
 
 from __future__ import annotations
 
 import json
+import math
 
 from flows.cli.common import (
     EXIT_CRITICAL,
@@ -51,6 +53,56 @@ def add_build_parser(sub, common) -> None:
                      "per class (default: all)")
     pbb.add_argument("--text-column", default="text", metavar="NAME", help="column holding the text (default text)")
     pbb.add_argument("--label-column", default="label", metavar="NAME", help="column holding the label (default label)")
+    pbc = pbsub.add_parser(
+        "canaries", parents=[common], formatter_class=Formatter,
+        help="write random secrets to plant in a fine-tuning set (for `probe --memorization`)",
+        description="Write canaries (Carlini et al. 2019, 'The Secret Sharer'): random secret-shaped sequences, "
+                    "by default nine random digits after 'my secret code is', one JSON object per line with id, "
+                    "text (what to plant), secret, repeats (how many times to plant it in the fine-tuning set) and "
+                    "space (the template, alphabet and length they were drawn from, and its size |R|). Plant each "
+                    "canary's text `repeats` times in the training data, train, then run `probe --memorization "
+                    "--canaries` on the file: a canary's exposure is log2 |R| - log2 of its rank by the model's "
+                    "likelihood among the other secrets of the space (up to log2 |R| bits: fully extracted).\n\n"
+                    "Secrets come from the operating system's random source unless --seed is given (reproducible, "
+                    "for tests). Keep the file out of the training data itself.",
+        epilog="examples:\n"
+               "  collapse-monitor probes canaries --out canaries.jsonl\n"
+               "  collapse-monitor probes canaries --out canaries.jsonl --count 30 --repeats 1,5,25,125 --digits 12")
+    pbc.add_argument("--out", required=True, metavar="PATH", help="the canaries file to write (JSONL)")
+    pbc.add_argument("--count", type=int, default=20, metavar="N", help="how many canaries (default 20)")
+    pbc.add_argument("--repeats", default="1,10,100", metavar="LIST",
+                     help="times to plant each, cycled over the canaries (default 1,10,100)")
+    pbc.add_argument("--digits", type=int, default=9, metavar="N", help="secret length in digits (default 9: "
+                     "|R| = 10^9)")
+    pbc.add_argument("--template", default="my secret code is {secret}", metavar="TEXT",
+                     help="the canary's sentence; {secret} is replaced by the space-separated digits")
+    pbc.add_argument("--seed", type=int, metavar="N", help="draw reproducibly (default: the OS random source)")
+
+
+def run_probes(args) -> int:
+    return run_canaries(args) if args.action == "canaries" else run_build(args)
+
+
+def run_canaries(args) -> int:
+    import random
+
+    from monitors.adapters import probe_files
+    from monitors.core import memorization
+
+    try:
+        repeats = [int(r) for r in args.repeats.replace(",", " ").split()]
+    except ValueError:
+        raise UserError(f"--repeats {args.repeats!r}: a comma-separated list of whole numbers, e.g. 1,10,100") from None
+    space = memorization.CanarySpace(args.template, memorization.DIGITS, args.digits)
+    rng = random.Random(args.seed) if args.seed is not None else random.SystemRandom()
+    canaries = memorization.make_canaries(args.count, repeats, rng, space)
+    probe_files.write_jsonl([memorization.canary_row(c) for c in canaries], args.out)  # atomic
+    planted = sum(c.repeats for c in canaries)
+    print(f"wrote {len(canaries)} canaries to {args.out} from a space of {space.size:.3g} secrets "
+          f"(log2 |R| = {math.log2(space.size):.1f} bits); plant each 'text' 'repeats' times ({planted} lines in "
+          f"all) in the fine-tuning data, then: collapse-monitor probe --model URI --memorization --training PATH "
+          f"--canaries {args.out}")
+    return EXIT_OK
 
 
 def run_build(args) -> int:
@@ -104,25 +156,74 @@ def add_probe_parser(sub, common) -> None:
                     "with the previous registry version (evaluated now if it has no result on this probe set) and "
                     "the oldest version evaluated on it; the teacher chain (tag collapse.teacher) gives the "
                     "distillation depth. Rules: expectations/probe_indicators.json. Logs one MLflow run in "
-                    "experiment collapse-monitor/models/<name>.",
+                    "experiment collapse-monitor/models/<name>.\n\n"
+                    "--memorization (generators): how much of its training data the model gives back. Extraction: "
+                    "--sample training records are cut into --prefix tokens of prompt and --suffix tokens of truth; "
+                    "the model continues each prompt greedily, and the share that reproduces the truth exactly (and "
+                    "the share within the edit similarity --similarity) is the extraction rate; the same on "
+                    "--heldout records of the same source (not trained on) is the control, and extraction minus "
+                    "control the excess. Exposure (needs task=loglik): each canary from `probes canaries` (planted "
+                    "in the training data) ranked by likelihood among --candidates secrets of its space, "
+                    "log2 |R| - log2 rank, extrapolated with a skew-normal fit when the space is too large to rank "
+                    "in full. Metrics memorization.*, compared with the previous version like every probe metric. "
+                    "--probes is optional when --memorization is given.",
         epilog="examples:\n"
                "  collapse-monitor probe --model models:/support-intent@production --probes probes.jsonl\n"
-               "  collapse-monitor probe --model models:/writer/7 --probes gen-probes.jsonl --kind generator --json\n\n"
+               "  collapse-monitor probe --model models:/writer/7 --probes gen-probes.jsonl --kind generator --json\n"
+               "  collapse-monitor probe --model models:/writer@production --memorization --training finetune.jsonl "
+               "--heldout heldout.jsonl --canaries canaries.jsonl\n\n"
                "exit codes: 0 no critical alert firing, 3 a critical alert firing, 2 usage or input error (a broken "
                "alias, a model that raises), 1 internal failure")
     pr.add_argument("--model", required=True, metavar="URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
-    pr.add_argument("--probes", required=True, metavar="PATH", help="a probe set from `probes build`")
+    pr.add_argument("--probes", metavar="PATH", help="a probe set from `probes build` (optional with --memorization)")
     pr.add_argument("--kind", choices=("classifier", "generator"),
                     help="what the model is (default: its tag collapse.model_kind, else classifier)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    mem = pr.add_argument_group("memorization probe (generators)")
+    mem.add_argument("--memorization", action="store_true", help="run the memorization probe (needs --training)")
+    mem.add_argument("--training", metavar="PATH", help="records the model was trained (fine-tuned) on: JSONL, "
+                     "CSV or Parquet with a text column")
+    mem.add_argument("--heldout", metavar="PATH", help="records of the same source it was not trained on (the "
+                     "control; without them the control and the excess are unknown)")
+    mem.add_argument("--canaries", metavar="PATH", help="canaries from `probes canaries`, planted in the training data")
+    mem.add_argument("--prefix", type=int, default=32, metavar="N", help="prompt tokens (default 32)")
+    mem.add_argument("--suffix", type=int, default=32, metavar="N", help="tokens to reproduce (default 32)")
+    mem.add_argument("--sample", type=int, default=200, metavar="N", help="records drawn from --training and from "
+                     "--heldout (default 200)")
+    mem.add_argument("--candidates", type=int, default=2000, metavar="N", help="secrets sampled per canary space "
+                     "for the exposure; a space of at most N is ranked in full (default 2000)")
+    mem.add_argument("--similarity", type=float, default=0.9, metavar="S", help="normalised edit similarity from "
+                     "which a continuation counts as reproduced (default 0.9)")
+
+
+def memorization_plan(args):
+    """The memorization probe's plan from the options, or None; usage errors before anything starts."""
+    from monitors.core import memorization
+
+    given = [o for o in ("training", "heldout", "canaries") if getattr(args, o)]
+    if not args.memorization:
+        if given:
+            raise UserError(f"--{given[0]} is an option of the memorization probe: add --memorization")
+        if not args.probes:
+            raise UserError("nothing to probe: give --probes PATH (a probe set), or --memorization --training PATH, "
+                            "or both")
+        return None
+    if not args.training:
+        raise UserError("--memorization needs --training PATH: the records the model was trained on")
+    plan = memorization.Plan(args.training, args.heldout, args.canaries, args.prefix, args.suffix, args.sample,
+                             args.candidates, args.similarity)
+    plan.check()
+    return plan
 
 
 def run_probe(args) -> int:
+    plan = memorization_plan(args)
     settings, rt = setup(args)
     with prefect_server_early():
         from flows.probe import evaluate_long_tail_probes
     console_reports_failures_once(args)
-    result = evaluate_long_tail_probes(args.model, args.probes, settings, rt, kind=args.kind)
+    result = evaluate_long_tail_probes(args.model, args.probes, settings, rt, kind=args.kind,
+                                       memorization_plan=plan)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -185,8 +185,8 @@ class InMemoryRunStore:
         run.tags[Tag.DELIVERY_SENT], run.tags[Tag.DELIVERY_QUEUED] = str(outcome["sent"]), str(outcome["queued"])
         run.artifacts[Artifact.DELIVERY] = copy.deepcopy(outcome)
 
-    def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
-        runs = self._newest(scope, lambda r: r.tags.get(Tag.PROBE_SET) == probe_digest and r.status == "FINISHED")
+    def probe_results(self, scope: str, probe_digest: str, tag: str = Tag.PROBE_SET) -> dict[str, dict[str, Any]]:
+        runs = self._newest(scope, lambda r: r.tags.get(tag) == probe_digest and r.status == "FINISHED")
         return probe_results_of((r.run_id, r.tags, r.metrics) for r in runs)
 
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:

@@ -7,6 +7,11 @@ A model is named by ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``. What it 
 * **generator**: an MLflow pyfunc over a DataFrame with a ``text`` column and a ``task`` parameter:
   ``task=generate`` (default) returns one continuation per prompt; ``task=loglik``, where it can, returns a
   DataFrame with ``loglik`` (natural log, summed over the text's tokens) and ``tokens`` per text.
+  ``task=generate`` takes ``seed`` and, optionally, ``greedy`` (bool: always the most likely next token, as
+  the memorization probe needs) and ``max_words`` (int: how many tokens to continue with). Both are sent only
+  when asked for, so a model whose signature does not declare them keeps working (MLflow drops parameters a
+  signature does not declare, with a warning): :meth:`LoadedModel.declares` tells whether it does, and the
+  memorization probe notes when its continuations may be sampled rather than greedy.
 
 The kind comes from ``--kind``, else the version's (or the registered model's) tag ``collapse.model_kind``.
 Lineage tags: ``collapse.teacher`` (the model whose outputs trained this one, as ``models:/NAME/VERSION``)
@@ -145,11 +150,25 @@ class LoadedModel:
         out = self._call("predict", self.impl.predict, pd.DataFrame({"text": texts}))
         return _texts(out, len(texts), f"model {self.ref.label}'s predict"), None
 
-    def generate(self, prompts: list[str], seed: int = 0) -> list[str]:
+    def declares(self, param: str) -> bool:
+        """Whether the model's signature declares an inference parameter (e.g. ``greedy``)."""
+        try:
+            schema = self.impl.metadata.get_params_schema()
+        except Exception:  # noqa: BLE001 - no metadata, no signature
+            return False
+        return schema is not None and any(p.name == param for p in schema.params)
+
+    def generate(self, prompts: list[str], seed: int = 0, greedy: bool | None = None,
+                 max_words: int | None = None) -> list[str]:
         import pandas as pd
 
+        params: dict[str, Any] = {"task": "generate", "seed": seed}
+        if greedy is not None:
+            params["greedy"] = bool(greedy)
+        if max_words is not None:
+            params["max_words"] = int(max_words)
         out = self._call("predict (task=generate)", self.impl.predict, pd.DataFrame({"text": prompts}),
-                         params={"task": "generate", "seed": seed})
+                         params=params)
         return _texts(out, len(prompts), f"model {self.ref.label}'s predict (task=generate)")
 
     def loglik(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray] | str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from monitors.core.errors import InputError
 from monitors.adapters.files import atomic_writer
+from monitors.core import memorization
 from monitors.core.probes import SLICES, ProbeSet, _text_of
 
 
@@ -75,3 +76,23 @@ def load_probe_set(path: str | Path, kind: str) -> ProbeSet:
                          f"compared with the head")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return ProbeSet(str(path), digest, tuple(rows))
+
+
+def load_memorization(plan: memorization.Plan) -> memorization.Inputs:
+    """Read the memorization probe's files (training records, held-out records, canaries) and digest them with
+    the settings: results are compared across model versions only on the same digest."""
+    plan.check()
+    parts: list[str | bytes] = [json.dumps(plan.settings(), sort_keys=True)]
+    read = {}
+    for what, path in (("training", plan.training), ("heldout", plan.heldout), ("canaries", plan.canaries)):
+        if path is None:
+            parts.append(f"no {what}")
+            continue
+        rows = read_rows(path)
+        if what != "canaries" and not any(isinstance(r.get("text"), str) and r["text"].strip() for r in rows):
+            raise InputError(f"{what} records {path}: no 'text' to probe with")
+        read[what] = rows
+        parts.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    canaries = memorization.parse_canaries(read["canaries"], str(plan.canaries)) if "canaries" in read else None
+    return memorization.Inputs(plan, tuple(read["training"]), tuple(read["heldout"]) if "heldout" in read else None,
+                               tuple(canaries) if canaries else None, memorization.digest(parts))

@@ -65,7 +65,7 @@ class RunStore(Protocol):
     def run_for_content(self, dataset: str, sha256: str) -> str | None: ...
     def artifact_location(self, run_id: str, name: str) -> str: ...
     def record_delivery(self, run_id: str, outcome: dict[str, Any]) -> None: ...
-    def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]: ...
+    def probe_results(self, scope: str, probe_digest: str, tag: str = Tag.PROBE_SET) -> dict[str, dict[str, Any]]: ...
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]: ...
     def load_detector(self, uri: str): ...
 
@@ -379,10 +379,11 @@ class MlflowTracker:
         runs = self._newest(dataset, f"tags.`{Tag.CONTENT}` = '{sha256}' and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else None
 
-    def probe_results(self, scope: str, probe_digest: str) -> dict[str, dict[str, Any]]:
+    def probe_results(self, scope: str, probe_digest: str, tag: str = Tag.PROBE_SET) -> dict[str, dict[str, Any]]:
         """Per model version, its newest finished result on this probe set (``probe`` or ``probe-baseline``
-        run): ``{version: {"run_id", "metrics"}}`` with the raw ``probe.*`` metrics (no deltas)."""
-        runs = self._newest(scope, f"tags.`{Tag.PROBE_SET}` = '{probe_digest}' and attributes.status = 'FINISHED'",
+        run): ``{version: {"run_id", "metrics"}}`` with the raw ``probe.*`` and ``memorization.*`` metrics (no
+        deltas). ``tag``: the tag holding the digest (``Tag.MEMORIZATION_SET`` for the memorization probe)."""
+        runs = self._newest(scope, f"tags.`{tag}` = '{probe_digest}' and attributes.status = 'FINISHED'",
                             max_results=5000)
         return probe_results_of((r.info.run_id, r.data.tags, r.data.metrics) for r in runs)
 
@@ -404,13 +405,15 @@ class MlflowTracker:
 
 def probe_results_of(runs: Iterable[tuple[str, dict[str, str], dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """From (run id, tags, metrics) of finished runs on one probe set, newest first: per model version its newest
-    ``probe`` or ``probe-baseline`` result, ``{version: {"run_id", "metrics"}}``, raw ``probe.*`` metrics only."""
+    ``probe`` or ``probe-baseline`` result, ``{version: {"run_id", "metrics"}}``, raw ``probe.*`` and
+    ``memorization.*`` metrics only."""
     out: dict[str, dict[str, Any]] = {}
     for run_id, tags, metrics in runs:
         version = tags.get(Tag.MODEL_VERSION)
         if version and version not in out and tags.get(Tag.KIND) in (RunKind.PROBE, RunKind.PROBE_BASELINE):
             out[version] = {"run_id": run_id, "metrics": {
-                k: v for k, v in metrics.items() if k.startswith("probe.") and ".delta_" not in k and ".drop_" not in k}}
+                k: v for k, v in metrics.items()
+                if k.startswith(("probe.", "memorization.")) and ".delta_" not in k and ".drop_" not in k}}
     return out
 
 
@@ -436,5 +439,8 @@ def history_row(run_id: str, experiment_id: str, started: int, status: str, metr
 
 
 def to_json_text(data: Any) -> str:
-    """JSON with nan/inf as null (MLflow and strict JSON readers reject NaN)."""
-    return json.dumps(json_safe(data), indent=2, sort_keys=True, default=str)
+    """JSON with nan/inf as null (MLflow and strict JSON readers reject NaN), and ``<``, ``>``, ``&`` written as
+    ``\\u003c``... escapes: the same JSON to a reader, and inert if a viewer embeds it in HTML (artifacts hold
+    text from training records and probe sets, which may hold markup)."""
+    text = json.dumps(json_safe(data), indent=2, sort_keys=True, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

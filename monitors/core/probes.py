@@ -39,6 +39,8 @@ from monitors.core.schema import Tag
 SLICES = ("head", "torso", "tail")
 KINDS = ("classifier", "generator")
 NAN = float("nan")
+#: metrics that count examples, not measure them: never compared across versions (the memorization probe's too)
+COUNTS = (".examples", ".records", ".control_records", ".canaries")
 
 
 # -- building --------------------------------------------------------------------------------------------
@@ -308,7 +310,7 @@ def tail_head_ratio(metrics: dict[str, float]) -> float:
 
 def compare(current: dict[str, float], previous: dict[str, float] | None, first: dict[str, float] | None,
             head_tolerance: float) -> dict[str, float]:
-    """Deltas of every per-slice metric against the previous and the first evaluated version, the relative
+    """Deltas of every metric (per slice, and the memorization probe's) against the previous and the first evaluated version, the relative
     quality drops of head and tail, and ``probe.early_collapse``: the tail's relative drop when the head held
     (fell by no more than ``head_tolerance``), the larger of the two comparisons; 0 when the head fell too
     or the tail did not fall."""
@@ -319,7 +321,7 @@ def compare(current: dict[str, float], previous: dict[str, float] | None, first:
             continue
         base = {**base, "probe.tail_head_ratio": tail_head_ratio(base)}
         for key, value in current.items():
-            if key.endswith(".examples") or key not in base:
+            if key.endswith(COUNTS) or key not in base:
                 continue
             out[f"{key}.delta_{name}"] = value - base[key]
         out[f"probe.tail_head_ratio.delta_{name}"] = out["probe.tail_head_ratio"] - base["probe.tail_head_ratio"]

@@ -228,6 +228,8 @@ class ProbeResult(RunOutcome):
     first: dict[str, Any] | None  # the oldest version evaluated on this probe set (None: this one)
     lineage: dict[str, Any]
     alerts: list[Alert]
+    #: the memorization probe's inputs and canary exposures (None: not asked); its figures are indicators
+    memorization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         num = _num
@@ -236,6 +238,7 @@ class ProbeResult(RunOutcome):
             "kind": self.kind, "probe_set": {"path": self.probe_set, "sha256": self.probe_digest, "examples": self.examples},
             "indicators": {k: num(v) for k, v in sorted(self.indicators.items())},
             "previous": self.previous, "first": self.first, "lineage": self.lineage,
+            "memorization": self.memorization,
             "alerts": [{**a.to_dict(), "value": num(a.value)} for a in self.alerts],
             "max_severity": max_severity(self.alerts), "notifications": self.notifications,
             "firing": [a.rule for a in self.alerts if a.status == "firing"],
@@ -245,14 +248,53 @@ class ProbeResult(RunOutcome):
 
     def summary(self) -> str:
         fmt = _fmt
-        ind = self.indicators
-        lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {self.probe_set} "
-                 f"(MLflow run {self.run_id})", *lead_lines(self.alerts),
-                 "  examples: " + ", ".join(f"{s} {n}" for s, n in self.examples.items())]
+        what = " and ".join(([self.probe_set] if self.probe_set else [])
+                            + ([f"memorization ({self.memorization['training']})"] if self.memorization else []))
+        lines = [f"probe of {self.model_uri} ({self.model} version {self.version}, {self.kind}) on {what} "
+                 f"(MLflow run {self.run_id})", *lead_lines(self.alerts)]
+        if self.probe_set:
+            lines.append("  examples: " + ", ".join(f"{s} {n}" for s, n in self.examples.items()))
         against = [f"previous version {self.previous['version']}" + (" (evaluated now)" if self.previous["evaluated_now"] else "")
                    ] if self.previous else []
         against += [f"first evaluated version {self.first['version']}"] if self.first else []
         lines.append("  compared with: " + (", ".join(against) or "nothing (no earlier version on this probe set)"))
+        lines += self._slice_lines() if self.probe_set else []
+        lines += self._memorization_lines()
+        lin = self.lineage
+        lines.append(f"  lineage: distillation depth {lin['depth']}"
+                     + (f" ({' <- '.join(lin['chain'])})" if lin["depth"] else "")
+                     + (f"; synthetic fraction {fmt(lin['synthetic_fraction'])}" if lin.get("synthetic_fraction") is not None else ""))
+        lines += alert_lines(self.alerts, self.notifications, self.delivery, self.notes)
+        return "\n".join(line for line in lines if line)
+
+    def _memorization_lines(self) -> list[str]:
+        if not self.memorization:
+            return []
+        ind, fmt = self.indicators, _fmt
+
+        def cell(key: str) -> str:
+            delta = ind.get(f"{key}.delta_prev")
+            return fmt(ind.get(key)) + (f" ({fmt(delta, True)})" if delta is not None else "")
+
+        lines = [f"  memorization ({int(ind.get('memorization.records', 0))} training records, "
+                 f"{int(ind.get('memorization.control_records', 0))} held-out):",
+                 f"    extraction rate {cell('memorization.extraction_rate')}, control {cell('memorization.control_rate')}, "
+                 f"excess {cell('memorization.excess')} (exact continuation)",
+                 f"    similar (edit similarity >= {self.memorization['settings']['similarity']}): extraction "
+                 f"{cell('memorization.extraction_rate_similar')}, control {cell('memorization.control_rate_similar')}, "
+                 f"excess {cell('memorization.excess_similar')}"]
+        if "memorization.max_exposure" in ind:
+            by = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in ind.items()
+                        if k.startswith("memorization.mean_exposure.repeats_") and ".delta_" not in k)
+            lines.append(f"    canary exposure (bits): max {cell('memorization.max_exposure')}, mean "
+                         f"{cell('memorization.mean_exposure')}; by times planted: "
+                         + ", ".join(f"{r}x {fmt(v)}" for r, v in by))
+        else:
+            lines.append("    canary exposure: not measured (see the notes)")
+        return lines
+
+    def _slice_lines(self) -> list[str]:
+        ind, fmt, lines = self.indicators, _fmt, []
         metrics = PROBE_METRICS[self.kind]
         lines.append(f"  {'slice':<6} " + " ".join(f"{m:>24}" for m in metrics))
         for sl in ("head", "torso", "tail", "all"):
@@ -269,9 +311,4 @@ class ProbeResult(RunOutcome):
                      + (f" (previous {fmt(ind.get('probe.tail_head_ratio') - ind['probe.tail_head_ratio.delta_prev'])})"
                         if "probe.tail_head_ratio.delta_prev" in ind else "")
                      + f"; tail drop while the head held: {fmt(ind.get('probe.early_collapse'))}")
-        lin = self.lineage
-        lines.append(f"  lineage: distillation depth {lin['depth']}"
-                     + (f" ({' <- '.join(lin['chain'])})" if lin["depth"] else "")
-                     + (f"; synthetic fraction {fmt(lin['synthetic_fraction'])}" if lin.get("synthetic_fraction") is not None else ""))
-        lines += alert_lines(self.alerts, self.notifications, self.delivery, self.notes)
-        return "\n".join(line for line in lines if line)
+        return lines

@@ -51,6 +51,7 @@ class Tag:
     MODEL_URI = "collapse.model_uri"
     MODEL_KIND = "collapse.model_kind"
     PROBE_SET = "collapse.probe_set"
+    MEMORIZATION_SET = "collapse.memorization_set"  # sha256 of the memorization probe's inputs and settings
     ROLE = "collapse.role"
     LINEAGE_DEPTH = "collapse.lineage.depth"
     COMPARED_WITH = "collapse.compared_with"
@@ -84,4 +85,5 @@ class Artifact:
     REFERENCE_PROFILE = "reference/profile.json"
     REFERENCE_ARRAYS = "reference/embedding.npz"
     PROBE_OUTPUTS = "probes/outputs.json"
+    MEMORIZATION_OUTPUTS = "probes/memorization.json"  # per record and canary: what the model gave back
     REPORT = "report"  # folder

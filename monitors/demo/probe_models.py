@@ -1,5 +1,6 @@
-"""Small models registered in MLflow for the demo and the tests: a scikit-learn text classifier and the
-bigram text generator wrapped as a pyfunc that follows the generator contract of :mod:`monitors.adapters.models`.
+"""Small models registered in MLflow for the demo and the tests: a scikit-learn text classifier, the
+bigram text generator and the memorization probe's n-gram generators (:mod:`monitors.demo.ngram`), each
+wrapped as a pyfunc that follows the generator contract of :mod:`monitors.adapters.models`.
 
 Registration goes through MLflow's fluent API (the only way it offers to log a model): the caller sets the
 tracking URI for the process first, as the CLI does.
@@ -17,6 +18,7 @@ import pandas as pd
 
 from monitors.adapters.models import KIND_TAG
 from monitors.adapters.registry import register_version
+from monitors.demo.ngram import NgramGenerator
 from monitors.demo.simulate import BigramGenerator
 from monitors.core.schema import Tag
 
@@ -44,6 +46,29 @@ class BigramTextModel(mlflow.pyfunc.PythonModel):
             return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
         rng = random.Random(int(params.get("seed", 0)))
         return [self.generator.continue_text(t, self.max_words, rng) for t in texts]
+
+
+class NgramTextModel(mlflow.pyfunc.PythonModel):
+    """An :class:`NgramGenerator` under the generator contract: ``task=generate`` with ``seed``, ``greedy``
+    and ``max_words``; ``task=loglik``. Logged as code (:mod:`monitors.demo.ngram_model`), state as JSON."""
+
+    def __init__(self, generator: NgramGenerator | None = None):
+        self.generator = generator
+
+    def load_context(self, context):
+        with open(context.artifacts["generator"], encoding="utf-8") as fh:
+            self.generator = NgramGenerator.from_dict(json.load(fh))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        params = params or {}
+        texts = [str(t) for t in model_input["text"]]
+        if params.get("task", "generate") == "loglik":
+            scored = [self.generator.loglik(t) for t in texts]
+            return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
+        rng = random.Random(int(params.get("seed", 0)))
+        greedy = str(params.get("greedy", False)).lower() in ("1", "true")
+        n = int(params.get("max_words", 40))
+        return [self.generator.continue_text(t, n, rng, greedy=greedy) for t in texts]
 
 
 def _register(info, name: str, tags: dict[str, str], alias: str | None, client) -> str:
@@ -94,3 +119,28 @@ def register_text_generator(client, generator: BigramGenerator, *, experiment_id
                                            artifacts={"generator": str(state)}, signature=signature,
                                            input_example=example, pip_requirements=["numpy", "pandas"])
     return _register(info, name, tags or {}, alias, client)
+
+
+def register_ngram_generator(client, generator: NgramGenerator, *, experiment_id: str, name: str,
+                             alias: str | None = None, tags: dict[str, str] | None = None,
+                             run_name: str | None = None) -> str:
+    """Log an n-gram generator as a pyfunc from code (state: a JSON artifact; signature: ``task``, ``seed``,
+    ``greedy``, ``max_words``) and register it; returns the version."""
+    import tempfile
+
+    from mlflow.models import infer_signature
+
+    from monitors.demo import ngram_model
+
+    example = pd.DataFrame({"text": ["a prompt"]})
+    signature = infer_signature(example, ["a continuation"],
+                                params={"task": "generate", "seed": 0, "greedy": False, "max_words": 40})
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "generator.json"
+        state.write_text(json.dumps(generator.to_dict()), encoding="utf-8")
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
+                              tags={Tag.KIND: "model"}):
+            info = mlflow.pyfunc.log_model(name="model", python_model=ngram_model.__file__,
+                                           artifacts={"generator": str(state)}, signature=signature,
+                                           input_example=example, pip_requirements=["numpy", "pandas"])
+    return _register(info, name, {KIND_TAG: "generator", **(tags or {})}, alias, client)

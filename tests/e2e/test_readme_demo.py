@@ -58,6 +58,13 @@ def test_demo_quick_in_an_empty_folder(isolated):
     assert float(gen_replace[-1][4]) > 1.3 * float(gen_replace[0][4]), "replace: the tail perplexity rises"
     assert float(gen_acc[-1][4]) < 1.1 * float(gen_acc[0][4])
     assert all("recursive_distillation (W)" in " ".join(v[-1]) for v in versions.values()), "depth 2 at v3"
+    # The memorization probe before and after "fine-tuning": the smoothed v1 gives back nothing, the 8-gram v2
+    # gives back its training records (not held-out ones) and fires the jump against v1.
+    mem = re.search(r"^Memorization before and after fine-tuning .*\n.*\n-+\n(v1 .*)\n(v2 .*)\n", out, re.M)
+    assert mem, out[-3000:]
+    v1, v2 = mem.group(1).split(), mem.group(2).split()
+    assert float(v1[1]) <= 0.1 and mem.group(1).rstrip().endswith("-")
+    assert float(v2[1]) >= 0.8 and float(v2[2]) <= 0.1 and "memorization_extraction_jump (C)" in mem.group(2)
     assert re.search(r"\[\s*\d+\.\ds\] batch 5/5", proc.stderr), "progress is shown"
     assert "Traceback" not in proc.stderr
 
