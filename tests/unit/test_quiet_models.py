@@ -12,7 +12,7 @@ import warnings
 import pandas as pd
 
 
-def test_demo_models_register_quietly_without_pickles(tmp_path, capfd, caplog):
+def test_demo_models_register_quietly_without_pickles(tmp_path, capfd, caplog, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -22,7 +22,8 @@ def test_demo_models_register_quietly_without_pickles(tmp_path, capfd, caplog):
     from monitors.demo import probe_models as demo_models
     from monitors.demo.simulate import BigramGenerator
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    # the variable, undone after the test (mlflow.set_tracking_uri would outlive it and redirect later tests)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()
     exp = client.create_experiment("models", artifact_location=(tmp_path / "art").as_uri())
     texts = ["The cat sat on the mat today and slept.", "A dog ran in the park and barked at birds."] * 3
