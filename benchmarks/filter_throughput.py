@@ -101,7 +101,6 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    from monitors.core import textfilter as tf
     from monitors.core.profile import stable_hash
     from monitors.demo.corpus import austen_paragraphs, detector_set
     from monitors.demo.simulate import recursive_generations

@@ -9,11 +9,13 @@ from flows.cli.common import (
     EXIT_CRITICAL,
     EXIT_OK,
     Formatter,
+    add_task_runner_options,
     console_reports_failures_once,
     dataset_option,
     open_tracker,
     prefect_server_early,
     setup,
+    with_task_runner_options,
 )
 from monitors.adapters import sources
 
@@ -36,18 +38,12 @@ def add_parser(sub, common) -> None:
     c.add_argument("--recount", action="store_true",
                    help="add the batch to the corpus totals even if a check already counted the same content (by "
                         "default a re-check is checked and logged, but not counted twice)")
-    c.add_argument("--task-runner", choices=("local", "dask"),
-                   help="local (default): shards in worker processes here; dask: each shard a Prefect task on the "
-                        "Dask cluster at --dask-address (prefect-dask)")
-    c.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of an existing Dask cluster")
+    add_task_runner_options(c)
 
 
 def run(args) -> int:
     settings, rt = setup(args)
-    overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
-                                   ("dask_address", args.dask_address)) if v}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    settings = with_task_runner_options(settings, args)
     dataset = args.dataset or settings.dataset
     batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.

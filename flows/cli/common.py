@@ -120,3 +120,18 @@ def json_error(args, message: str, code: int) -> None:
         from monitors.adapters.delivery import scrub
 
         print(json.dumps({"error": scrub(message), "exit_code": code}))
+
+
+def add_task_runner_options(parser, what: str = "shards") -> None:
+    """``--task-runner`` and ``--dask-address``, for the commands that read a batch in shards."""
+    parser.add_argument("--task-runner", choices=("local", "dask"),
+                        help=f"local (default): {what} in worker processes here; dask: each shard a Prefect task on "
+                             f"the Dask cluster at --dask-address (prefect-dask)")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of an existing Dask cluster")
+
+
+def with_task_runner_options(settings, args):
+    """The settings with ``--task-runner`` / ``--dask-address`` applied (an address alone means dask)."""
+    overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
+                                   ("dask_address", args.dask_address)) if v}
+    return settings.model_copy(update=overrides) if overrides else settings

@@ -9,11 +9,13 @@ from pathlib import Path
 from flows.cli.common import (
     EXIT_OK,
     Formatter,
+    add_task_runner_options,
     console_reports_failures_once,
     dataset_option,
     open_tracker,
     prefect_server_early,
     setup,
+    with_task_runner_options,
 )
 from monitors.adapters import sources
 from monitors.core.errors import UserError
@@ -68,18 +70,12 @@ def add_parser(sub, common) -> None:
                    help="uncertain records the local LM scores (default: filter.lm_budget, 200; 0: none)")
     f.add_argument("--reference", metavar="RUN_ID", help="calibrate on this reference run instead of the latest")
     f.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    f.add_argument("--task-runner", choices=("local", "dask"),
-                   help="local (default): shards in worker processes here; dask: each shard a Prefect task on the "
-                        "Dask cluster at --dask-address")
-    f.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="scheduler of an existing Dask cluster")
+    add_task_runner_options(f)
 
 
 def run(args) -> int:
     settings, rt = setup(args)
-    overrides = {k: v for k, v in (("task_runner", args.task_runner or ("dask" if args.dask_address else None)),
-                                   ("dask_address", args.dask_address)) if v}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
+    settings = with_task_runner_options(settings, args)
     if args.lm_budget is not None and args.lm_budget < 0:
         raise UserError(f"--lm-budget {args.lm_budget}: give 0 or more documents")
     out = Path(args.out)

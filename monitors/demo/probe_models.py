@@ -23,7 +23,27 @@ from monitors.demo.simulate import BigramGenerator
 from monitors.core.schema import Tag
 
 
-class BigramTextModel(mlflow.pyfunc.PythonModel):
+class _TextModel(mlflow.pyfunc.PythonModel):
+    """The generator contract over a generator with ``from_dict``, ``loglik`` and ``continue_text``: ``task=loglik``
+    gives log-likelihood and token count; ``task=generate`` a continuation of each prompt (:meth:`_continue`)."""
+
+    generator_class: type = BigramGenerator
+
+    def load_context(self, context):
+        with open(context.artifacts["generator"], encoding="utf-8") as fh:
+            self.generator = self.generator_class.from_dict(json.load(fh))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        params = params or {}
+        texts = [str(t) for t in model_input["text"]]
+        if params.get("task", "generate") == "loglik":
+            scored = [self.generator.loglik(t) for t in texts]
+            return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
+        rng = random.Random(int(params.get("seed", 0)))
+        return [self._continue(t, rng, params) for t in texts]
+
+
+class BigramTextModel(_TextModel):
     """``task=generate``: a continuation of each prompt; ``task=loglik``: log-likelihood and token count.
 
     Logged as code (:mod:`monitors.demo.generator_model`) with the generator's state as a JSON artifact, so
@@ -34,41 +54,22 @@ class BigramTextModel(mlflow.pyfunc.PythonModel):
         self.generator = generator
         self.max_words = max_words
 
-    def load_context(self, context):
-        with open(context.artifacts["generator"], encoding="utf-8") as fh:
-            self.generator = BigramGenerator.from_dict(json.load(fh))
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        params = params or {}
-        texts = [str(t) for t in model_input["text"]]
-        if params.get("task", "generate") == "loglik":
-            scored = [self.generator.loglik(t) for t in texts]
-            return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
-        rng = random.Random(int(params.get("seed", 0)))
-        return [self.generator.continue_text(t, self.max_words, rng) for t in texts]
+    def _continue(self, text: str, rng: random.Random, params: dict) -> str:
+        return self.generator.continue_text(text, self.max_words, rng)
 
 
-class NgramTextModel(mlflow.pyfunc.PythonModel):
+class NgramTextModel(_TextModel):
     """An :class:`NgramGenerator` under the generator contract: ``task=generate`` with ``seed``, ``greedy``
     and ``max_words``; ``task=loglik``. Logged as code (:mod:`monitors.demo.ngram_model`), state as JSON."""
+
+    generator_class = NgramGenerator
 
     def __init__(self, generator: NgramGenerator | None = None):
         self.generator = generator
 
-    def load_context(self, context):
-        with open(context.artifacts["generator"], encoding="utf-8") as fh:
-            self.generator = NgramGenerator.from_dict(json.load(fh))
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        params = params or {}
-        texts = [str(t) for t in model_input["text"]]
-        if params.get("task", "generate") == "loglik":
-            scored = [self.generator.loglik(t) for t in texts]
-            return pd.DataFrame({"loglik": [s[0] for s in scored], "tokens": [s[1] for s in scored]})
-        rng = random.Random(int(params.get("seed", 0)))
+    def _continue(self, text: str, rng: random.Random, params: dict) -> str:
         greedy = str(params.get("greedy", False)).lower() in ("1", "true")
-        n = int(params.get("max_words", 40))
-        return [self.generator.continue_text(t, n, rng, greedy=greedy) for t in texts]
+        return self.generator.continue_text(text, int(params.get("max_words", 40)), rng, greedy=greedy)
 
 
 def _register(info, name: str, tags: dict[str, str], alias: str | None, client) -> str:
