@@ -191,10 +191,12 @@ def windowed_entropy(token_lists: list[list[str]], n: int, window: int) -> float
     return float(np.mean(ent))
 
 
-def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anchors | None = None) -> dict[str, float]:
+def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anchors | None = None,
+                    self_bleu_too: bool = True) -> dict[str, float]:
     """Indicators of the sample's texts; ``anchors`` (from the reference) enables coverage and embeddings.
 
     Values that cannot be computed (too few tokens for a window, no reference) are ``nan``, never guessed.
+    ``self_bleu_too=False`` leaves out ``mode.self_bleu`` (70 ms a call: the reference's bands skip it).
     """
     token_lists = [words(t) for t in texts]
     grams = ngram_counts(token_lists)
@@ -215,7 +217,8 @@ def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anch
     out["mode.near_duplicate_share"] = near_duplicate_share(texts, settings.near_duplicate_jaccard)
     # Self-BLEU-4 (Zhu et al. 2018; Guo et al. 2023) on the sample's first documents (a uniform sample: the
     # profile's bottom-k by id hash); a fixed number of them, since it grows with the number of references.
-    out["mode.self_bleu"] = self_bleu(token_lists[:SELF_BLEU_DOCS]) if len(token_lists) >= SELF_BLEU_DOCS else NAN
+    if self_bleu_too:
+        out["mode.self_bleu"] = self_bleu(token_lists[:SELF_BLEU_DOCS]) if len(token_lists) >= SELF_BLEU_DOCS else NAN
     if anchors is not None and anchors.embedding is not None:
         vectors = anchors.embedding.transform(texts)
         out["mode.embedding_dispersion"] = emb_mod.dispersion(vectors)
