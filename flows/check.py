@@ -15,6 +15,7 @@ from monitors.adapters.runtime import Runtime
 from monitors.adapters.sources import Batch
 from monitors.config import Settings
 from monitors.core import alerting
+from monitors.core.indicators import trend_indicators
 from monitors.core.quantify import CorpusTotals
 from monitors.core.results import CheckResult, run_indicators, schedule_indicators
 from monitors.core.runrecord import RunRecord, firing_summary, rule_run
@@ -97,6 +98,7 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
         if report is not None:
             values.update(report.values)
         values.update(tasks.band_scores(values, reference, prof.records))
+        values.update(trend_indicators(values, previous.metrics))  # against the dataset's previous check
         values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
         quality = tasks.validate_records(prof, record_suite)
         share = synthetic_share.estimate_share(prof, detector, settings, reference)

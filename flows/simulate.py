@@ -28,6 +28,9 @@ SCENARIOS = ("gaussian", "regression", "zipf", "text")
 SELF_BLEU_DOCS = 100  # Self-BLEU on a fixed-size sample: it grows with the number of references
 HAPAX_WINDOW = 10_000  # tokens
 AUSTEN_PARAGRAPHS = 7087  # monitors/data/austen_paragraphs.jsonl.gz
+#: what the simulator reports of each generation's check
+INDICATORS = ("tail.rare_coverage.ratio", "tail.distinct_2.ratio", "tail.entropy_1.ratio", "mode.compression_ratio.ratio",
+              "tail.distinct_2_wide", "trend.tail.distinct_2_wide.vs_previous", "tail.hapax_share", "mode.self_bleu")
 
 
 def add_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
@@ -290,8 +293,7 @@ def simulate_text(settings, runtime, policies: list[cs.Policy], plan: TextPlan, 
             run.generations.append({
                 "generation": t, "run_id": result.run_id, "model_types": model.types_,
                 "alerts": [{"rule": r, "severity": s, "status": st} for r, s, st in alerts],
-                "indicators": {k: _num(ind.get(k)) for k in ("tail.rare_coverage.ratio", "tail.distinct_2.ratio",
-                                                             "tail.entropy_1.ratio", "mode.compression_ratio.ratio")},
+                "indicators": {k: _num(ind.get(k)) for k in INDICATORS},
                 **diversity(batch, plan.seed)})
             firing = ", ".join(f"{r} ({s[0].upper()})" for r, s, st in alerts if st == "firing") or "none"
             say(f"{policy.label}: generation {t}/{plan.generations} checked, firing: {firing}")
@@ -346,17 +348,22 @@ def text_report(runs: list[PolicyRun], plan: TextPlan) -> str:
     lines = [f"text: word {plan.order}-gram model ({decoding}) fitted on {plan.train_docs} Austen paragraphs, refit on "
              f"{plan.train_docs} of its own documents per generation; {plan.batch_docs} of them checked per generation "
              f"against a {plan.reference_docs}-paragraph human reference.", "",
-             "Per generation (rare cov / dist-2: ratio to the reference; Self-BLEU-4 on "
+             "Per generation (rare cov / dist-2: ratio to the reference; dist-2w: distinct bigrams per 15,000 and "
+             "step: it over the previous check's, as computed by check; Self-BLEU-4 on "
              f"{SELF_BLEU_DOCS} docs; hapax: share of types seen once in {HAPAX_WINDOW} tokens):"]
     for r in runs:
         lines.append(f"  policy {r.policy} (dataset {r.dataset})")
-        lines.append(f"  {'gen':>4} {'types':>6} {'rare cov':>8} {'dist-2':>6} {'self-bleu':>9} {'hapax':>6}  firing")
+        lines.append(f"  {'gen':>4} {'types':>6} {'rare cov':>8} {'dist-2':>6} {'dist-2w':>7} {'step':>5} "
+                     f"{'self-bleu':>9} {'hapax':>6}  firing")
         for g in r.generations:
             ind = g["indicators"]
             f = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
             firing = ", ".join(f"{a['rule']} ({a['severity'][0].upper()})" for a in g["alerts"] if a["status"] == "firing") or "-"
+            f3 = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
             lines.append(f"  {g['generation']:>4} {g['model_types']:>6} {f(ind['tail.rare_coverage.ratio']):>8} "
-                         f"{f(ind['tail.distinct_2.ratio']):>6} {g['self_bleu']:>9.3f} {g['hapax_share']:>6.3f}  {firing}")
+                         f"{f(ind['tail.distinct_2.ratio']):>6} {f3(ind['tail.distinct_2_wide']):>7} "
+                         f"{f3(ind['trend.tail.distinct_2_wide.vs_previous']):>5} "
+                         f"{g['self_bleu']:>9.3f} {g['hapax_share']:>6.3f}  {firing}")
     lines += ["", "Lead time: the first generation at which each rule fired (- = never; in brackets the first "
               "generation it was breached, pending or firing) and in how many generations it fired:"]
     rules: dict[str, str] = {}

@@ -132,7 +132,7 @@ class InMemoryRunStore:
             return PreviousCheck({}, None, {})
         corpus = {k: v for k, v in run.metrics.items() if k.startswith("corpus.")}
         hours = max(0.0, (time.time() * 1000 - run.end) / 3.6e6) if run.end else None
-        return PreviousCheck(corpus, hours, states_from_json(run.artifacts.get(Artifact.ALERT_STATE)))
+        return PreviousCheck(corpus, hours, states_from_json(run.artifacts.get(Artifact.ALERT_STATE)), dict(run.metrics))
 
     def previous_alert_state(self, dataset: str) -> dict[str, AlertState]:
         run = self._newest_finished_check(dataset)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,6 +45,7 @@ class PreviousCheck:
     corpus: dict[str, float]  # corpus.* running totals
     hours_since: float | None  # since it ended (None: there is none)
     alert_states: dict[str, AlertState]  # its alerts/state.json, by fingerprint
+    metrics: dict[str, float] = field(default_factory=dict)  # its indicators (trend rules compare with them)
 
 
 class RunStore(Protocol):
@@ -278,7 +279,7 @@ class MlflowTracker:
             return PreviousCheck({}, None, {})
         corpus = {k: v for k, v in run.data.metrics.items() if k.startswith("corpus.")}
         hours = max(0.0, (time.time() * 1000 - run.info.end_time) / 3.6e6) if run.info.end_time else None
-        return PreviousCheck(corpus, hours, states_from_json(self._alert_state(run.info.run_id)))
+        return PreviousCheck(corpus, hours, states_from_json(self._alert_state(run.info.run_id)), dict(run.data.metrics))
 
     def previous_alert_state(self, dataset: str) -> dict[str, AlertState]:
         """The alert state record (``alerts/state.json``) of the dataset's newest finished check."""

@@ -10,6 +10,9 @@ number of distinct types among ``m`` tokens drawn without replacement from the b
 the counts. That is the mean distinct-n over random windows of ``m`` n-grams, without the dependence on
 where window boundaries fall, so it merges exactly across shards.
 
+Collapse is also a trend across retrains, so one indicator is compared with the dataset's own previous
+check: ``trend.tail.distinct_2_wide.vs_previous`` (see :func:`trend_indicators`).
+
 Names are stable and dotted by family; MLflow logs them as they are.
 """
 
@@ -25,12 +28,23 @@ import numpy as np
 from scipy.special import gammaln
 
 from monitors.core import embedding as emb_mod
+from monitors.core.collapse_sim import self_bleu
 from monitors.config import IndicatorSettings
 from monitors.core.neardup import near_duplicate_share
 from monitors.core.profile import NO_DAY, PROVENANCE, BatchProfile, days
 from monitors.core.text import words
 
 MAX_N = 3
+#: bigrams per window of ``tail.distinct_2_wide``: wide enough to see the rare bigrams that a refit on its own
+#: samples loses first (benchmarks/lead_time_study.py: at 1,000 they barely move; at 10,000, 15,000 and 20,000
+#: the step from one check to the next separates replace from accumulate, better the wider; 15,000 still fits
+#: in the 300 documents of a typical batch, ~22,000 words of Austen).
+WIDE_WINDOW = 15_000
+#: tokens per window of ``tail.hapax_share`` and documents of ``mode.self_bleu`` (both depend on size).
+HAPAX_TOKENS = 10_000
+SELF_BLEU_DOCS = 100
+#: Indicators compared with the dataset's previous check (``trend.<name>.vs_previous``).
+TRENDED = ("tail.distinct_2_wide",)
 
 NAN = float("nan")
 #: Indicators that have a companion ``<name>.ratio`` to the reference's baseline.
@@ -38,12 +52,15 @@ COMPARED = (
     "tail.distinct_1",
     "tail.distinct_2",
     "tail.distinct_3",
+    "tail.distinct_2_wide",
+    "tail.hapax_share",
     "tail.entropy_1",
     "tail.entropy_2",
     "tail.rare_coverage",
     "tail.ref_tail_mass",
     "mode.compression_ratio",
     "mode.near_duplicate_share",
+    "mode.self_bleu",
     "mode.embedding_dispersion",
     "mode.cluster_entropy",
     "drift.cluster_js",
@@ -78,6 +95,30 @@ def rarefied_distinct(counter: Counter, m: int) -> float:
     # Group types by their count: a batch has few distinct counts, so this is fast.
     values, multiplicity = np.unique(np.fromiter(counter.values(), dtype=np.int64), return_counts=True)
     return float(np.dot(rarefied_presence(values, total, m), multiplicity) / m)
+
+
+def rarefied_hapax(counter: Counter, m: int) -> float:
+    """Expected number of types seen exactly once among ``m`` tokens drawn (without replacement) from
+    ``counter``, over the expected number of types seen: the hapax share at a fixed size (Gambetta et al. 2024
+    track its fall under recursive training). nan if fewer than ``m`` tokens.
+
+    >>> rarefied_hapax(Counter({"a": 1, "b": 1}), 2)
+    1.0
+    """
+    total = sum(counter.values())
+    if total < m or m <= 0:
+        return NAN
+    values, multiplicity = np.unique(np.fromiter(counter.values(), dtype=np.int64), return_counts=True)
+    c = values.astype(float)
+    rest = total - c
+    # P(exactly one) = c * C(total - c, m - 1) / C(total, m); zero when fewer than m - 1 other tokens remain
+    possible = rest >= m - 1
+    safe = np.where(possible, rest, m - 1)
+    log_one = (np.log(c) + gammaln(safe + 1) - gammaln(m) - gammaln(safe - m + 2)
+               - gammaln(total + 1) + gammaln(m + 1) + gammaln(total - m + 1))
+    once = np.where(possible, np.exp(log_one), 0.0)
+    seen = rarefied_presence(values, total, m)
+    return float(np.dot(once, multiplicity) / np.dot(seen, multiplicity))
 
 
 def tail_types(unigrams: Counter, head_mass: float) -> frozenset[str]:
@@ -150,16 +191,20 @@ def windowed_entropy(token_lists: list[list[str]], n: int, window: int) -> float
     return float(np.mean(ent))
 
 
-def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anchors | None = None) -> dict[str, float]:
+def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anchors | None = None,
+                    self_bleu_too: bool = True) -> dict[str, float]:
     """Indicators of the sample's texts; ``anchors`` (from the reference) enables coverage and embeddings.
 
     Values that cannot be computed (too few tokens for a window, no reference) are ``nan``, never guessed.
+    ``self_bleu_too=False`` leaves out ``mode.self_bleu`` (70 ms a call: the reference's bands skip it).
     """
     token_lists = [words(t) for t in texts]
     grams = ngram_counts(token_lists)
     out: dict[str, float] = {}
     for n in range(1, MAX_N + 1):
         out[f"tail.distinct_{n}"] = rarefied_distinct(grams[n - 1], settings.window)
+    out["tail.distinct_2_wide"] = rarefied_distinct(grams[1], WIDE_WINDOW)
+    out["tail.hapax_share"] = rarefied_hapax(grams[0], HAPAX_TOKENS)
     for n in (1, 2):
         out[f"tail.entropy_{n}"] = windowed_entropy(token_lists, n, settings.window)
     unigrams = grams[0]
@@ -170,6 +215,10 @@ def text_indicators(texts: list[str], settings: IndicatorSettings, anchors: Anch
         out["tail.ref_tail_mass"] = in_tail / tokens if tokens else NAN
     out["mode.compression_ratio"] = compression_ratio(texts, settings.compress_bytes)
     out["mode.near_duplicate_share"] = near_duplicate_share(texts, settings.near_duplicate_jaccard)
+    # Self-BLEU-4 (Zhu et al. 2018; Guo et al. 2023) on the sample's first documents (a uniform sample: the
+    # profile's bottom-k by id hash); a fixed number of them, since it grows with the number of references.
+    if self_bleu_too:
+        out["mode.self_bleu"] = self_bleu(token_lists[:SELF_BLEU_DOCS]) if len(token_lists) >= SELF_BLEU_DOCS else NAN
     if anchors is not None and anchors.embedding is not None:
         vectors = anchors.embedding.transform(texts)
         out["mode.embedding_dispersion"] = emb_mod.dispersion(vectors)
@@ -212,6 +261,21 @@ def batch_indicators(profile: BatchProfile) -> dict[str, float]:
 def compute_indicators(profile: BatchProfile, settings: IndicatorSettings, anchors: Anchors | None = None) -> dict[str, float]:
     """Every indicator of one batch: whole-batch ones, then the sample's text indicators."""
     return {**batch_indicators(profile), **text_indicators(profile.sample_texts, settings, anchors)}
+
+
+def trend_indicators(values: dict[str, float], previous: dict[str, float]) -> dict[str, float]:
+    """``trend.<name>.vs_previous`` = this check's value / the dataset's previous check's, for each indicator in
+    :data:`TRENDED` (nan on a first check, or when either value is missing).
+
+    Collapse is a trend across retrains: a model refit on its own samples (``replace``) loses a share of its rare
+    bigrams at every generation, while one that keeps its human data (``accumulate``) stays nearly flat. At 300
+    documents per batch the step separates them where no level does (benchmarks/lead_time_study.py)."""
+    out = {}
+    for name in TRENDED:
+        v, p = values.get(name, NAN), previous.get(name, NAN)
+        ok = v is not None and p is not None and math.isfinite(v) and math.isfinite(p) and p > 0
+        out[f"trend.{name}.vs_previous"] = v / p if ok else NAN
+    return out
 
 
 def with_ratios(values: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:

@@ -84,3 +84,23 @@ def test_a_failed_check_is_an_alert_that_the_next_check_resolves(flow, isolated,
     result = run(batch)
     assert oncall.open_failures(settings) == []
     assert any(n["rule"] == "check_failed" and n["status"] == "resolved" for n in result.notifications)
+
+
+def test_check_compares_distinct_bigrams_with_the_dataset_previous_check(flow, isolated, austen):
+    """Issue 16: the step that diversity_step_drop (critical) reads comes from the previous check's logged value;
+    nan on a first check, near 1 between two human batches, and down when half the batch repeats the other half."""
+    import math
+    import random
+
+    run, _, _, _, _ = flow
+    picked = random.Random(0).sample(austen[400:], 600)
+    key = "trend.tail.distinct_2_wide.vs_previous"
+    first = run(write_jsonl(isolated / "h1.jsonl", [{"id": f"a{i}", "text": p["text"]} for i, p in enumerate(picked[:300])]))
+    assert math.isnan(first.indicators[key]) and "diversity_step_drop" not in {a.rule for a in first.alerts}
+    second = run(write_jsonl(isolated / "h2.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(picked[300:])]))
+    assert 0.965 < second.indicators[key] < 1.035 and "diversity_step_drop" not in {a.rule for a in second.alerts}
+    halved = [p["text"] for p in picked[:150]] * 2  # the same 22,000 words' worth of text, half as varied
+    third = run(write_jsonl(isolated / "h3.jsonl", [{"id": f"c{i}", "text": t} for i, t in enumerate(halved)]))
+    assert third.indicators[key] < 0.9
+    fired = {a.rule: a for a in third.alerts if a.status == "firing"}
+    assert fired["diversity_step_drop"].severity == "critical" and fired["diversity_step_drop"].threshold == 0.965

@@ -18,9 +18,11 @@ from monitors.core.indicators import (
     compute_indicators,
     rare_coverage,
     rarefied_distinct,
+    rarefied_hapax,
     rarefied_presence,
     tail_types,
     text_indicators,
+    trend_indicators,
     windowed_entropy,
     with_ratios,
 )
@@ -74,7 +76,7 @@ INDICATOR_NAMES = [
     "provenance.declared_synthetic_share", "provenance.declared_unknown_share", "tail.distinct_1", "tail.distinct_2",
     "tail.distinct_3", "tail.entropy_1", "tail.entropy_2", "tail.rare_coverage", "tail.ref_tail_mass",
     "mode.compression_ratio", "mode.near_duplicate_share", "mode.embedding_dispersion", "mode.cluster_entropy",
-    "drift.cluster_js",
+    "drift.cluster_js", "tail.distinct_2_wide", "tail.hapax_share", "mode.self_bleu",
 ]
 
 
@@ -129,6 +131,26 @@ def test_rarefaction_matches_brute_force_enumeration():
     expected = np.mean([len({tokens[i], tokens[j]}) for i, j in pairs]) / 2
     assert rarefied_distinct(Counter(tokens), 2) == pytest.approx(expected)
     assert rarefied_presence(np.array([3, 2, 1]), 6, 2).tolist() == pytest.approx([12 / 15, 9 / 15, 5 / 15])
+
+
+def test_rarefied_hapax_share_matches_brute_force_enumeration():
+    # Tokens a a a b b c; draw m = 2 (or 3) without replacement; enumerate every draw.
+    tokens = list("aaabbc")
+    for m in (2, 3):
+        draws = [Counter(tokens[i] for i in idx) for idx in combinations(range(len(tokens)), m)]
+        hapax = np.mean([sum(c == 1 for c in d.values()) for d in draws])
+        types = np.mean([len(d) for d in draws])
+        assert rarefied_hapax(Counter(tokens), m) == pytest.approx(hapax / types)
+    assert rarefied_hapax(Counter(tokens), 6) == pytest.approx(1 / 3)  # the whole batch: only c is seen once
+    assert math.isnan(rarefied_hapax(Counter(tokens), 7))
+
+
+def test_trend_compares_with_the_previous_check_and_is_nan_without_one():
+    now = {"tail.distinct_2_wide": 0.69}
+    assert trend_indicators(now, {"tail.distinct_2_wide": 0.72})["trend.tail.distinct_2_wide.vs_previous"] == pytest.approx(0.69 / 0.72)
+    assert math.isnan(trend_indicators(now, {})["trend.tail.distinct_2_wide.vs_previous"])  # a first check
+    assert math.isnan(trend_indicators({"tail.distinct_2_wide": float("nan")},
+                                       {"tail.distinct_2_wide": 0.7})["trend.tail.distinct_2_wide.vs_previous"])
 
 
 def test_fixed_size_indicators_do_not_depend_on_batch_length(austen):
@@ -188,3 +210,16 @@ def test_text_indicators_separate_human_from_recursively_generated_text(austen, 
     h, g = text_indicators(human, SETTINGS, anchors), text_indicators(gen, SETTINGS, anchors)
     assert g["tail.distinct_1"] < h["tail.distinct_1"] and g["tail.rare_coverage"] < h["tail.rare_coverage"]
     assert g["mode.compression_ratio"] > h["mode.compression_ratio"]
+    # the literature's diversity metrics, at fixed sizes
+    assert g["tail.hapax_share"] < h["tail.hapax_share"] and g["mode.self_bleu"] > h["mode.self_bleu"] > 0
+    assert math.isnan(g["tail.distinct_2_wide"])  # the bigram generator's short documents: under 15,000 words
+
+
+def test_wide_distinct_bigrams_fall_generation_after_generation_of_a_refit_on_its_own_samples(austen):
+    """The indicator the critical step rule reads (issue 16): 300 documents of a length-preserving n-gram lineage."""
+    from monitors.demo.simulate import text_lineage
+
+    human = [p["text"] for p in austen[2000:2300]]
+    samples = [sample[:300] for _, _, sample in text_lineage([p["text"] for p in austen[3000:3600]], 3, "replace", seed=1)]
+    wide = [text_indicators(texts, SETTINGS)["tail.distinct_2_wide"] for texts in (human, *samples)]
+    assert wide == sorted(wide, reverse=True) and not any(math.isnan(v) for v in wide), wide

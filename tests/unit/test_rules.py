@@ -85,3 +85,14 @@ def test_great_expectations_evaluates_the_suite():
 def test_empty_batch_fires_critical():
     alerts = gx_rules.evaluate(load_rules(DEFAULT_RULES), {"batch.records": 0}, "news")
     assert [(a.rule, a.severity) for a in alerts] == [("batch_empty", "critical")]
+
+
+def test_a_step_down_in_distinct_bigrams_since_the_previous_check_is_critical():
+    """Issue 16: the rule that fires at generation 2 of an unbiased refit on its own samples (replace), and not
+    under accumulate (benchmarks/lead_time_study.py); a first check (no previous one, nan) is no evidence."""
+    suite = load_rules(DEFAULT_RULES)
+    column = "trend.tail.distinct_2_wide.vs_previous"
+    fired = gx_rules.evaluate(suite, {"batch.records": 300, column: 0.95}, "news")
+    assert [(a.rule, a.severity, a.threshold) for a in fired] == [("diversity_step_drop", "critical", 0.965)]
+    assert gx_rules.evaluate(suite, {"batch.records": 300, column: 0.99}, "news") == []
+    assert gx_rules.evaluate(suite, {"batch.records": 300, column: float("nan")}, "news") == []

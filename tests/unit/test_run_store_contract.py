@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from datetime import date
 
@@ -75,18 +76,23 @@ def test_the_newest_reference_round_trips(store, reference, scope):
     second = store.save_reference(ref, "b.jsonl")
     assert store.reference_run(scope) == second
     run_id, loaded = store.latest_reference(scope, first)
-    assert run_id == first and loaded.documents == reference.documents and loaded.baseline == reference.baseline
+    assert run_id == first and loaded.documents == reference.documents
+    # nan (an indicator this small reference cannot give, e.g. mode.self_bleu under 100 documents) round-trips
+    assert loaded.baseline.keys() == reference.baseline.keys()
+    assert all(v == reference.baseline[k] or (math.isnan(v) and math.isnan(reference.baseline[k]))
+               for k, v in loaded.baseline.items())
     with pytest.raises(UserError, match="no such MLflow run|not a reference"):
         store.reference_run(scope, "0" * 32)
 
 
 def test_checks_get_sequence_numbers_and_the_next_one_continues_from_the_newest(store, scope):
     empty = store.previous_check(scope)
-    assert empty.corpus == {} and empty.hours_since is None and empty.alert_states == {}
+    assert empty.corpus == {} and empty.hours_since is None and empty.alert_states == {} and empty.metrics == {}
     a = store.log_check(_record(scope, "a.jsonl", corpus=1.0))
     b = store.log_check(_record(scope, "b.jsonl", corpus=2.0, state=[_state("f2", "pending")]))
     prev = store.previous_check(scope)
     assert prev.corpus == {"corpus.batches": 2.0}
+    assert prev.metrics.get("batch.records") == 10.0  # its indicators, for the trend rules
     assert list(prev.alert_states) == ["f2"] and prev.alert_states["f2"].status == "pending"
     assert store.previous_alert_state(scope)["f2"].recent == (1,)  # saved before windows: its breaches count
     assert prev.hours_since is not None and prev.hours_since < 0.1
