@@ -42,9 +42,11 @@ def _sentences(texts: list[str]) -> list[str]:
 
 
 def make_docs(sentences: list[str], n: int, rng: random.Random) -> list[str]:
+    """Documents of 20-200 words: a random sentence from a random word on, then whole random sentences."""
     docs = []
     for _ in range(n):
-        words: list[str] = []
+        first = sentences[rng.randrange(len(sentences))].split()
+        words = first[rng.randrange(len(first) // 2 + 1):]
         target = rng.randint(20, 200)
         while len(words) < target:
             words += sentences[rng.randrange(len(sentences))].split()
@@ -94,31 +96,17 @@ def _fast_stage_rate(train, cal_sample, docs: list[str]) -> float:
         return len(docs) / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--no-lm", action="store_true", help="skip the accuracy runs with the LM stage")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = ap.parse_args()
-    sys.path.insert(0, str(REPO))
-    from monitors.core.profile import stable_hash
-    from monitors.demo.corpus import austen_paragraphs, detector_set
-    from monitors.demo.simulate import recursive_generations
+def accuracy(tmp: Path, state: Path, reference: list[str], test_human: list[str], env_lm: bool) -> None:
+    """Human loss and recall per generator on held-out labelled text (see the module docstring)."""
+    from monitors.demo.corpus import detector_set
 
-    paras = [p["text"] for p in austen_paragraphs()]
-    random.Random(7).shuffle(paras)
-    reference, test_human, pool_human, gen_train = paras[:1500], paras[1500:5500], paras[5500:6500], paras[6500:]
-    tmp = Path(tempfile.mkdtemp(prefix="cm-filter-bench-"))
-    state = tmp / "state"
     _write(tmp / "ref.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(reference)])
     t = time.perf_counter()
-    env_lm = not args.no_lm
     subprocess.run([sys.executable, "-m", "flows.cli", "--state-dir", str(state), "reference", "build", "--input",
                     str(tmp / "ref.jsonl"), "--dataset", "bench"], check=True, capture_output=True, cwd=tmp,
                    env={**os.environ, "PYTHONPATH": str(REPO), "COLLAPSE_MONITOR_LM__ENABLED": str(env_lm).lower()})
     print(f"reference: 1,500 Austen paragraphs ({time.perf_counter() - t:.0f} s, LM {'on' if env_lm else 'off'})", flush=True)
 
-    # -- accuracy on held-out labelled text --------------------------------------------------------------------
     machine = [r for r in detector_set() if r["label"] == "synthetic" and r.get("domain") == "austen"]
     with gzip.open(REPO / "monitors/data/heldout_family.jsonl.gz", "rt", encoding="utf-8") as fh:
         machine += [r for r in map(json.loads, fh) if r.get("domain") == "austen"]
@@ -146,12 +134,35 @@ def main() -> None:
                   + f" {sb if sb is None else round(sb, 3)!s:>12} / {sa if sa is None else round(sa, 3)!s:<8} ({true_share:.3f})",
                   flush=True)
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--no-lm", action="store_true", help="skip the accuracy runs with the LM stage")
+    ap.add_argument("--speed-only", action="store_true", help="skip the accuracy runs")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    from monitors.core.profile import stable_hash
+    from monitors.demo.corpus import austen_paragraphs
+    from monitors.demo.simulate import recursive_generations
+
+    paras = [p["text"] for p in austen_paragraphs()]
+    random.Random(7).shuffle(paras)
+    reference, test_human, pool_human, gen_train = paras[:1500], paras[1500:5500], paras[5500:6500], paras[6500:]
+    tmp = Path(tempfile.mkdtemp(prefix="cm-filter-bench-"))
+    state = tmp / "state"
+    env_lm = not args.no_lm
+    if not args.speed_only:
+        accuracy(tmp, state, reference, test_human, env_lm)
+
     # -- speed and memory ----------------------------------------------------------------------------------------
     gen = recursive_generations(gen_train[:400], 1, 3000, seed=5)[-1]
     machine_sent = _sentences(gen.sample(3000, random.Random(5)))
-    ref_sent, human_sent = _sentences(pool_human[:500]), _sentences(pool_human[500:])
-    # the speed runs' documents are built from sentences: so is their reference (disjoint sentences)
-    speed_ref = make_docs(ref_sent, 1500, random.Random(2))
+    # the speed runs' documents are built from sentences of 5,000 Austen paragraphs; so is their reference, from
+    # the same sentences (a reference and a batch of one source, as in use)
+    human_sent = _sentences(test_human + pool_human)
+    speed_ref = make_docs(human_sent, 1500, random.Random(2))
     _write(tmp / "speed-ref.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(speed_ref)])
     subprocess.run([sys.executable, "-m", "flows.cli", "--state-dir", str(state), "reference", "build", "--input",
                     str(tmp / "speed-ref.jsonl"), "--dataset", "speed"], check=True, capture_output=True, cwd=tmp,

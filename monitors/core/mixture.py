@@ -90,6 +90,23 @@ def human_side_excess(batch: np.ndarray, human: np.ndarray, weights: np.ndarray 
     return float(max(z))
 
 
+def _below(x: np.ndarray, grid: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per row of ``x`` (R, n), the share (or the weight) of its values at or below each grid point: (R, G).
+
+    Row by row through a sort, never an (R, n, G) array: with 1,000 bootstrap replicates of 1,000 scores that
+    array alone was 600 MB."""
+    out = np.empty((x.shape[0], grid.size))
+    for r in range(x.shape[0]):
+        order = np.argsort(x[r], kind="stable")
+        counts = np.searchsorted(x[r][order], grid, side="right")
+        if weights is None:
+            out[r] = counts / x.shape[1]
+        else:
+            cum = np.concatenate([[0.0], np.cumsum(weights[r][order])])
+            out[r] = cum[counts]
+    return out
+
+
 def bbe_human_share(batch: np.ndarray, human: np.ndarray, weights: np.ndarray | None = None, *,
                     n_human: float | None = None, delta: float = DELTA, gamma: float = GAMMA) -> np.ndarray:
     """Best Bin Estimation of the human proportion of ``batch``; rows are bootstrap replicates.
@@ -102,8 +119,7 @@ def bbe_human_share(batch: np.ndarray, human: np.ndarray, weights: np.ndarray | 
     w = np.ones_like(h) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
     w = w / w.sum(axis=1, keepdims=True)
     grid = np.quantile(h, _GRID)  # (G,) fixed thresholds across replicates
-    q_b = (b[:, :, None] <= grid).mean(axis=1)  # (R, G)
-    q_h = ((h[:, :, None] <= grid) * w[:, :, None]).sum(axis=1)
+    q_b, q_h = _below(b, grid), _below(h, grid, w)  # (R, G)
     n_h = h.shape[1] if n_human is None else n_human
     slack = np.sqrt(np.log(4 / delta) / (2 * b.shape[1])) + np.sqrt(np.log(4 / delta) / (2 * n_h))
     with np.errstate(divide="ignore", invalid="ignore"):
