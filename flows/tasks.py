@@ -105,11 +105,19 @@ def compute_indicators(prof: BatchProfile, ref: ReferenceProfile, settings: Sett
     return indicators.with_ratios(values, ref.baseline)
 
 
+def cache_folder(settings: Settings) -> Path | None:
+    """collapse-monitor's cache folder (``lm.cache_dir``; none when ``lm.cache`` is off): LM scores and the
+    random classifiers' AUC percentiles of the drift report, each keyed by what it was computed from."""
+    from monitors.adapters import lmscore
+
+    return lmscore.cache_dir(settings.lm.cache_dir) if settings.lm.cache else None
+
+
 @compute_task
 def drift_report(prof: BatchProfile, ref: ReferenceProfile, settings: Settings) -> drift.DriftReport | None:
     if not settings.indicators.drift:
         return None
-    return drift.drift_report(prof.sample_texts, ref.sample)
+    return drift.drift_report(prof.sample_texts, ref.sample, cache_folder(settings))
 
 
 @compute_task
