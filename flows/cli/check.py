@@ -53,6 +53,9 @@ def run(args) -> int:
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
     reference = open_tracker(rt).reference_run(dataset, args.reference)
     with prefect_server_early():  # boots on the other core while this process imports Prefect, GX, ...
+        from flows import check_worker
+
+        check_worker.start()  # imports Evidently and GX meanwhile; runs the drift report and GX during the check
         from flows import batches, progress
         from flows.check import check_incoming_data
 
@@ -60,9 +63,12 @@ def run(args) -> int:
         runner = batches.with_task_runner(check_incoming_data, settings)
     console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
-    result = runner(
-        batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
-        content_sha256=sha, recount=args.recount)
+    try:
+        result = runner(
+            batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
+            content_sha256=sha, recount=args.recount)
+    finally:
+        check_worker.stop()
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -165,6 +165,14 @@ def _random_auc_computed_once(cache_dir: Path | None = None):
         ddu.roc_auc_random_classifier_percentile = original
 
 
+def import_evidently() -> None:
+    """Import what a report needs, ahead of the first one (a worker process warming up)."""
+    import evidently  # noqa: F401
+    import pandas  # noqa: F401
+    from evidently.legacy.utils import data_drift_utils  # noqa: F401
+    from evidently.presets import DataDriftPreset  # noqa: F401
+
+
 def _run(current: list[str], reference: list[str], cache_dir: Path | None = None):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset

@@ -1,0 +1,64 @@
+"""A worker process for a check's Evidently drift report and Great Expectations record validation, started by
+the CLI as it starts (issue 20, item 6).
+
+Evidently (with scikit-learn, SciPy and Plotly) and Great Expectations take about 4 s to import, and the report
+and the validation about 1.5 s to run, all one after the other on the CLI's core, while the other core idles
+once Prefect's server is up (or from the start, with a running server). ``collapse-monitor check`` therefore
+starts this process first thing: it imports Evidently and GX while the CLI imports MLflow and Prefect, and the
+check hands it the report and the validation as soon as the batch is profiled, then computes the indicators
+and the synthetic share meanwhile. The work is the same functions (:func:`monitors.adapters.drift.drift_report`,
+:func:`monitors.adapters.gx_records.validate`), only run in another process; their Prefect tasks
+(``drift_report``, ``validate_records``) wait for them.
+
+Without :func:`start` (a flow called from Python, the tests, ``serve``) nothing changes: the tasks do the work
+in-process. The worker dies with the CLI (:mod:`monitors.adapters.lifeline`); if it dies first, the tasks do
+the work in-process after all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def _warm(parent: int) -> None:
+    from monitors.adapters import drift, gx_records, lifeline
+
+    lifeline.die_with_parent(parent)
+    drift.import_evidently()
+    gx_records.import_gx()
+
+
+def start() -> None:
+    """Start the worker now (once per process) so that it imports Evidently and GX while this process goes on.
+    Call it from the main thread: the worker's death signal is tied to the thread that starts it."""
+    global _pool
+    if _pool is not None:
+        return
+    # spawn: forking a process that may already run Prefect's threads is not safe
+    _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm,
+                                initargs=(os.getpid(),))
+    _pool.submit(int)  # the pool starts its process on the first submission
+
+
+def submit(fn: Callable, *args, **kwargs) -> Future | None:
+    """``fn(*args, **kwargs)`` under way in the worker (in the order submitted), or None when there is no
+    worker (or it is gone)."""
+    if _pool is None:
+        return None
+    try:
+        return _pool.submit(fn, *args, **kwargs)
+    except RuntimeError:  # BrokenProcessPool (the worker died) or a pool already shut down
+        return None
+
+
+def stop() -> None:
+    """Stop the worker and forget it (once the check has its results, it has nothing left to do)."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
