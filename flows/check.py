@@ -106,7 +106,7 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
         corpus = CorpusTotals.from_metrics(previous.corpus)
         corpus = corpus if counted_in else corpus.add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
-        breached = tasks.evaluate_rules(suite, row, dataset)
+        breached = tasks.evaluate_rules(suite, row, dataset, tasks.start_rule_evaluation(suite, row, dataset))
         stepped = tasks.advance_alerts(previous.alert_states, silences, suite, row, breached, dataset, settings)
         alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []

@@ -1,14 +1,15 @@
-"""A worker process for a check's Evidently drift report and Great Expectations record validation, started by
-the CLI as it starts (issue 20, item 6).
+"""A worker process for a check's Evidently drift report and Great Expectations work (record validation, the
+alert rules), started by the CLI as it starts (issue 20, item 6).
 
 Evidently (with scikit-learn, SciPy and Plotly) and Great Expectations take about 4 s to import, and the report
 and the validation about 1.5 s to run, all one after the other on the CLI's core, while the other core idles
 once Prefect's server is up (or from the start, with a running server). ``collapse-monitor check`` therefore
 starts this process first thing: it imports Evidently and GX while the CLI imports MLflow and Prefect, and the
 check hands it the report and the validation as soon as the batch is profiled, then computes the indicators
-and the synthetic share meanwhile. The work is the same functions (:func:`monitors.adapters.drift.drift_report`,
-:func:`monitors.adapters.gx_records.validate`), only run in another process; their Prefect tasks
-(``drift_report``, ``validate_records``) wait for them.
+and the synthetic share meanwhile; the alert rules' GX evaluation goes there too, so the CLI never imports GX.
+The work is the same functions (:func:`monitors.adapters.drift.drift_report`,
+:func:`monitors.adapters.gx_records.validate`, :func:`monitors.adapters.gx_rules.evaluate`), only run in
+another process; their Prefect tasks (``drift_report``, ``validate_records``, ``evaluate_rules``) wait for them.
 
 Without :func:`start` (a flow called from Python, the tests, ``serve``) nothing changes: the tasks do the work
 in-process. The worker dies with the CLI (:mod:`monitors.adapters.lifeline`); if it dies first, the tasks do

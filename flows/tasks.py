@@ -251,9 +251,19 @@ def advance_alerts(states: dict[str, alerting.AlertState], silences: list[alerti
 
 
 
+def start_rule_evaluation(suite: RuleSuite, row: dict[str, float], dataset: str) -> Future | None:
+    """The rule suite's GX evaluation under way in the CLI's check worker, if there is one (GX is imported
+    there already: this process need not import it at all)."""
+    from flows import check_worker
+
+    return check_worker.submit(gx_rules.evaluate, suite, row, dataset)
+
+
 @compute_task
-def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
-    return gx_rules.evaluate(suite, row, dataset)
+def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str, pending: Future | None = None):
+    """The alert rules (a GX suite) on the run's indicators: here, or (``pending``) by the CLI's check worker."""
+    done, breached = _finished(pending)
+    return breached if done else gx_rules.evaluate(suite, row, dataset)
 
 
 @io_task

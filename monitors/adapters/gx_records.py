@@ -88,11 +88,15 @@ def record_frame(profile: BatchProfile):
 
 
 def import_gx() -> None:
-    """Import GX and make this process's context, ahead of the first validation (a worker process warming up)."""
+    """Import GX and make this process's contexts (records, rules), ahead of the first validation (a worker
+    process warming up)."""
     import great_expectations  # noqa: F401
     from great_expectations.checkpoint import UpdateDataDocsAction  # noqa: F401
 
+    from monitors.adapters import gx_rules
+
     _context()
+    gx_rules._batch_definition()
 
 
 @functools.cache
