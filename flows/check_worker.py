@@ -18,6 +18,7 @@ the work in-process after all.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -57,9 +58,25 @@ def submit(fn: Callable, *args, **kwargs) -> Future | None:
         return None
 
 
-def stop() -> None:
-    """Stop the worker and forget it (once the check has its results, it has nothing left to do)."""
+def stop(kill: bool = False) -> None:
+    """Stop the worker and forget it (once the check has its results, it has nothing left to do). ``kill``: at
+    once, without waiting for it to finish importing (an input error was found before the check ran)."""
     global _pool
     pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if pool is None:
+        return
+    if kill:
+        for process in list((pool._processes or {}).values()):  # no public way to end a worker mid-initializer
+            process.kill()
+    pool.shutdown(wait=not kill, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def started():
+    """The worker started for the block; an error raised in the block kills it at once."""
+    start()
+    try:
+        yield
+    except BaseException:
+        stop(kill=True)
+        raise

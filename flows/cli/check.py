@@ -50,12 +50,14 @@ def run(args) -> int:
         settings = settings.model_copy(update=overrides)
     dataset = args.dataset or settings.dataset
     batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
-    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one. (Not in the
+    # block below: on two cores, the server and the worker booting beside it would compete with it for CPU.)
     reference = open_tracker(rt).reference_run(dataset, args.reference)
-    with prefect_server_early():  # boots on the other core while this process imports Prefect, GX, ...
-        from flows import check_worker
+    from flows import check_worker
 
-        check_worker.start()  # imports Evidently and GX meanwhile; runs the drift report and GX during the check
+    # Prefect's server boots, and the worker imports Evidently and GX, while this process imports Prefect; an
+    # input error found in the block stops both at once.
+    with prefect_server_early(), check_worker.started():
         from flows import batches, progress
         from flows.check import check_incoming_data
 
@@ -68,7 +70,7 @@ def run(args) -> int:
             batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
             content_sha256=sha, recount=args.recount)
     finally:
-        check_worker.stop()
+        check_worker.stop()  # the check has every result it asked the worker for
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
