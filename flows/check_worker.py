@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -37,9 +38,12 @@ def _warm(parent: int) -> None:
 
 def start() -> None:
     """Start the worker now (once per process) so that it imports Evidently and GX while this process goes on.
-    Call it from the main thread: the worker's death signal is tied to the thread that starts it."""
+    Call it from the main thread: the worker's death signal is tied to the thread that starts it.
+
+    Not when this process has imported Evidently already (a long-running process, such as the tests' or one
+    that built a reference): there the work costs less in-process than a new worker's imports."""
     global _pool
-    if _pool is not None:
+    if _pool is not None or "evidently" in sys.modules:
         return
     # spawn: forking a process that may already run Prefect's threads is not safe
     _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm,

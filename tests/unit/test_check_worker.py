@@ -3,6 +3,7 @@ record validation in another process while the check goes on. Its results are th
 in-process, its GX Data Docs folder goes with it, and a worker that died leaves the work to the task."""
 
 import json
+import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
@@ -25,7 +26,10 @@ def test_the_worker_gives_the_in_process_results_and_cleans_up(austen, isolated,
     prof = _profile(texts[:60])
     local = drift.drift_report(texts[:60], texts[60:])
     local_quality = gx_records.validate(prof, suite)
+    check_worker.start()
+    assert check_worker._pool is None  # this process has Evidently imported: in-process is cheaper
     monkeypatch.setenv("TMPDIR", str(isolated))  # the worker's temporary folders (this process keeps its own)
+    monkeypatch.delitem(sys.modules, "evidently")  # as in a fresh CLI process
     check_worker.start()
     try:
         report = check_worker.submit(drift.drift_report, texts[:60], texts[60:], None)
