@@ -36,14 +36,23 @@ def _warm(parent: int) -> None:
     gx_records.import_gx()
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def start() -> None:
     """Start the worker now (once per process) so that it imports Evidently and GX while this process goes on.
     Call it from the main thread: the worker's death signal is tied to the thread that starts it.
 
     Not when this process has imported Evidently already (a long-running process, such as the tests' or one
-    that built a reference): there the work costs less in-process than a new worker's imports."""
+    that built a reference): there the work costs less in-process than a new worker's imports. Not with fewer
+    than two CPUs for this process: the worker only gains where a core would idle, and its own imports of
+    NumPy, pandas and scikit-learn (which this process needs too) cost about 1.5 s of CPU."""
     global _pool
-    if _pool is not None or "evidently" in sys.modules:
+    if _pool is not None or "evidently" in sys.modules or _cpus() < 2:
         return
     # spawn: forking a process that may already run Prefect's threads is not safe
     _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm,
