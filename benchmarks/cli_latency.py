@@ -17,7 +17,7 @@ quicker), then times:
 Targets (issue 20): check <= 8 s (ephemeral) and <= 4 s (server); history and alerts list <= 2 s; input errors
 <= 2 s. The load average and the CPU seconds (the command's and those of the children it waited for, such as
 Prefect's server: less sensitive to other jobs than wall time) are printed with the figures: on a shared
-machine compare runs taken under similar load, or time two checkouts back to back with --code. ``--no-lm`` turns the local LM off (lm.enabled) for a quick run.
+machine compare runs taken under similar load, or time two checkouts run for run with --baseline. ``--no-lm`` turns the local LM off (lm.enabled) for a quick run.
 """
 
 from __future__ import annotations
@@ -83,15 +83,29 @@ def _cli(args: list[str], env: dict, cwd: Path, expect: tuple[int, ...]) -> tupl
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _timed(name: str, args: list[str], env: dict, cwd: Path, repeats: int, expect=(0, 3), quiet=False) -> dict:
+def _timed(name: str, args: list[str], env: dict, cwd: Path, repeats: int, expect=(0, 3), quiet=False,
+           baseline: tuple[dict, Path] | None = None) -> dict:
+    """``baseline``: (env, cwd) of another checkout, run alternately with this one (same load for both)."""
     _cli(args, env, cwd, expect)  # warm-up: first-time costs (LM scores, OS caches) are not fixed costs
-    runs = [_cli(args, env, cwd, expect) for _ in range(repeats)]
+    if baseline:
+        _cli(args, *baseline, expect)
+    runs, base = [], []
+    for _ in range(repeats):
+        runs.append(_cli(args, env, cwd, expect))
+        if baseline:
+            base.append(_cli(args, *baseline, expect))
     row = {"command": name, "median_s": statistics.median(r[0] for r in runs), "runs_s": [round(r[0], 2) for r in runs],
            "cpu_median_s": statistics.median(r[1] for r in runs), "target_s": TARGETS[name], "load_avg": _load()}
     row["met"] = row["median_s"] <= row["target_s"]
+    if baseline:
+        row.update(baseline_median_s=statistics.median(r[0] for r in base), baseline_runs_s=[round(r[0], 2) for r in base],
+                   baseline_cpu_median_s=statistics.median(r[1] for r in base))
     if not quiet:
         print(f"  {name:<28} median {row['median_s']:5.2f} s, CPU {row['cpu_median_s']:5.2f} s  (target <= {row['target_s']:.0f} s: "
               f"{'met' if row['met'] else 'MISSED'})  runs {row['runs_s']}  load {row['load_avg']}", file=sys.stderr)
+        if baseline:
+            print(f"  {'  baseline':<28} median {row['baseline_median_s']:5.2f} s, CPU {row['baseline_cpu_median_s']:5.2f} s  "
+                  f"runs {row['baseline_runs_s']}", file=sys.stderr)
     return row
 
 
@@ -125,8 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lm", action="store_true", help="local LM off (lm.enabled false): quicker, not the issue's setting")
     ap.add_argument("--code", default=str(REPO), metavar="DIR",
                     help="the checkout whose CLI is timed (default this one; another, e.g. `git archive main`, for before/after)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout (e.g. `git archive main | tar -x -C DIR`) timed alternately with --code, "
+                         "run for run, so that both see the same load; its figures are printed under each row")
     ap.add_argument("--skip-server", action="store_true", help="do not time check against a running Prefect server")
     args = ap.parse_args(argv)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("note: PYTHONDONTWRITEBYTECODE is set, so every run compiles the project's modules again (about 0.2 s "
+              "CPU per command here); a user's installed copy has its bytecode cached", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the Prefect server started here is stopped
 
     with tempfile.TemporaryDirectory(prefix="cm-bench-latency-") as tmp:
@@ -134,20 +154,33 @@ def main(argv: list[str] | None = None) -> int:
         texts = _paragraphs()
         _write(work / "ref.jsonl", texts[:1000], "r")
         _write(work / "batch.jsonl", texts[1000:1300], "b")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "COLLAPSE_MONITOR_"))}
-        env.update({"PYTHONPATH": str(Path(args.code).resolve()), "COLLAPSE_MONITOR_STATE_DIR": str(work / "state"),
-                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
-        if args.no_lm:
-            env["COLLAPSE_MONITOR_LM__ENABLED"] = "false"
+        def environment(code: str, state: Path) -> dict:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "COLLAPSE_MONITOR_"))}
+            env.update({"PYTHONPATH": str(Path(code).resolve()), "COLLAPSE_MONITOR_STATE_DIR": str(state),
+                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+            if args.no_lm:
+                env["COLLAPSE_MONITOR_LM__ENABLED"] = "false"
+            return env
+
+        env = environment(args.code, work / "state")
+        base_env = environment(args.baseline, work / "baseline-state") if args.baseline else None
         print(f"building the reference in {work} (not timed)...", file=sys.stderr)
         _cli(["reference", "build", "--input", "ref.jsonl", "--dataset", "bench"], env, work, (0,))
+        if base_env:
+            _cli(["reference", "build", "--input", "ref.jsonl", "--dataset", "bench"], base_env, work, (0,))
+
+        def timed(name, argv, extra=None, **kw):
+            extra = extra or {}
+            return _timed(name, argv, {**env, **extra}, work, args.repeats,
+                          baseline=({**base_env, **extra}, work) if base_env else None, **kw)
+
         check = ["check", "--input", "batch.jsonl", "--dataset", "bench", "--recount"]
-        rows = [_timed("check (ephemeral API)", check, env, work, args.repeats)]
+        rows = [timed("check (ephemeral API)", check)]
         if not args.skip_server:
             (work / "prefect-server").mkdir()
             server, api = _start_prefect_server(work / "prefect-server", env)
             try:
-                rows.append(_timed("check (Prefect server)", check, {**env, "PREFECT_API_URL": api}, work, args.repeats))
+                rows.append(timed("check (Prefect server)", check, {"PREFECT_API_URL": api}))
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 try:
@@ -155,15 +188,15 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(server.pid, signal.SIGKILL)
                     server.wait()
-        rows.append(_timed("history", ["history", "--dataset", "bench"], env, work, args.repeats))
-        rows.append(_timed("alerts list", ["alerts", "list"], env, work, args.repeats))
-        rows.append(_timed("input error: no such file", ["check", "--input", "missing.jsonl", "--dataset", "bench"], env,
-                           work, args.repeats, expect=(2,)))
-        rows.append(_timed("input error: no reference", ["check", "--input", "batch.jsonl", "--dataset", "nothing"], env,
-                           work, args.repeats, expect=(2,)))
+        rows.append(timed("history", ["history", "--dataset", "bench"]))
+        rows.append(timed("alerts list", ["alerts", "list"]))
+        rows.append(timed("input error: no such file", ["check", "--input", "missing.jsonl", "--dataset", "bench"],
+                          expect=(2,)))
+        rows.append(timed("input error: no reference", ["check", "--input", "batch.jsonl", "--dataset", "nothing"],
+                          expect=(2,)))
 
     result = {"cpus": os.cpu_count(), "repeats": args.repeats, "lm": not args.no_lm, "code": str(args.code),
-              "results": rows}
+              "baseline": args.baseline, "results": rows}
     if args.json:
         print(json.dumps(result))
     else:
@@ -171,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs; load average at the end {_load()})")
         for r in rows:
             print(f"{r['command']:<28} {r['median_s']:7.2f}s {r['cpu_median_s']:7.2f}s {r['target_s']:7.0f}s  "
-                  f"{'yes' if r['met'] else 'NO'}")
+                  f"{'yes' if r['met'] else 'NO'}" + (f"   baseline {r['baseline_median_s']:.2f}s / CPU "
+                                                      f"{r['baseline_cpu_median_s']:.2f}s" if args.baseline else ""))
     return 0
 
 

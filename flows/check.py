@@ -93,19 +93,22 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
         else:
             prof, shards = batches.profile_batch(batch, settings, work)
         quarantine = batches.write_quarantine(prof, shards, work, settings)
+        # in the CLI's check worker (another process), if it has one, while this one goes on
+        pending_report = tasks.start_drift_report(prof, reference, settings)
+        pending_quality = tasks.start_record_validation(prof, record_suite)
         values = tasks.compute_indicators(prof, reference, settings)
-        report = tasks.drift_report(prof, reference, settings)
+        share = synthetic_share.estimate_share(prof, detector, settings, reference)
+        report = tasks.drift_report(prof, reference, settings, pending_report)
+        quality = tasks.validate_records(prof, record_suite, pending_quality)
         if report is not None:
             values.update(report.values)
         values.update(tasks.band_scores(values, reference, prof.records))
         values.update(trend_indicators(values, previous.metrics))  # against the dataset's previous check
         values.update(schedule_indicators(previous.hours_since, settings.alerts.expected_interval_hours))
-        quality = tasks.validate_records(prof, record_suite)
-        share = synthetic_share.estimate_share(prof, detector, settings, reference)
         corpus = CorpusTotals.from_metrics(previous.corpus)
         corpus = corpus if counted_in else corpus.add(prof.records, share)
         row = run_indicators(prof.records, prof.quarantined_total, values, share, corpus.metrics())
-        breached = tasks.evaluate_rules(suite, row, dataset)
+        breached = tasks.evaluate_rules(suite, row, dataset, tasks.start_rule_evaluation(suite, row, dataset))
         stepped = tasks.advance_alerts(previous.alert_states, silences, suite, row, breached, dataset, settings)
         alerts = stepped.alerts + record_alerts(quality, dataset)
         notes = [f"replayed {len(replayed)} spooled check(s) into MLflow: {', '.join(replayed)}"] if replayed else []

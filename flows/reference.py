@@ -24,8 +24,10 @@ def profile_reference(prof, source: str, dataset: str, settings: Settings) -> Re
         progress.stage(message)
 
     stage(f"profiling {prof.records} documents into the reference")
+    cache = tasks.cache_folder(settings)
     return build_reference(prof, dataset=dataset, settings=settings.indicators,
-                           drift=drift.drift_values if settings.indicators.drift else None, progress=stage,
+                           drift=(lambda cur, ref: drift.drift_values(cur, ref, cache)) if settings.indicators.drift else None,
+                           progress=stage,
                            tick=progress.count("pseudo-batches"))
 
 

@@ -13,6 +13,8 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,11 +107,50 @@ def compute_indicators(prof: BatchProfile, ref: ReferenceProfile, settings: Sett
     return indicators.with_ratios(values, ref.baseline)
 
 
-@compute_task
-def drift_report(prof: BatchProfile, ref: ReferenceProfile, settings: Settings) -> drift.DriftReport | None:
+def cache_folder(settings: Settings) -> Path | None:
+    """collapse-monitor's cache folder (``lm.cache_dir``; none when ``lm.cache`` is off): LM scores and the
+    random classifiers' AUC percentiles of the drift report, each keyed by what it was computed from."""
+    from monitors.adapters import lmscore
+
+    return lmscore.cache_dir(settings.lm.cache_dir) if settings.lm.cache else None
+
+
+def start_drift_report(prof: BatchProfile, ref: ReferenceProfile, settings: Settings) -> Future | None:
+    """The drift report under way in the CLI's check worker (:mod:`flows.check_worker`), if there is one."""
     if not settings.indicators.drift:
         return None
-    return drift.drift_report(prof.sample_texts, ref.sample)
+    from flows import check_worker
+
+    return check_worker.submit(drift.drift_report, prof.sample_texts, ref.sample, cache_folder(settings))
+
+
+def start_record_validation(prof: BatchProfile, suite_raw: dict) -> Future | None:
+    """The GX record validation under way in the CLI's check worker, if there is one."""
+    from flows import check_worker
+
+    return check_worker.submit(gx_records.validate, prof, suite_raw)
+
+
+def _finished(pending: Future | None):
+    """(True, result) of work done by the check worker; (False, None) when there was none or the worker died (the
+    task then does the work itself). The work's own error is raised, as it would be in the task."""
+    if pending is None:
+        return False, None
+    try:
+        return True, pending.result()
+    except BrokenProcessPool:
+        return False, None
+
+
+@compute_task
+def drift_report(prof: BatchProfile, ref: ReferenceProfile, settings: Settings,
+                 pending: Future | None = None) -> drift.DriftReport | None:
+    """The Evidently drift report: computed here, or (``pending``) by the CLI's check worker while the check
+    went on."""
+    if not settings.indicators.drift:
+        return None
+    done, report = _finished(pending)
+    return report if done else drift.drift_report(prof.sample_texts, ref.sample, cache_folder(settings))
 
 
 @compute_task
@@ -118,8 +159,10 @@ def band_scores(values: dict[str, float], ref: ReferenceProfile, records: int) -
 
 
 @compute_task
-def validate_records(prof: BatchProfile, suite_raw: dict) -> gx_records.RecordQuality:
-    return gx_records.validate(prof, suite_raw)
+def validate_records(prof: BatchProfile, suite_raw: dict, pending: Future | None = None) -> gx_records.RecordQuality:
+    """GX record validation: here, or (``pending``) by the CLI's check worker while the check went on."""
+    done, quality = _finished(pending)
+    return quality if done else gx_records.validate(prof, suite_raw)
 
 
 
@@ -208,9 +251,19 @@ def advance_alerts(states: dict[str, alerting.AlertState], silences: list[alerti
 
 
 
+def start_rule_evaluation(suite: RuleSuite, row: dict[str, float], dataset: str) -> Future | None:
+    """The rule suite's GX evaluation under way in the CLI's check worker, if there is one (GX is imported
+    there already: this process need not import it at all)."""
+    from flows import check_worker
+
+    return check_worker.submit(gx_rules.evaluate, suite, row, dataset)
+
+
 @compute_task
-def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str):
-    return gx_rules.evaluate(suite, row, dataset)
+def evaluate_rules(suite: RuleSuite, row: dict[str, float], dataset: str, pending: Future | None = None):
+    """The alert rules (a GX suite) on the run's indicators: here, or (``pending``) by the CLI's check worker."""
+    done, breached = _finished(pending)
+    return breached if done else gx_rules.evaluate(suite, row, dataset)
 
 
 @io_task

@@ -46,9 +46,15 @@ def run(args) -> int:
     settings = with_task_runner_options(settings, args)
     dataset = args.dataset or settings.dataset
     batch = sources.Batch.resolve(args.input)  # fail fast, before Prefect starts; the flow reads these files
-    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one.
+    # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one. Before the
+    # server and the worker start: with them booting beside it, this error took 3.8 s instead of 2.4 s (measured
+    # with the worker started first, on this shared 2-core machine).
     reference = open_tracker(rt).reference_run(dataset, args.reference)
-    with prefect_server_early():  # boots on the other core while this process imports Prefect, GX, ...
+    from flows import check_worker
+
+    # Prefect's server boots, and the worker imports Evidently and GX, while this process imports Prefect; an
+    # input error found in the block stops both at once.
+    with prefect_server_early(), check_worker.started():
         from flows import batches, progress
         from flows.check import check_incoming_data
 
@@ -56,9 +62,12 @@ def run(args) -> int:
         runner = batches.with_task_runner(check_incoming_data, settings)
     console_reports_failures_once(args)
     progress.enable()  # on stderr: the LM scoring of a batch takes up to a minute
-    result = runner(
-        batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
-        content_sha256=sha, recount=args.recount)
+    try:
+        result = runner(
+            batch, dataset, settings, rt, batch_name=Path(args.input).name, reference_run_id=reference,
+            content_sha256=sha, recount=args.recount)
+    finally:
+        check_worker.stop()  # the check has every result it asked the worker for
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -87,6 +87,18 @@ def record_frame(profile: BatchProfile):
                          "bad_char_share": c["bad_chars"].astype(np.float64)})
 
 
+def import_gx() -> None:
+    """Import GX and make this process's contexts (records, rules), ahead of the first validation (a worker
+    process warming up)."""
+    import great_expectations  # noqa: F401
+    from great_expectations.checkpoint import UpdateDataDocsAction  # noqa: F401
+
+    from monitors.adapters import gx_rules
+
+    _context()
+    gx_rules._batch_definition()
+
+
 @functools.cache
 def _context():
     """One ephemeral GX context per process, with a Data Docs site in a private temporary folder."""

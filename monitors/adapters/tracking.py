@@ -23,10 +23,11 @@ from mlflow.entities import Metric, Param, RunTag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from monitors.core.reference import ReferenceProfile  # imported when used: SciPy, not needed to read runs
 from mlflow.exceptions import MlflowException
 
 from monitors.core.errors import ReferenceNotFound, UserError
-from monitors.core.reference import ReferenceProfile
 from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
@@ -248,6 +249,8 @@ class MlflowTracker:
                 npz = arrays.read_bytes() if arrays.is_file() else None
             except (MlflowException, OSError) as exc:
                 raise UserError(f"reference run {run_id} of dataset {dataset!r} has no readable {Artifact.REFERENCE_PROFILE}: {exc}") from None
+            from monitors.core.reference import ReferenceProfile
+
             return run_id, ReferenceProfile.from_json(text, npz)
 
     def _log_bytes(self, run_id: str, name: str, data: bytes) -> None:
