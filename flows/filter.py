@@ -17,6 +17,7 @@ from monitors.adapters.runtime import Runtime
 from monitors.adapters.sources import Batch
 from monitors.config import Settings
 from monitors.core import mixture, textfilter
+from monitors.core.errors import InputError
 from monitors.core.profile import stable_hash
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag
@@ -34,20 +35,19 @@ def _score_shards(job: filtering.ShardJob, shards, batch: Batch, settings: Setti
         return list(mapper(job, shards))
 
 
-def _lm_stage(cal: list[tuple[int, str]], cal_scores: np.ndarray, band: tuple[float, float], pending: list[str],
+def _lm_stage(human: list[tuple[int, str]], cal_scores: np.ndarray, band: tuple[float, float], pending: list[str],
               settings: Settings, budget: int, max_loss: float):
-    """LM machine scores of up to ``budget`` pending documents and the LM threshold from the calibration humans
+    """LM machine scores of up to ``budget`` pending documents and the LM threshold from the reference documents
     of the band; returns (scores by id hash, LM threshold, expected cascade loss, note)."""
     from flows.synthetic_share import lm_scorer
     from monitors.adapters.lmscore import ScorerUnavailable
 
-    chosen = filtering.choose_for_lm(pending, budget)
-    in_band = [(h, t) for (h, t), s in zip(cal, cal_scores) if band[0] < s <= band[1]]
+    hashes, texts = filtering.choose_for_lm(pending, budget)
+    in_band = [t for (_, t), s in zip(human, cal_scores) if band[0] < s <= band[1]]
     try:
         scorer = lm_scorer(settings, "documents for the filter's LM stage")
-        progress.current.stage(f"the local LM scores {len(in_band)} calibration and {len(chosen)} uncertain documents")
-        band_lm = mixture.machine_score(scorer.score([t for _, t in in_band])) if in_band else np.zeros(0)
-        hashes, texts = filtering.texts_of(pending, chosen)
+        progress.current.stage(f"the local LM scores {len(in_band)} calibration and {len(texts)} uncertain documents")
+        band_lm = mixture.machine_score(scorer.score(in_band)) if in_band else np.zeros(0)
         lm = mixture.machine_score(scorer.score(texts)) if texts else np.zeros(0)
     except ScorerUnavailable as exc:
         return {}, None, None, f"the LM stage was skipped ({exc}): the fast stage decided every document"
@@ -80,32 +80,28 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
                                     settings.ingest.max_line_bytes)
             human = [(stable_hash(t), t) for t in reference.sample]
             if len(human) < textfilter.MIN_CALIBRATION:
-                from monitors.core.errors import InputError
-
                 raise InputError(f"the reference of {dataset!r} keeps {len(reference.sample)} documents, too few to "
                                  f"calibrate the filter (it needs {textfilter.MIN_CALIBRATION}): rebuild it from "
                                  f"more human text")
             sample = [(h, t) for h, _, t in prof.sample]
             if len(sample) < textfilter.MIN_BATCH_SAMPLE:
-                from monitors.core.errors import InputError
-
                 raise InputError(f"{batch.spec}: {prof.records} usable record(s); the filter learns from the batch "
                                  f"itself and needs at least {textfilter.MIN_BATCH_SAMPLE}")
             progress.current.stage(f"training the fast stage on {len(human)} reference and {len(sample)} batch documents")
             scorer = textfilter.train_fast(human, sample, seed=settings.detector.seed)
-            cal, cal_scores = human, textfilter.calibration_scores(scorer, human)
+            cal_scores = textfilter.calibration_scores(scorer, human)
             point = textfilter.operating_point(cal_scores, max_human_loss=max_loss, threshold=threshold)
             lm_on = (threshold is None and budget > 0 and settings.lm.enabled and reference.lm is not None)
             band = textfilter.uncertain_band(cal_scores, max_loss) if lm_on else None
             job = filtering.ShardJob(batches.read_options(settings, work), scorer, point.threshold, band, str(work),
-                                     {s: frozenset(ln for sh, ln in prof.late_duplicates if sh == s)
-                                      for s in {sh for sh, _ in prof.late_duplicates}}, len(batch.files) > 1)
+                                     prof.late_duplicates_by_shard(), len(batch.files) > 1)
             progress.current.stage(f"scoring {prof.records} documents in {len(shards)} shard(s)")
             outcomes = _score_shards(job, shards, batch, settings)
             pending = [o.parts["pending"] for o in outcomes]
+            uncertain = sum(o.counts["pending"] for o in outcomes)
             lm_scores, t_lm, lm_loss, lm_note = {}, None, None, ""
-            if band is not None and sum(o.counts["pending"] for o in outcomes):
-                lm_scores, t_lm, lm_loss, lm_note = _lm_stage(cal, cal_scores, band, pending, settings, budget, max_loss)
+            if band is not None and uncertain:
+                lm_scores, t_lm, lm_loss, lm_note = _lm_stage(human, cal_scores, band, pending, settings, budget, max_loss)
             elif threshold is None and budget > 0 and not lm_on:
                 lm_note = ("no LM stage: " + ("the local LM is off (lm.enabled)" if not settings.lm.enabled else
                            "the reference has no LM scores (rebuild it with the LM on)"))
@@ -137,9 +133,8 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
                 share_after=after, reference_run_id=reference_run)
             result.notes.append("the shares are estimated from the fast stage's scores against held-out reference "
                                 "documents (mixture-proportion estimation); a topic the reference lacks counts as machine-like")
-            if band is not None and settled["lm_decided"] < sum(o.counts["pending"] for o in outcomes):
-                rest = sum(o.counts["pending"] for o in outcomes) - settled["lm_decided"]
-                result.notes.append(f"{rest} uncertain document(s) over the LM budget ({budget}, --lm-budget) were "
+            if band is not None and settled["lm_decided"] < uncertain:
+                result.notes.append(f"{uncertain - settled['lm_decided']} uncertain document(s) over the LM budget ({budget}, --lm-budget) were "
                                     f"decided by the fast threshold")
             examples = [e for o in outcomes for e in o.examples][:100] + late_examples
             manifest = {**result.to_dict(), "files": {}}

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from monitors.adapters import ingest, sources
 from monitors.adapters.files import atomic_write_json
 from monitors.core.errors import InputError
@@ -63,7 +61,7 @@ def output_line(row: sources.Row, score: float) -> bytes:
     """The record as it came, plus its score: a JSONL line's bytes are kept (the score goes before its closing
     brace) unless the record already has the key; other formats' rows are their object plus the score."""
     raw = row.raw.rstrip()
-    if raw.endswith(b"}") and row.raw[:1] == b"{" and SCORE_KEY not in row.obj and b'"' + SCORE_KEY.encode() not in raw:
+    if raw.endswith(b"}") and row.raw[:1] == b"{" and SCORE_KEY not in row.obj:
         body = raw[:-1].rstrip()
         sep = b"" if body.endswith(b"{") else b", "
         return body + sep + b'"' + SCORE_KEY.encode() + b'": ' + repr(float(score)).encode() + b"}\n"
@@ -133,26 +131,18 @@ def pending_entries(parts: Iterable[str]) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def choose_for_lm(parts: list[str], budget: int) -> set[int]:
-    """The ``budget`` pending documents with the smallest id hashes: a uniform choice, in one streamed pass."""
+def choose_for_lm(parts: list[str], budget: int) -> tuple[list[int], list[str]]:
+    """The id hashes and texts of the ``budget`` pending documents with the smallest id hashes: a uniform choice,
+    in one streamed pass that holds at most ``budget`` texts."""
     if budget <= 0:
-        return set()
-    heap: list[int] = []
+        return [], []
+    heap: list[tuple[int, str]] = []  # (negated hash, text): a max-heap of the smallest hashes
     for e in pending_entries(parts):
         if len(heap) < budget:
-            heapq.heappush(heap, -e["h"])
-        elif -e["h"] > heap[0]:
-            heapq.heapreplace(heap, -e["h"])
-    return {-h for h in heap}
-
-
-def texts_of(parts: list[str], chosen: set[int]) -> tuple[list[int], list[str]]:
-    hashes, texts = [], []
-    for e in pending_entries(parts):
-        if e["h"] in chosen:
-            hashes.append(e["h"])
-            texts.append(e["text"])
-    return hashes, texts
+            heapq.heappush(heap, (-e["h"], e["text"]))
+        elif -e["h"] > heap[0][0]:
+            heapq.heapreplace(heap, (-e["h"], e["text"]))
+    return [-h for h, _ in heap], [t for _, t in heap]
 
 
 def settle_pending(parts: list[str], folder: Path, decide) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, str]]:
@@ -214,7 +204,6 @@ def write_output(parts: list[str], path: Path, fmt: str) -> int:
         if extra:
             raise InputError(f"records have columns the first records lacked ({', '.join(sorted(extra))[:200]}): "
                              f"write JSONL (--format jsonl) to keep every field")
-        table = table.select([c for c in columns if c in table.column_names])
         for c in columns:
             if c not in table.column_names:
                 table = table.append_column(c, pa.nulls(len(table)))
@@ -296,7 +285,3 @@ def examples_html(examples: list[dict[str, Any]], title: str) -> str:
 def count_lines(path: str | Path) -> int:
     with open(path, "rb") as fh:
         return sum(1 for _ in fh)
-
-
-def sample_scores(scorer: FastScorer, sample: list[tuple[int, str, str]]) -> np.ndarray:
-    return scorer.score([t for _, _, t in sample], [h for h, _, _ in sample])

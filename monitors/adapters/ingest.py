@@ -305,10 +305,7 @@ def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
 def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], id_column: str = "id",
                            max_line_bytes: int = sources.MAX_LINE_BYTES) -> Iterator[dict[str, Any]]:
     """Quarantine entries for records whose id an earlier shard already had (re-read: a rare path)."""
-    by_shard: dict[int, set[int]] = {}
-    for s, line in profile.late_duplicates:
-        by_shard.setdefault(s, set()).add(line)
-    for index, lines in sorted(by_shard.items()):
+    for index, lines in sorted(profile.late_duplicates_by_shard().items()):
         shard = shards[index]
         offset = sources.lines_before(shard) if shard.fmt == "jsonl" else 0
         for lineno, obj, _, raw, _ in sources.rows(shard, max_line_bytes):

@@ -117,6 +117,13 @@ class BatchProfile:
     def accepted(self, column: str) -> np.ndarray:
         return self.cols[column][self.cols["accepted"]]
 
+    def late_duplicates_by_shard(self) -> dict[int, frozenset[int]]:
+        """The lines of :attr:`late_duplicates`, by shard index."""
+        by_shard: dict[int, set[int]] = {}
+        for shard, line in self.late_duplicates:
+            by_shard.setdefault(shard, set()).add(line)
+        return {shard: frozenset(lines) for shard, lines in by_shard.items()}
+
     @property
     def sample_texts(self) -> list[str]:
         return [t for _, _, t in self.sample]
