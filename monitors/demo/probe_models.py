@@ -98,28 +98,36 @@ def register_classifier(client, model, *, experiment_id: str, name: str, alias: 
     return _register(info, name, tags or {}, alias, client)
 
 
+def _register_generator(client, state: dict, model_file: str, params: dict, *, experiment_id: str, name: str,
+                        alias: str | None, tags: dict[str, str], run_name: str | None) -> str:
+    """Log a generator as a pyfunc from code (``model_file``; its state a JSON artifact, its signature declaring
+    ``params``) and register it; returns the version."""
+    import tempfile
+
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"text": ["a prompt"]})
+    signature = infer_signature(example, ["a continuation"], params=params)
+    with tempfile.TemporaryDirectory() as tmp:
+        state_file = Path(tmp) / "generator.json"
+        state_file.write_text(json.dumps(state), encoding="utf-8")
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
+                              tags={Tag.KIND: "model"}):
+            info = mlflow.pyfunc.log_model(name="model", python_model=model_file,
+                                           artifacts={"generator": str(state_file)}, signature=signature,
+                                           input_example=example, pip_requirements=["numpy", "pandas"])
+    return _register(info, name, tags, alias, client)
+
+
 def register_text_generator(client, generator: BigramGenerator, *, experiment_id: str, name: str,
                             alias: str | None = None, tags: dict[str, str] | None = None,
                             run_name: str | None = None) -> str:
     """Log the bigram generator as a pyfunc (with a signature that declares its ``task`` and ``seed``
     parameters) and register it; returns the version."""
-    import tempfile
-
-    from mlflow.models import infer_signature
-
     from monitors.demo import generator_model as demo_generator_model
 
-    example = pd.DataFrame({"text": ["a prompt"]})
-    signature = infer_signature(example, ["a continuation"], params={"task": "generate", "seed": 0})
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "generator.json"
-        state.write_text(json.dumps(generator.to_dict()), encoding="utf-8")
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
-                              tags={Tag.KIND: "model"}):
-            info = mlflow.pyfunc.log_model(name="model", python_model=demo_generator_model.__file__,
-                                           artifacts={"generator": str(state)}, signature=signature,
-                                           input_example=example, pip_requirements=["numpy", "pandas"])
-    return _register(info, name, tags or {}, alias, client)
+    return _register_generator(client, generator.to_dict(), demo_generator_model.__file__, {"task": "generate", "seed": 0},
+                               experiment_id=experiment_id, name=name, alias=alias, tags=tags or {}, run_name=run_name)
 
 
 def register_ngram_generator(client, generator: NgramGenerator, *, experiment_id: str, name: str,
@@ -127,21 +135,9 @@ def register_ngram_generator(client, generator: NgramGenerator, *, experiment_id
                              run_name: str | None = None) -> str:
     """Log an n-gram generator as a pyfunc from code (state: a JSON artifact; signature: ``task``, ``seed``,
     ``greedy``, ``max_words``) and register it; returns the version."""
-    import tempfile
-
-    from mlflow.models import infer_signature
-
     from monitors.demo import ngram_model
 
-    example = pd.DataFrame({"text": ["a prompt"]})
-    signature = infer_signature(example, ["a continuation"],
-                                params={"task": "generate", "seed": 0, "greedy": False, "max_words": 40})
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "generator.json"
-        state.write_text(json.dumps(generator.to_dict()), encoding="utf-8")
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"train {name}",
-                              tags={Tag.KIND: "model"}):
-            info = mlflow.pyfunc.log_model(name="model", python_model=ngram_model.__file__,
-                                           artifacts={"generator": str(state)}, signature=signature,
-                                           input_example=example, pip_requirements=["numpy", "pandas"])
-    return _register(info, name, {KIND_TAG: "generator", **(tags or {})}, alias, client)
+    return _register_generator(client, generator.to_dict(), ngram_model.__file__,
+                               {"task": "generate", "seed": 0, "greedy": False, "max_words": 40},
+                               experiment_id=experiment_id, name=name, alias=alias,
+                               tags={KIND_TAG: "generator", **(tags or {})}, run_name=run_name)
