@@ -15,7 +15,7 @@ temperatures; Qwen2.5-Coder-0.5B, a generator family used nowhere else in this p
 and filtered at ``--max-human-loss`` 0.05 and 0.02, with the fast stage alone and with the LM stage. The
 human loss is the share of the 4,000 human paragraphs flagged (its 95 % interval is about +-0.007).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/filter_throughput.py [--sizes 100000 1000000] [--no-lm]
+    PYTHONPATH=. .venv/bin/python benchmarks/filter_throughput.py [--sizes 100000 1000000] [--no-lm] [--speed-only | --accuracy-only]
 """
 
 from __future__ import annotations
@@ -135,26 +135,10 @@ def accuracy(tmp: Path, state: Path, reference: list[str], test_human: list[str]
                   flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--no-lm", action="store_true", help="skip the accuracy runs with the LM stage")
-    ap.add_argument("--speed-only", action="store_true", help="skip the accuracy runs")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = ap.parse_args()
-    sys.path.insert(0, str(REPO))
+def speed(args, tmp: Path, state: Path, test_human: list[str], pool_human: list[str], gen_train: list[str]) -> None:
+    """Docs/s of the fast stage and of the whole command, peak RSS (see the module docstring)."""
     from monitors.core.profile import stable_hash
-    from monitors.demo.corpus import austen_paragraphs
     from monitors.demo.simulate import recursive_generations
-
-    paras = [p["text"] for p in austen_paragraphs()]
-    random.Random(7).shuffle(paras)
-    reference, test_human, pool_human, gen_train = paras[:1500], paras[1500:5500], paras[5500:6500], paras[6500:]
-    tmp = Path(tempfile.mkdtemp(prefix="cm-filter-bench-"))
-    state = tmp / "state"
-    env_lm = not args.no_lm
-    if not args.speed_only:
-        accuracy(tmp, state, reference, test_human, env_lm)
 
     # -- speed and memory ----------------------------------------------------------------------------------------
     gen = recursive_generations(gen_train[:400], 1, 3000, seed=5)[-1]
@@ -190,6 +174,30 @@ def main() -> None:
         path.unlink()
         for p in (tmp / f"out-{n}").iterdir():
             p.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--no-lm", action="store_true", help="skip the accuracy runs with the LM stage")
+    ap.add_argument("--speed-only", action="store_true", help="skip the accuracy runs")
+    ap.add_argument("--accuracy-only", action="store_true", help="skip the speed runs")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    from monitors.demo.corpus import austen_paragraphs
+
+    paras = [p["text"] for p in austen_paragraphs()]
+    random.Random(7).shuffle(paras)
+    reference, test_human, pool_human, gen_train = paras[:1500], paras[1500:5500], paras[5500:6500], paras[6500:]
+    tmp = Path(tempfile.mkdtemp(prefix="cm-filter-bench-"))
+    state = tmp / "state"
+    env_lm = not args.no_lm
+    if not args.speed_only:
+        accuracy(tmp, state, reference, test_human, env_lm)
+
+    if not args.accuracy_only:
+        speed(args, tmp, state, test_human, pool_human, gen_train)
     print(f"\n(2 cores; {time.strftime('%Y-%m-%d')}; folder {tmp}{'' if args.keep else ', removed'})")
     if not args.keep:
         import shutil

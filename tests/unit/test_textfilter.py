@@ -41,8 +41,24 @@ def test_every_training_document_is_scored_by_the_model_that_did_not_see_it():
     assert {scorer.trained_on[h] for h, _ in human} == {0, 1}  # both halves of the reference train a model
 
 
+def test_a_model_knows_only_the_features_of_its_own_training_half():
+    """A calibration document must be as unseen by its scorer as a new one: with one vocabulary built from both
+    halves, a reference document's n-grams shared with one other document were known to the model scoring
+    it, and unseen documents' were not, so the threshold flagged new human text more than asked."""
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(400)]
+    human = [(stable_hash(f"h{i}"), " ".join(rng.choices(words, k=30))) for i in range(200)]
+    batch = [(stable_hash(f"b{i}"), " ".join(rng.choices(words, k=30))) for i in range(200)]
+    scorer = tf.train_fast(human, batch)
+    for m in (0, 1):
+        own = set().union(*(tf.features(t) for h, t in human + batch if scorer.trained_on[h] == m))
+        assert scorer.vocabulary[m] <= own  # nothing only the other half (the documents it scores) had
+        assert scorer.vocabulary[m] == own  # min_df 1: every n-gram of its own half
+    assert scorer.vocabulary[0] != scorer.vocabulary[1]
+
+
 def test_a_sampled_document_is_scored_by_the_model_that_did_not_see_it():
-    scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1})
+    scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1}, (frozenset(), frozenset()))
     assert scorer.model_for([11, 12]).tolist() == [1, 0]
     others = [stable_hash(f"d{i}") for i in range(200)]
     which = scorer.model_for(others)
@@ -96,9 +112,28 @@ def test_the_fast_path_scores_exactly_what_the_trained_model_would():
     scorer = tf.train_fast(human, batch)
     texts = ["The quiet house -- it rained.", "I delve into the rich tapestry of the river", "nothing known here"]
     hashes = [stable_hash(t) for t in texts]
-    names = sorted(scorer.vocabulary)
-    x = normalize(CountVectorizer(analyzer=tf._feature_list, vocabulary=names, binary=True).transform(texts))
     models = scorer.model_for(hashes)
-    expected = [float((x[i] @ np.array([scorer.weights[m][n] for n in names]))[0]) + scorer.intercept[m] for i, m in enumerate(models)]
+    expected = []
+    for text, m in zip(texts, models):
+        names = sorted(scorer.vocabulary[m])
+        x = normalize(CountVectorizer(analyzer=tf._feature_list, vocabulary=names, binary=True).transform([text]))
+        expected.append(float((x[0] @ np.array([scorer.weights[m][n] for n in names]))[0]) + scorer.intercept[m])
     assert scorer.score(texts, hashes) == pytest.approx(expected)
     assert scorer.score(texts, hashes)[1] > scorer.score(texts, hashes)[0]  # the batch's phrasing scores as un-human
+
+
+def test_the_loss_interval_covers_the_loss_on_new_human_text_as_often_as_it_says():
+    """The Beta(k + 1, n - k) interval of a quantile threshold's loss, checked by simulation: thresholds set on
+    1,000 calibration scores, the loss measured on 20,000 new scores of the same distribution."""
+    rng = np.random.default_rng(0)
+    lo, hi = tf.loss_interval(0.05, 1000)
+    assert 0.035 < lo < 0.045 and 0.055 < hi < 0.07  # about +-0.013 at 1,000 documents
+    covered = 0
+    for _ in range(200):
+        cal = rng.normal(size=1000)
+        point = tf.operating_point(cal, max_human_loss=0.05)
+        new_loss = float((rng.normal(size=20_000) > point.threshold).mean())
+        low, high = point.loss_interval
+        covered += low <= new_loss <= high
+    assert 0.90 <= covered / 200 <= 0.99, covered
+    assert tf.loss_interval(0.05, 4000)[1] - tf.loss_interval(0.05, 4000)[0] < 0.5 * (hi - lo) + 0.002  # sqrt(n)
