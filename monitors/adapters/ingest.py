@@ -31,7 +31,7 @@ from monitors.config import ENV_PREFIX, Columns, IngestSettings
 from monitors.core.errors import InputError
 from monitors.core.profile import (
     COLUMNS, DATE_ABSENT, DATE_BAD, DATE_OK, NO_DAY, PROV_ABSENT, PROV_OTHER, PROVENANCE, BatchProfile, days,
-    stable_hash,
+    merge_profiles, stable_hash,
 )
 
 SHOWN_BYTES = 500
@@ -296,10 +296,8 @@ def profile_shard(shard: sources.Shard, opts: ReadOptions, quarantine_unreadable
 
 
 def merge_all(parts: Iterable[BatchProfile], opts: ReadOptions) -> BatchProfile:
-    merged = BatchProfile(sample_size=opts.sample_size, cutoff=opts.cutoff)
-    for p in parts:
-        merged = merged.merge(p)
-    return merged
+    """The shards' profiles merged in order; the parts are consumed (their columns freed as they are copied)."""
+    return merge_profiles([BatchProfile(sample_size=opts.sample_size, cutoff=opts.cutoff), *parts], consume=True)
 
 
 def late_duplicate_entries(profile: BatchProfile, shards: list[sources.Shard], id_column: str = "id",

@@ -28,7 +28,7 @@ from monitors.core.indicators import (
 )
 from monitors.adapters.ingest import ReadOptions, profile_rows, records_from_dicts
 from monitors.core.neardup import near_duplicate_share
-from monitors.core.profile import BatchProfile
+from monitors.core.profile import COLUMNS, BatchProfile
 from monitors.core.reference import build_reference
 
 SETTINGS = IndicatorSettings(window=200, coverage_tokens=300, sample_size=60, compress_bytes=4096, reference_docs=1500,
@@ -223,3 +223,34 @@ def test_wide_distinct_bigrams_fall_generation_after_generation_of_a_refit_on_it
     samples = [sample[:300] for _, _, sample in text_lineage([p["text"] for p in austen[3000:3600]], 3, "replace", seed=1)]
     wide = [text_indicators(texts, SETTINGS)["tail.distinct_2_wide"] for texts in (human, *samples)]
     assert wide == sorted(wide, reverse=True) and not any(math.isnan(v) for v in wide), wide
+
+
+def test_merging_many_parts_at_once_equals_one_pass_with_ids_repeated_across_parts(rows):
+    """merge_all merges the shards in one go (one concatenation per column, parts consumed): a record whose id an
+    earlier part accepted is quarantined as a duplicate, exactly as one pass over the whole batch does, and its
+    (shard, line) is reported for its quarantine entry."""
+    from monitors.core.profile import merge_profiles
+
+    dup = [(rows[3][0], "A later record that reuses an earlier id, with its own words.", None),
+           (rows[70][0], "Another one, repeating an id of the second part.", None)]
+    data = rows[:50] + [dup[0]] + rows[50:100] + [dup[1]] + rows[100:]
+    cuts = [(0, 40), (40, 80), (80, len(data))]
+    parts = []
+    for shard, (lo, hi) in enumerate(cuts):
+        p = _profile(data[lo:hi])
+        p.cols["shard"][:] = shard
+        parts.append(p)
+    pairwise = parts[0].merge(parts[1]).merge(parts[2])
+    at_once = merge_profiles(parts, consume=True)
+    whole = _profile(data)
+    assert at_once.quarantined == whole.quarantined == pairwise.quarantined
+    assert at_once.quarantined["duplicate_id"] == 2
+    assert at_once.sample == whole.sample == pairwise.sample
+    for col in COLUMNS:
+        if col != "shard":
+            assert np.array_equal(at_once.cols[col], pairwise.cols[col]), col
+    assert np.array_equal(at_once.cols["accepted"], whole.cols["accepted"])
+    lines = at_once.cols["line"]
+    assert sorted(at_once.late_duplicates) == sorted(pairwise.late_duplicates) == [
+        (1, int(lines[50])), (2, int(lines[101]))]
+    assert all(not p.cols for p in parts)  # consumed: their columns were freed as they were copied
