@@ -2,8 +2,8 @@
 
 Each N runs in a fresh subprocess (so peak RSS is that run's own), through the real ``check_incoming_data``
 flow (ephemeral Prefect API, SQLite MLflow store in a temporary folder), after a warm-up check that pays
-Prefect's one-time start. Documents are Austen paragraphs of 20-200 words under fresh ids, written to one
-JSONL file first (not timed). No detector is registered: the synthetic share is issue 4's and runs on the
+Prefect's one-time start. Documents are distinct, 20-200 words each, made of random Austen sentences
+(``monitors.demo.corpus.distinct_documents``), written to one JSONL file first (not timed). No detector is registered: the synthetic share is issue 4's and runs on the
 sample anyway. Prints the median of --repeats runs, docs/s, and peak RSS of the main process and of its
 largest child process (a shard worker, or Prefect's ephemeral API server, which is the larger here). ``--evidently`` also times Evidently's TextEvals + drift alone on 100 k documents.
 
@@ -13,6 +13,7 @@ largest child process (a shard worker, or Prefect's ephemeral API server, which 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -25,17 +26,25 @@ import time
 from pathlib import Path
 
 
-def _texts() -> list[str]:
-    from monitors.demo.corpus import austen_paragraphs
+@functools.lru_cache(maxsize=1)
+def _sentences() -> list[str]:
+    from monitors.demo.corpus import austen_paragraphs, sentences
 
-    return [p["text"] for p in austen_paragraphs() if 20 <= len(p["text"].split()) <= 200]
+    return sentences([p["text"] for p in austen_paragraphs()])
+
+
+def _documents(n: int, rng: random.Random) -> list[str]:
+    from monitors.demo.corpus import distinct_documents
+
+    return distinct_documents(_sentences(), n, rng)
 
 
 def write_batch(path: Path, n: int, seed: int) -> None:
-    texts, rng = _texts(), random.Random(seed)
+    rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"id": f"doc-{seed}-{i}", "text": rng.choice(texts), "created_at": "2023-03-01"}) + "\n")
+        for start in range(0, n, 100_000):
+            for i, text in enumerate(_documents(min(100_000, n - start), rng), start=start):
+                fh.write(json.dumps({"id": f"doc-{seed}-{i}", "text": text, "created_at": "2023-03-01"}) + "\n")
 
 
 def one(n: int, workdir: Path, batch: Path) -> dict:
@@ -67,9 +76,9 @@ def evidently_alone(n: int) -> float:
     from evidently.descriptors import TextLength, WordCount
     from evidently.presets import DataDriftPreset, TextEvals
 
-    texts, rng = _texts(), random.Random(4)
-    cur = pd.DataFrame({"text": [rng.choice(texts) for _ in range(n)]})
-    ref = pd.DataFrame({"text": [rng.choice(texts) for _ in range(n)]})
+    rng = random.Random(4)
+    cur = pd.DataFrame({"text": _documents(n, rng)})
+    ref = pd.DataFrame({"text": _documents(n, rng)})
     started = time.perf_counter()
     dd = DataDefinition(text_columns=["text"])
     descs = [TextLength("text", alias="length"), WordCount("text", alias="words")]

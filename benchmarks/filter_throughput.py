@@ -25,7 +25,6 @@ import gzip
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,26 +33,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-_SENT = re.compile(r"(?<=[.!?])\s+")
-
-
-def _sentences(texts: list[str]) -> list[str]:
-    return [s for t in texts for s in _SENT.split(t) if len(s.split()) >= 4]
-
-
-def make_docs(sentences: list[str], n: int, rng: random.Random) -> list[str]:
-    """Documents of 20-200 words: a random sentence from a random word on, then whole random sentences."""
-    docs = []
-    for _ in range(n):
-        first = sentences[rng.randrange(len(sentences))].split()
-        words = first[rng.randrange(len(first) // 2 + 1):]
-        target = rng.randint(20, 200)
-        while len(words) < target:
-            words += sentences[rng.randrange(len(sentences))].split()
-        docs.append(" ".join(words[:target]))
-    return docs
-
-
 def _cli(state: Path, *argv: str, lm: bool) -> tuple[float, int, dict, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLLAPSE_MONITOR_LM__ENABLED": "true" if lm else "false",
            "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -138,15 +117,16 @@ def accuracy(tmp: Path, state: Path, reference: list[str], test_human: list[str]
 def speed(args, tmp: Path, state: Path, test_human: list[str], pool_human: list[str], gen_train: list[str]) -> None:
     """Docs/s of the fast stage and of the whole command, peak RSS (see the module docstring)."""
     from monitors.core.profile import stable_hash
+    from monitors.demo.corpus import distinct_documents, sentences
     from monitors.demo.simulate import recursive_generations
 
     # -- speed and memory ----------------------------------------------------------------------------------------
     gen = recursive_generations(gen_train[:400], 1, 3000, seed=5)[-1]
-    machine_sent = _sentences(gen.sample(3000, random.Random(5)))
+    machine_sent = sentences(gen.sample(3000, random.Random(5)))
     # the speed runs' documents are built from sentences of 5,000 Austen paragraphs; so is their reference, from
     # the same sentences (a reference and a batch of one source, as in use)
-    human_sent = _sentences(test_human + pool_human)
-    speed_ref = make_docs(human_sent, 1500, random.Random(2))
+    human_sent = sentences(test_human + pool_human)
+    speed_ref = distinct_documents(human_sent, 1500, random.Random(2))
     _write(tmp / "speed-ref.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(speed_ref)])
     subprocess.run([sys.executable, "-m", "flows.cli", "--state-dir", str(state), "reference", "build", "--input",
                     str(tmp / "speed-ref.jsonl"), "--dataset", "speed"], check=True, capture_output=True, cwd=tmp,
@@ -159,7 +139,7 @@ def speed(args, tmp: Path, state: Path, test_human: list[str], pool_human: list[
         with path.open("w", encoding="utf-8") as fh:
             for i in range(n):
                 human = rng.random() < 0.7
-                text = make_docs(human_sent if human else machine_sent, 1, rng)[0]
+                text = distinct_documents(human_sent if human else machine_sent, 1, rng)[0]
                 fh.write(json.dumps({"id": f"{'h' if human else 'm'}{i}", "text": text}) + "\n")
         texts = [json.loads(x)["text"] for x in path.open(encoding="utf-8")]
         assert len(set(texts)) > 0.99 * n, "documents must be distinct"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import re
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -36,3 +38,25 @@ def detector_set() -> list[dict[str, str]]:
     (held back: a decoding setting a detector trained on the other has not seen).
     """
     return _read(DETECTOR_SET)
+
+
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(texts: list[str]) -> list[str]:
+    """The sentences (of 4 words or more) of ``texts``."""
+    return [s for t in texts for s in _SENT.split(t) if len(s.split()) >= 4]
+
+
+def distinct_documents(sentences: list[str], n: int, rng: random.Random) -> list[str]:
+    """``n`` documents of 20-200 words for benchmarks, made of random sentences (a random sentence from a random
+    word on, then whole random sentences): realistic text that is not one paragraph repeated."""
+    docs = []
+    for _ in range(n):
+        first = sentences[rng.randrange(len(sentences))].split()
+        words = first[rng.randrange(len(first) // 2 + 1):]
+        target = rng.randint(20, 200)
+        while len(words) < target:
+            words += sentences[rng.randrange(len(sentences))].split()
+        docs.append(" ".join(words[:target]))
+    return docs
