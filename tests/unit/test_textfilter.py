@@ -58,7 +58,7 @@ def test_a_model_knows_only_the_features_of_its_own_training_half():
 
 
 def test_a_sampled_document_is_scored_by_the_model_that_did_not_see_it():
-    scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1}, (frozenset(), frozenset()))
+    scorer = tf.FastScorer(({}, {}), (0.0, 1.0), {11: 0, 12: 1})
     assert scorer.model_for([11, 12]).tolist() == [1, 0]
     others = [stable_hash(f"d{i}") for i in range(200)]
     which = scorer.model_for(others)
