@@ -124,12 +124,12 @@ def filter_synthetic_text(input_path: str | Batch, dataset: str, out_dir: str, s
             before, after = textfilter.shares(scorer.score([t for _, t in sample], [h for h, _ in sample]), cal_scores,
                                               point.threshold, replicates=settings.detector.bootstrap,
                                               seed=settings.detector.seed)
-            recall = textfilter.recall_estimate(written["flagged"] / max(prof.records, 1), before.estimate,
-                                                point.expected_human_loss)
+            recall = textfilter.recall_estimate(written["flagged"] / max(prof.records, 1), before,
+                                                point.expected_human_loss, point.loss_interval)
             result = textfilter.FilterResult(
                 dataset=dataset, input=batch.spec, out_dir=str(out), format=fmt, records=prof.records,
                 kept=written["kept"], flagged=written["flagged"], quarantined=prof.quarantined_total, point=point,
-                lm_decided=settled["lm_decided"], lm_note=lm_note, expected_recall=recall, share_before=before,
+                lm_decided=settled["lm_decided"], lm_note=lm_note, recall=recall, share_before=before,
                 share_after=after, reference_run_id=reference_run)
             result.notes.append("the shares are estimated from the fast stage's scores against held-out reference "
                                 "documents (mixture-proportion estimation); a topic the reference lacks counts as machine-like")

@@ -230,12 +230,55 @@ def lm_threshold(cal_fast: np.ndarray, band: tuple[float, float], band_lm: np.nd
     return threshold_for_loss(lm, max(0, allowed_total - above) / lm.size)
 
 
-def recall_estimate(flagged_share: float, share: float | None, human_loss: float) -> float | None:
-    """Machine text flagged, from the share: flagged = share * recall + (1 - share) * loss. None when the
-    share is unknown or too small to divide by (under 5 %)."""
-    if share is None or not math.isfinite(share) or share < 0.05:
-        return None
-    return float(min(1.0, max(0.0, (flagged_share - (1 - share) * human_loss) / share)))
+def _recall(flagged: float, share: float, loss: float) -> float:
+    return min(1.0, max(0.0, (flagged - (1 - share) * loss) / share))
+
+
+def share_floor(flagged_share: float, loss: float) -> float:
+    """The smallest machine share that explains what was flagged: at most all machine text and ``loss`` of the
+    human text is flagged, so flagged <= share + (1 - share) * loss. With the loss interval's upper end it is a
+    lower bound on the batch's share that needs no share estimate."""
+    if not (math.isfinite(flagged_share) and math.isfinite(loss)) or loss >= 1:
+        return 0.0
+    return max(0.0, (flagged_share - loss) / (1 - loss))
+
+
+@dataclass(frozen=True)
+class RecallEstimate:
+    """Machine text flagged, from the share: flagged = share * recall + (1 - share) * loss. ``None`` where the
+    share is unknown or under 5 % (too small to divide by)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    share_floor: float  # the batch's machine share is at least this (see share_floor)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "share_floor": self.share_floor,
+                "basis": "estimated from the share before filtering and the human loss (no labelled machine text)"
+                if self.high is not None else "unknown: the share before filtering is unknown or under 5 %",
+                "note": self.note}
+
+
+def recall_estimate(flagged_share: float, share: Any, loss: float, loss_interval: tuple[float, float]) -> RecallEstimate:
+    """The recall on machine text and its interval, from the share before filtering (``share``: a
+    ShareEstimate) and the human loss with its interval. The interval takes the share at its interval's ends
+    (but never under :func:`share_floor`) and the loss at its own: recall falls as either grows."""
+    floor = share_floor(flagged_share, loss_interval[1])
+    est, low, high = share.estimate, share.low, share.high
+    if est is None or not math.isfinite(est) or high is None or not math.isfinite(high) or high < 0.05:
+        return RecallEstimate(None, None, None, floor)
+    point = _recall(flagged_share, est, loss) if est >= 0.05 else None
+    s_low = max(low if low is not None and math.isfinite(low) else 0.0, floor)
+    r_low = _recall(flagged_share, high, loss_interval[1])
+    r_high = _recall(flagged_share, s_low, loss_interval[0]) if s_low >= 0.05 else 1.0
+    note = ""
+    if est < share_floor(flagged_share, loss):
+        note = (f"more was flagged than a share of {est:.1%} and a human loss of {loss:.1%} explain: the share "
+                f"before filtering is underestimated (the batch is at least {floor:.1%} machine-made), so the "
+                f"recall's point estimate is capped at 100 %; read its interval")
+    return RecallEstimate(point, r_low, max(r_low, r_high), floor, note)
 
 
 def _share_dict(e) -> dict[str, Any]:
@@ -257,7 +300,7 @@ class FilterResult:
     point: OperatingPoint
     lm_decided: int
     lm_note: str
-    expected_recall: float | None
+    recall: RecallEstimate
     share_before: Any  # ShareEstimate
     share_after: Any
     reference_run_id: str
@@ -272,7 +315,9 @@ class FilterResult:
                 "filter.threshold": self.point.threshold, "filter.expected_human_loss": self.point.expected_human_loss,
                 "filter.expected_human_loss_low": self.point.loss_interval[0],
                 "filter.expected_human_loss_high": self.point.loss_interval[1],
-                "filter.expected_recall": self.expected_recall, "filter.lm_decided": self.lm_decided,
+                "filter.expected_recall": self.recall.estimate, "filter.expected_recall_low": self.recall.low,
+                "filter.expected_recall_high": self.recall.high, "filter.share_floor": self.recall.share_floor,
+                "filter.lm_decided": self.lm_decided,
                 "filter.share_before": self.share_before.estimate, "filter.share_before_low": self.share_before.low,
                 "filter.share_before_high": self.share_before.high, "filter.share_after": self.share_after.estimate,
                 "filter.share_after_low": self.share_after.low, "filter.share_after_high": self.share_after.high}
@@ -282,9 +327,7 @@ class FilterResult:
                 "format": self.format, "records": self.records, "kept": self.kept, "flagged": self.flagged,
                 "quarantined": self.quarantined, "input_records": self.records + self.quarantined,
                 "operating_point": self.point.to_dict(), "lm_decided": self.lm_decided, "lm_note": self.lm_note,
-                "expected_recall": self.expected_recall,
-                "expected_recall_basis": "estimated from the share before filtering (no labelled machine text)"
-                if self.expected_recall is not None else "unknown: the share before filtering is unknown or under 5 %",
+                "expected_recall": self.recall.to_dict(),
                 "share_before": _share_dict(self.share_before), "share_after": _share_dict(self.share_after),
                 "reference_run_id": self.reference_run_id, "files": self.files, "spooled": self.spooled,
                 "notes": self.notes}
@@ -303,9 +346,13 @@ class FilterResult:
                  f"{self.quarantined} quarantined",
                  f"  expected human loss {pct(p.expected_human_loss)} ({goal}; measured on {p.calibration_docs} held-out "
                  f"reference documents; 95 % interval {pct(p.loss_interval[0])}-{pct(p.loss_interval[1])} on new human text)",
-                 f"  expected recall on machine text {pct(self.expected_recall)}"
-                 + (" (estimated from the share; no labelled machine text)" if self.expected_recall is not None else ""),
-                 f"  synthetic share before {share(self.share_before)}, after (kept) {share(self.share_after)}"]
+                 f"  expected recall on machine text {pct(self.recall.estimate)}"
+                 + (f" (95 % interval {pct(self.recall.low)}-{pct(self.recall.high)}; estimated from the share and "
+                    f"the loss, no labelled machine text)" if self.recall.high is not None else ""),
+                 f"  synthetic share before {share(self.share_before)} (at least {self.recall.share_floor:.1%} by "
+                 f"what was flagged), after (kept) {share(self.share_after)}"]
+        if self.recall.note:
+            lines.append(f"  note: {self.recall.note}")
         if self.lm_decided or self.lm_note:
             lines.append(f"  the local LM decided {self.lm_decided} uncertain document(s)" + (f"; {self.lm_note}" if self.lm_note else ""))
         lines += [f"  {k}: {v}" for k, v in self.files.items()]

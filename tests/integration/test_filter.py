@@ -150,6 +150,11 @@ def test_the_filter_flags_machine_text_and_keeps_human_text(story):
     assert recall > 4 * 0.05, recall  # several times the rate at which it loses human text
     assert result["share_before"]["estimate"] is not None
     assert result["share_after"]["estimate"] < result["share_before"]["estimate"]
+    low, high = result["operating_point"]["expected_human_loss_interval"]
+    assert low < result["operating_point"]["expected_human_loss"] < high  # 0.05 of 840 documents: about +-0.015
+    rec = result["expected_recall"]
+    assert rec["high"] is not None and rec["low"] <= recall <= rec["high"], (rec, recall)
+    assert rec["share_floor"] <= 300 / 600  # what was flagged implies at least this share: never over the truth
     assert result["lm_note"].startswith("no LM stage")  # the tests run without the local LM
 
 
@@ -190,3 +195,4 @@ def test_the_filter_run_is_in_mlflow_and_in_the_history(story):
     assert [r["run_id"] for r in rows][-1] == story.json("filter")["run_id"]
     code, out, _ = story.steps["summary"]
     assert code == 0 and "input records =" in out and "expected human loss" in out
+    assert "95 % interval" in out and "at least" in out  # the loss and the recall say how sure they are

@@ -78,10 +78,31 @@ def test_the_lm_threshold_keeps_the_cascade_at_the_asked_loss():
     assert flagged == int(0.05 * 1000)
 
 
-def test_recall_from_the_share_and_unknown_without_one():
-    assert tf.recall_estimate(0.5 * 0.8 + 0.5 * 0.05, 0.5, 0.05) == pytest.approx(0.8)
-    assert tf.recall_estimate(0.3, None, 0.05) is None
-    assert tf.recall_estimate(0.3, 0.01, 0.05) is None
+def test_recall_from_the_share_with_an_interval_and_unknown_without_one():
+    from monitors.core.quantify import ShareEstimate
+
+    def share(est, low, high):
+        return ShareEstimate(estimate=est, low=low, high=high, method="test")
+
+    flagged = 0.5 * 0.8 + 0.5 * 0.05
+    r = tf.recall_estimate(flagged, share(0.5, 0.4, 0.6), 0.05, (0.04, 0.06))
+    assert r.estimate == pytest.approx(0.8) and r.low < 0.8 < r.high and not r.note
+    assert r.low == pytest.approx((flagged - 0.4 * 0.06) / 0.6)  # the share's and the loss's high ends
+    assert tf.recall_estimate(0.3, ShareEstimate.unavailable("none"), 0.05, (0.04, 0.06)).estimate is None
+    assert tf.recall_estimate(0.3, share(0.01, 0.0, 0.03), 0.05, (0.04, 0.06)).high is None
+
+
+def test_an_underestimated_share_is_named_and_the_recall_interval_still_covers_the_truth():
+    """The benchmark's case: a true share of 0.25 with recall 0.85 and loss 0.05, estimated as 0.185 (0.09-0.28):
+    the point estimate would need a recall over 100 %; the note says so, the share's floor from the flagged
+    count is above the estimate, and the interval covers the true recall."""
+    from monitors.core.quantify import ShareEstimate
+
+    flagged = 0.25 * 0.85 + 0.75 * 0.05
+    r = tf.recall_estimate(flagged, ShareEstimate(estimate=0.185, low=0.09, high=0.28, method="test"), 0.05, (0.038, 0.064))
+    assert r.estimate == 1.0 and "underestimated" in r.note
+    assert 0.185 < r.share_floor < 0.25
+    assert r.low <= 0.85 <= r.high
 
 
 def test_the_human_loss_holds_on_held_out_human_text(austen):
