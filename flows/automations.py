@@ -8,9 +8,9 @@ never ran):
   (:func:`announce_completed`, their ``on_completion`` hook). The second is needed: Prefect's triggers service
   holds back the state-change events of a run whose ``Scheduled`` state the scheduler created less than 5
   minutes before the run started (the ``Pending`` event ``follows`` that state, which never had an event of its
-  own), for 15 minutes, and then drops them as older than the trigger's window. So with an interval under
-  5 minutes (and for the first run after serve starts, if it is due within 5 minutes) the switch would page
-  while runs complete. Our own event follows nothing and reaches the trigger at once;
+  own), for 15 minutes, and then drops them as older than the trigger's window. So for the runs due in the
+  first 5 minutes of a new schedule (with a 20 s interval, 15 runs) the switch would page while runs
+  complete. Our own event follows nothing and reaches the trigger at once;
 * a **crashed run** alert: a run of the deployment was killed (OOM, a lost machine) before it could report.
 
 Both notify on-call through a Prefect notification block made from the first on-call channel that a block can
