@@ -3,7 +3,14 @@ never ran):
 
 * a **dead man's switch** per deployment: a proactive trigger that fires when no run of the deployment has
   completed within twice its interval (at least a minute): the scheduler, the worker or the serve process is
-  down;
+  down. A run counts when the trigger sees its ``prefect.flow-run.Completed`` event *or* the
+  ``collapse.run.completed`` event that the scheduled flows emit themselves when they complete
+  (:func:`announce_completed`, their ``on_completion`` hook). The second is needed: Prefect's triggers service
+  holds back the state-change events of a run whose ``Scheduled`` state the scheduler created less than 5
+  minutes before the run started (the ``Pending`` event ``follows`` that state, which never had an event of its
+  own), for 15 minutes, and then drops them as older than the trigger's window. So for the runs due in the
+  first 5 minutes of a new schedule (with a 20 s interval, 15 runs) the switch would page while runs
+  complete. Our own event follows nothing and reaches the trigger at once;
 * a **crashed run** alert: a run of the deployment was killed (OOM, a lost machine) before it could report.
 
 Both notify on-call through a Prefect notification block made from the first on-call channel that a block can
@@ -26,6 +33,7 @@ from monitors.core.rules import fingerprint
 
 BLOCK_NAME = "collapse-monitor-on-call"
 RULE = "schedule_dead"
+COMPLETED = "collapse.run.completed"  # emitted by the scheduled flows on completion; counted by the switch
 _JSON = re.compile(r"^(?P<proto>jsons?)://(?P<rest>.+)$")
 
 
@@ -58,6 +66,22 @@ def notification_block(urls: list[str], dataset: str):
     return block
 
 
+def announce_completed(flow, flow_run, state) -> None:
+    """``on_completion`` hook of the scheduled flows: tell the dead man's switch that a run of a deployment completed.
+
+    Prefect's own ``prefect.flow-run.Completed`` event may reach the switch 15 minutes late (see the module
+    docstring); this one declares no preceding event, so the triggers service evaluates it when it arrives."""
+    if not getattr(flow_run, "deployment_id", None):
+        return  # an ad hoc run: no deployment, no switch
+    from prefect.events import emit_event
+
+    emit_event(event=COMPLETED,
+               resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                         "prefect.resource.name": flow_run.name or ""},
+               related=[{"prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}",
+                         "prefect.resource.role": "deployment"}])
+
+
 def install(deployment_id, deployment_name: str, dataset: str, interval_seconds: float | None, block) -> list[str]:
     """(Re)create the two automations of one deployment; returns their names."""
     from prefect.automations import Automation
@@ -71,7 +95,8 @@ def install(deployment_id, deployment_name: str, dataset: str, interval_seconds:
     if interval_seconds:
         within = max(2 * interval_seconds, 60.0)
         wanted.append((f"collapse-monitor dead man's switch: {deployment_name}", EventTrigger(
-            match=runs, match_related=related, expect={"prefect.flow-run.Completed"}, posture=Posture.Proactive,
+            match=runs, match_related=related, expect={"prefect.flow-run.Completed", COMPLETED},
+            posture=Posture.Proactive,
             threshold=1, within=timedelta(seconds=within)),
             f"[FIRING] critical {RULE} on {dataset}",
             f"No run of {deployment_name} completed in the last {within:.0f} s (twice its interval): the scheduler, "

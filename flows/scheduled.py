@@ -21,6 +21,7 @@ from prefect.context import get_run_context
 from prefect.events import emit_event
 
 from flows import batches, oncall, tasks
+from flows.automations import announce_completed
 from flows.check import check_incoming_data
 from flows.probe import evaluate_long_tail_probes
 from monitors.adapters import delivery, ledger, runtime, sources
@@ -206,7 +207,7 @@ def _setup(config: str | None) -> tuple[Settings, runtime.Runtime]:
     return settings, runtime.prepare(settings, quiet_prefect=False)
 
 
-@flow(name=DATA_FLOW, flow_run_name="monitor {dataset}", validate_parameters=False)
+@flow(name=DATA_FLOW, flow_run_name="monitor {dataset}", validate_parameters=False, on_completion=[announce_completed])
 def monitor_data(landing: str, dataset: str, config: str | None = None) -> dict:
     """Scheduled: check the landing zone's new files, each exactly once (see :mod:`monitors.adapters.ledger`).
 
@@ -220,7 +221,8 @@ def monitor_data(landing: str, dataset: str, config: str | None = None) -> dict:
     return report.to_dict()
 
 
-@flow(name=PROBE_FLOW, flow_run_name="probe {probe_set}", validate_parameters=False)
+@flow(name=PROBE_FLOW, flow_run_name="probe {probe_set}", validate_parameters=False,
+      on_completion=[announce_completed])
 def monitor_models(models: list[str] | str, probe_set: str, config: str | None = None) -> dict:
     """Scheduled: evaluate each model URI on the probe set; one model's failure does not stop the others."""
     settings, rt = _setup(config)
