@@ -44,8 +44,10 @@ NO_DAEMON_ENV = "COLLAPSE_MONITOR_NO_DAEMON"
 SERVED = {("check", None), ("history", None), ("alerts", "list")}
 _ENV_PREFIXES = ("PREFECT_", "MLFLOW_", "COLLAPSE_MONITOR_")
 #: variables that do not change what the child imports or reads: the opt-out itself; the config file and state
-#: directory are compared resolved (a --config or --state-dir given on the command line counts the same)
+#: directory are compared resolved (a --config or --state-dir given on the command line counts the same); the
+#: schedules, read by `serve` alone (its documented set-up gives them as variables, which a user's shell lacks)
 _ENV_IGNORED = {NO_DAEMON_ENV, "COLLAPSE_MONITOR_CONFIG", "COLLAPSE_MONITOR_STATE_DIR"}
+_ENV_IGNORED_PREFIXES = ("COLLAPSE_MONITOR_SCHEDULES__",)
 _REPO = Path(__file__).resolve().parents[1]
 _MAX_REQUEST = 4 << 20
 _PR_SET_PDEATHSIG = 1
@@ -84,7 +86,8 @@ def fingerprint(settings, config: Path | None, environ=None) -> dict:
         except OSError:
             config_digest = "unreadable"
     return {
-        "env": {k: v for k, v in sorted(environ.items()) if k.startswith(_ENV_PREFIXES) and k not in _ENV_IGNORED},
+        "env": {k: v for k, v in sorted(environ.items())
+                if k.startswith(_ENV_PREFIXES) and k not in _ENV_IGNORED and not k.startswith(_ENV_IGNORED_PREFIXES)},
         "config": str(Path(config).resolve()) if config is not None else None,
         "config_sha256": config_digest,
         "state_dir": str(settings.state_path),

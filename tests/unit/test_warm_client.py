@@ -78,7 +78,11 @@ def test_the_fingerprint_covers_settings_variables_config_and_state_dir(tmp_path
     base = warm.fingerprint(settings, config)
     assert warm.fingerprint(settings, config) == base
     monkeypatch.setenv("COLLAPSE_MONITOR_NO_DAEMON", "0")  # the opt-out itself changes nothing the child reads
+    monkeypatch.setenv("COLLAPSE_MONITOR_SCHEDULES__LANDING", "/data/landing")  # read by serve alone
     assert warm.fingerprint(settings, config) == base
+    monkeypatch.setenv("COLLAPSE_MONITOR_DATASET", "news")  # any other setting must match
+    assert warm.differences(base, warm.fingerprint(settings, config)) == ["$COLLAPSE_MONITOR_DATASET"]
+    monkeypatch.delenv("COLLAPSE_MONITOR_DATASET")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:SECRET@127.0.0.1:1")
     other = warm.fingerprint(settings, config)
     assert other != base and warm.differences(base, other) == ["$MLFLOW_TRACKING_URI"]
