@@ -119,6 +119,12 @@ def test_read_only_commands_are_served_and_another_environment_runs_in_process(s
     assert (served.returncode, served.stdout) == (local.returncode, local.stdout) and "batch.jsonl" in served.stdout
     alerts = _cli(["alerts", "list"], env, home)
     assert alerts.returncode == 0 and "runs `alerts list`" in log.read_text()
+    argv = [sys.executable, "-m", "flows.cli", "history", "--dataset", "ds1"]
+    both = [subprocess.Popen(argv, env=env, cwd=home, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in both]
+    assert outs == [local.stdout] * 2  # at once, each in its own child
+    children = {re.search(rf"child (\d+) runs `history` for pid {p.pid}\b", log.read_text()).group(1) for p in both}
+    assert len(children) == 2
     other = _cli(["history", "--dataset", "ds1"], env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3"}, home)
     assert "refused" in log.read_text() and "$MLFLOW_HTTP_REQUEST_MAX_RETRIES" in log.read_text()
     assert (other.returncode, other.stdout) == (local.returncode, local.stdout)

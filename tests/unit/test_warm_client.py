@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -201,3 +202,21 @@ def test_a_stale_socket_is_replaced_and_a_live_one_kept(tmp_path):
         assert second.returncode != 0 and "already listens" in second.stderr
     finally:
         assert _stop(again) == 0
+
+
+def test_a_child_that_crashes_is_exit_1_with_a_message(tmp_path):
+    env = _env(tmp_path)
+    daemon, log = _start(tmp_path, env)
+    try:
+        # history imports MLflow in this bare service (it imported nothing): time to kill its child meanwhile
+        client = subprocess.Popen([sys.executable, "-m", "flows.cli", "history"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (found := re.search(rf"child (\d+) runs `history` for pid {client.pid}\b", log.read_text())):
+            assert time.monotonic() < deadline and client.poll() is None, log.read_text()
+            time.sleep(0.02)
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 1 and "died of signal SIGKILL" in err, err
+    finally:
+        assert _stop(daemon) == 0
