@@ -199,6 +199,7 @@ def try_served(args, argv: list[str]) -> int | None:
     from monitors.config import config_path
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sent = False
     try:
         sock.settimeout(5)
         sock.connect(str(path))
@@ -207,9 +208,23 @@ def try_served(args, argv: list[str]) -> int | None:
         _send_msg(sock, {"op": "run", "argv": list(argv), "argv0": sys.argv[0] if sys.argv else "collapse-monitor",
                          "cwd": os.getcwd(), "env": dict(os.environ),
                          "fingerprint": fingerprint(settings, config_path(args.config))}, [0, 1, 2])
-        sock.settimeout(30)
+        sent = True
+        sock.settimeout(120)
         reply, _ = _recv_msg(sock)
-    except (OSError, ValueError) as exc:  # none listening (stale socket), refused, timed out
+    except TimeoutError as exc:
+        sock.close()
+        if not sent:
+            _note(args, f"running in this process: the warm service at {path} did not answer ({exc})")
+            return None
+        # it has the command and may be running it: running it here too could do it twice
+        message = (f"the warm check service at {path} took the command but did not say whether it started it; "
+                   f"run it again with --no-daemon (or COLLAPSE_MONITOR_NO_DAEMON=1)")
+        print(f"collapse-monitor: error: {message}", file=sys.stderr)
+        from flows.cli.common import json_error
+
+        json_error(args, message, 1)
+        return 1
+    except (OSError, ValueError) as exc:  # none listening (stale socket), closed without starting it
         sock.close()
         _note(args, f"running in this process: the warm service at {path} did not answer ({exc})")
         return None
@@ -469,10 +484,15 @@ class Daemon:
                 self._child(request, fds, conn)  # never returns
             self.children[child] = conn
             self.by_conn[conn.fileno()] = child
-            conn.settimeout(None)
             self.log(f"child {child} runs `{_command(request['argv'])}` for pid {peer_pid}")
-            _send_msg(conn, {"daemon": self.pid, "child": child})
-            self.sel.register(conn, selectors.EVENT_READ, "client")
+            try:
+                conn.settimeout(2)
+                _send_msg(conn, {"daemon": self.pid, "child": child})
+                conn.settimeout(None)
+                self.sel.register(conn, selectors.EVENT_READ, "client")
+            except OSError:  # the client is gone already: so is its command, as in-process
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
         except OSError as exc:
             self.log(f"could not start a request: {exc}")
             conn.close()
