@@ -11,6 +11,8 @@ quicker), then times:
 - ``check`` of the 300 documents (``--recount``: the same file again) on Prefect's temporary (ephemeral) API,
   and against a running ``prefect server start`` on 127.0.0.1 (``PREFECT_API_URL``; started and stopped here);
   the warm-up run scores the batch with the local LM, so the timed runs find the scores cached;
+- the same check, ``history`` and ``alerts list`` through the warm check service (``collapse-monitor warm``,
+  flows/warm.py) beside that server: their CPU includes the service's child that ran them;
 - ``history`` and ``alerts list`` (read-only);
 - two input errors: a batch path that matches nothing, and a dataset with no reference.
 
@@ -37,7 +39,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"check (ephemeral API)": 8.0, "check (Prefect server)": 4.0, "history": 2.0, "alerts list": 2.0,
+TARGETS = {"check (ephemeral API)": 8.0, "check (Prefect server)": 4.0, "check (warm service)": 4.0, "history": 2.0,
+           "alerts list": 2.0, "history (warm service)": 2.0, "alerts list (warm service)": 2.0,
            "input error: no such file": 2.0, "input error: no reference": 2.0}
 
 
@@ -70,8 +73,19 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _children_cpu(pid: int) -> float:
+    """CPU seconds of the children ``pid`` has reaped (the warm service's children run the served commands)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+#: the warm service's pid while it runs: its reaped children's CPU counts as the command's
+_SERVICE: list[int] = []
+
+
 def _cli(args: list[str], env: dict, cwd: Path, expect: tuple[int, ...]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the command and the children it waited for, e.g. Prefect's server)."""
+    served_before = _children_cpu(_SERVICE[0]) if _SERVICE else 0.0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
@@ -80,7 +94,8 @@ def _cli(args: list[str], env: dict, cwd: Path, expect: tuple[int, ...]) -> tupl
     if proc.returncode not in expect:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} (expected {expect}):\n{proc.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    served = _children_cpu(_SERVICE[0]) - served_before if _SERVICE else 0.0
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) + served
 
 
 def _timed(name: str, args: list[str], env: dict, cwd: Path, repeats: int, expect=(0, 3), quiet=False,
@@ -132,6 +147,19 @@ def _start_prefect_server(home: Path, env: dict) -> tuple[subprocess.Popen, str]
     raise RuntimeError("prefect server did not become healthy in 180 s")
 
 
+def _start_service(env: dict, cwd: Path) -> subprocess.Popen:
+    """``collapse-monitor warm`` (not timed: it imports once, then serves every timed run)."""
+    log_path = cwd / "warm.log"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "warm"], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=open(log_path, "ab"))
+    deadline = time.monotonic() + 180
+    while "ready" not in log_path.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"collapse-monitor warm did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return proc
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per command (default 5; median reported)")
@@ -143,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="another checkout (e.g. `git archive main | tar -x -C DIR`) timed alternately with --code, "
                          "run for run, so that both see the same load; its figures are printed under each row")
     ap.add_argument("--skip-server", action="store_true", help="do not time check against a running Prefect server")
+    ap.add_argument("--skip-warm", action="store_true", help="do not time commands through the warm check service")
     args = ap.parse_args(argv)
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         print("note: PYTHONDONTWRITEBYTECODE is set, so every run compiles the project's modules again (about 0.2 s "
@@ -181,6 +210,18 @@ def main(argv: list[str] | None = None) -> int:
             server, api = _start_prefect_server(work / "prefect-server", env)
             try:
                 rows.append(timed("check (Prefect server)", check, {"PREFECT_API_URL": api}))
+                if not args.skip_warm and not base_env:
+                    service = _start_service({**env, "PREFECT_API_URL": api}, work)
+                    _SERVICE.append(service.pid)
+                    try:
+                        rows.append(timed("check (warm service)", check, {"PREFECT_API_URL": api}))
+                        rows.append(timed("history (warm service)", ["history", "--dataset", "bench"],
+                                          {"PREFECT_API_URL": api}))
+                        rows.append(timed("alerts list (warm service)", ["alerts", "list"], {"PREFECT_API_URL": api}))
+                    finally:
+                        _SERVICE.clear()
+                        service.terminate()
+                        service.wait(30)
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.cli import alerts, check, demo, detector, probes, reference, review, serve, simulate
+from flows.cli import alerts, check, demo, detector, probes, reference, review, serve, simulate, warm
 from flows.cli import filter as filter_cmd
 from flows.cli.common import (  # noqa: F401 - re-exported for callers and tests
     EXIT_CRITICAL,
@@ -73,6 +73,7 @@ SUBCOMMANDS = [
     ("demo", demo.add_parser, demo.run),
     ("gc", review.add_gc_parser, review.run_gc),
     ("ui", review.add_ui_parser, review.run_ui),
+    ("warm", warm.add_parser, warm.run),
     ("simulate", simulate.add_parser, simulate.run),
 ]
 COMMANDS = {name: run for name, _, run in SUBCOMMANDS}
@@ -89,11 +90,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from flows.cli import common
+
+    common.started_env = dict(os.environ)  # before runtime.prepare: what a warm service compares clients with
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help
         return int(exc.code or 0)
+    from flows import warm as warm_service
+
+    served = warm_service.try_served(args, argv)  # before any heavy import: see flows/warm.py
+    if served is not None:
+        return served
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

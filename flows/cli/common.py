@@ -15,6 +15,9 @@ from pathlib import Path
 from monitors.config import dataset_name, load_settings
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_CRITICAL = 0, 1, 2, 3
+#: os.environ as main() found it, before runtime.prepare set MLflow's and Prefect's variables: a warm service
+#: (flows/warm.py) started from this process is compared with its clients on these
+started_env: dict[str, str] | None = None
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -32,6 +35,8 @@ def common_options(top: bool) -> argparse.ArgumentParser:
                         "./collapse-monitor.yaml)", **default)
     common.add_argument("--state-dir", metavar="DIR", help="where local stores live (default ./.collapse-monitor)", **default)
     common.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines", **default)
+    common.add_argument("--no-daemon", action="store_true",
+                        help="run here even when a warm check service (`collapse-monitor warm`) is running", **default)
     return common
 
 
