@@ -39,6 +39,17 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:] if log else ''}")
 
 
+def wait_until(what: str, predicate, timeout: float, log: Path, every: float = 0.5):
+    """Poll ``predicate`` until it returns something true (returned); on timeout fail with the log's tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
     fh = open(log, "ab")
     return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)

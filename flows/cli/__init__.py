@@ -131,5 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         json_error(args, "interrupted", 130)
         return 130
     except Exception as exc:  # a bug: the traceback goes to stderr as usual, --json still gets its one object
+        if _interrupted(exc):
+            print("collapse-monitor: interrupted", file=sys.stderr)
+            json_error(args, "interrupted", 130)
+            return 130
         json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
         raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C was being handled: Prefect's engine catches the
+    KeyboardInterrupt of an interrupted task and its clean-up can raise another error (``ValueError: Task run
+    is not set``), which is still the user's Ctrl-C, not a bug."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 50:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False

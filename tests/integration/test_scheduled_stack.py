@@ -6,6 +6,7 @@ a collapsed batch's alert reaches the MLflow server; no two runs of the deployme
 switch stays silent while runs complete and pages on-call once serve stops. Everything is stopped by PID at the
 end."""
 
+import functools
 import json
 import random
 import signal
@@ -47,14 +48,7 @@ def _flow_runs(api: str) -> list[dict]:
     return resp.json()
 
 
-def _wait(what: str, predicate, timeout: float, logs: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}:\n{logs.read_text()[-4000:]}")
+_wait = functools.partial(stack.wait_until, every=2)  # each poll asks the Prefect API
 
 
 def _human(austen, start: int, n: int, tag: str) -> list[dict]:

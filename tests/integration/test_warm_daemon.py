@@ -6,6 +6,7 @@ SIGTERM stops the service and removes its socket. Everything is stopped by PID."
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -32,14 +33,7 @@ def _cli(args: list[str], env: dict, cwd: Path, timeout: float = 300) -> subproc
                           text=True, timeout=timeout)
 
 
-def _wait_for(what: str, predicate, timeout: float, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+_wait = functools.partial(stack.wait_until, every=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def service(tmp_path_factory, austen):
         reference = re.search(r"MLflow run ([0-9a-f]{32})", built.stdout).group(1)
         log = home / "warm.log"
         procs.append(stack.start([sys.executable, "-m", "flows.cli", "warm"], log, env, cwd=home))
-        _wait_for("the warm service", lambda: "ready" in log.read_text(), 180, log)
+        _wait("the warm service", lambda: "ready" in log.read_text(), 180, log)
         yield {"home": home, "env": env, "log": log, "daemon": procs[-1], "api": api, "reference": reference}
     finally:
         for proc in reversed(procs):
@@ -131,7 +125,7 @@ def test_read_only_commands_are_served_and_another_environment_runs_in_process(s
 
 
 def _child_of(client: subprocess.Popen, log: Path) -> int:
-    found = _wait_for("the child", lambda: re.search(rf"child (\d+) runs `check` for pid {client.pid}\b",
+    found = _wait("the child", lambda: re.search(rf"child (\d+) runs `check` for pid {client.pid}\b",
                                                        log.read_text()), 60, log)
     return int(found.group(1))
 
@@ -155,13 +149,13 @@ def test_the_clients_ctrl_c_reaches_the_check_and_its_death_kills_it(service):
     out, err = client.communicate(timeout=60)
     assert client.returncode == 130, err
     assert json.loads(out.splitlines()[-1])["error"] == "interrupted"
-    _wait_for("the child's end", lambda: _gone(child), 20, log)
+    _wait("the child's end", lambda: _gone(child), 20, log)
 
     client = subprocess.Popen(argv, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     child = _child_of(client, log)
     client.kill()
     client.wait(10)
-    _wait_for("the orphaned child's end", lambda: _gone(child), 20, log)  # killed and reaped, not a zombie
+    _wait("the orphaned child's end", lambda: _gone(child), 20, log)  # killed and reaped, not a zombie
     assert f"child {child} died of signal SIGKILL" in log.read_text()
 
 

@@ -215,6 +215,22 @@ def test_a_bug_under_json_still_prints_the_error_object_and_the_traceback(isolat
     assert json.loads(capsys.readouterr().out) == {"error": "RuntimeError: boom", "exit_code": 1}
 
 
+def test_ctrl_c_that_prefect_turns_into_another_error_is_still_an_interruption(isolated, capsys, monkeypatch):
+    """Found by the warm-service test: a Ctrl-C while Prefect creates a task run ends in its clean-up's
+    ``ValueError: Task run is not set``; the user pressed Ctrl-C, so exit 130 and {"error": "interrupted"}."""
+    from flows import cli
+
+    def interrupted_in_prefect(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("Task run is not set")
+
+    monkeypatch.setitem(cli.COMMANDS, "history", interrupted_in_prefect)
+    assert main(["history", "--json"]) == 130
+    assert json.loads(capsys.readouterr().out) == {"error": "interrupted", "exit_code": 130}
+
+
 def test_alerts_list_shows_a_failed_check_with_a_header_critical_first(isolated, capsys):
     from flows.oncall import report_failure
     from monitors.config import load_settings
