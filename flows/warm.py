@@ -169,14 +169,12 @@ def decide(args, environ=None) -> tuple[Path | None, str, object]:
         return None, f"{NO_DAEMON_ENV} is set", None
     if getattr(args, "verbose", False):
         return None, "-v: Prefect's log level is fixed when the warm service imports Prefect", None
-    from monitors.config import load_settings
+    from flows.cli.common import settings_for
 
     try:
-        settings = load_settings(args.config)
+        settings = settings_for(args)
     except Exception as exc:  # noqa: BLE001 - the in-process run reports it properly
         return None, f"settings not readable here ({type(exc).__name__})", None
-    if args.state_dir:
-        settings = settings.model_copy(update={"state_dir": Path(args.state_dir)})
     if not settings.prefect_api():
         return None, "no Prefect server configured (the warm service serves only PREFECT_API_URL)", None
     path = socket_path(settings.state_path)

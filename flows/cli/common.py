@@ -48,12 +48,18 @@ def dataset_option(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value[:40]!r}{'...' if len(value) > 40 else ''} {exc}") from None
 
 
-def setup(args):
-    from monitors.adapters import runtime
-
+def settings_for(args):
+    """The settings the command line gives: the config file (or the defaults) and ``--state-dir`` over them."""
     settings = load_settings(args.config)
     if args.state_dir:
         settings = settings.model_copy(update={"state_dir": Path(args.state_dir)})
+    return settings
+
+
+def setup(args):
+    from monitors.adapters import runtime
+
+    settings = settings_for(args)
     return settings, runtime.prepare(settings, quiet_prefect=not args.verbose)
 
 
