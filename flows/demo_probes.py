@@ -25,7 +25,8 @@ from pathlib import Path
 from flows.probe import evaluate_long_tail_probes
 from monitors.adapters import probe_files
 from monitors.adapters.runtime import Runtime, mlflow_client
-from monitors.adapters.tracking import MlflowTracker, model_scope
+from monitors.adapters.tracking import MlflowTracker
+from monitors.core.schema import model_scope
 from monitors.config import Settings
 from monitors.core import memorization, probes
 from monitors.core.results import ProbeResult

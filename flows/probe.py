@@ -13,7 +13,8 @@ from monitors.adapters import models, probe_files
 from monitors.adapters.gx_rules import load_rules
 from monitors.adapters.models import LoadedModel, ModelRef
 from monitors.adapters.runtime import Runtime
-from monitors.adapters.tracking import MlflowTracker, model_scope
+from monitors.adapters.tracking import MlflowTracker
+from monitors.core.schema import model_scope
 from monitors.config import Settings
 from monitors.core import memorization, probes
 from monitors.core.errors import UserError

@@ -12,6 +12,7 @@ from flows.cli.common import (
     Formatter,
     dataset_option,
     datasets,
+    open_reader,
     open_tracker,
     setup,
 )
@@ -48,13 +49,14 @@ def run(args) -> int:
     from dataclasses import asdict
 
     from monitors.adapters.failures import FailureStore
-    from monitors.adapters.tracking import scopes_with_alert
     from monitors.core.alerting import Silence
     from monitors.core.numbers import parse_duration
 
-    tracker = open_tracker(rt)
     now = time.time()
     if args.action == "silence":
+        from monitors.adapters.tracking import scopes_with_alert
+
+        tracker = open_tracker(rt)
         try:
             seconds = parse_duration(args.duration)
         except ValueError as exc:
@@ -72,14 +74,15 @@ def run(args) -> int:
         until = datetime.utcfromtimestamp(silence.until).strftime("%Y-%m-%d %H:%M UTC")
         print(f"silenced {args.fingerprint} on dataset {dataset!r} until {until}: {args.reason}")
         return EXIT_OK
+    store = open_reader(rt)
     report = {}
     failures = {}  # a failed check or probe logs no run: its alert lives in the state directory
     for f in FailureStore(settings.state_path).open():
         if args.dataset in (None, f["dataset"]):
             failures.setdefault(f["dataset"], []).append(f)
-    for dataset in sorted(set(datasets(tracker, args.dataset)) | set(failures)):
-        states = failures.get(dataset, []) + [asdict(s) for s in tracker.previous_alert_state(dataset).values()]
-        silences = [asdict(s) | {"active": s.active(now)} for s in tracker.silences(dataset)]
+    for dataset in sorted(set(datasets(store, args.dataset)) | set(failures)):
+        states = failures.get(dataset, []) + [asdict(s) for s in store.previous_alert_state(dataset).values()]
+        silences = [asdict(s) | {"active": s.active(now)} for s in store.silences(dataset)]
         report[dataset] = {"alerts": states, "silences": silences}
     if args.json:
         print(json.dumps(report))

@@ -12,7 +12,7 @@ from flows.cli.common import (
     add_task_runner_options,
     console_reports_failures_once,
     dataset_option,
-    open_tracker,
+    open_reader,
     prefect_server_early,
     setup,
     with_task_runner_options,
@@ -49,7 +49,7 @@ def run(args) -> int:
     # Fail fast, before Prefect starts, and pin the reference found so the flow uses that same one. Before the
     # server and the worker start: with them booting beside it, this error took 3.8 s instead of 2.4 s (measured
     # with the worker started first, on this shared 2-core machine).
-    reference = open_tracker(rt).reference_run(dataset, args.reference)
+    reference = open_reader(rt).reference_run(dataset, args.reference)
     from flows import check_worker
 
     # Prefect's server boots, and the worker imports Evidently and GX, while this process imports Prefect; an

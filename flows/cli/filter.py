@@ -12,7 +12,7 @@ from flows.cli.common import (
     add_task_runner_options,
     console_reports_failures_once,
     dataset_option,
-    open_tracker,
+    open_reader,
     prefect_server_early,
     setup,
     with_task_runner_options,
@@ -86,7 +86,7 @@ def run(args) -> int:
     from monitors.adapters import filtering
 
     fmt = filtering.output_format(batch, args.out_format)
-    reference = open_tracker(rt).reference_run(dataset, args.reference)
+    reference = open_reader(rt).reference_run(dataset, args.reference)
     with prefect_server_early():
         from flows import batches, progress
         from flows.filter import filter_synthetic_text

@@ -16,6 +16,7 @@ from flows.cli.common import (
     Formatter,
     dataset_option,
     datasets,
+    open_reader,
     open_tracker,
     setup,
 )
@@ -56,7 +57,7 @@ def run_history(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     filtered = bool(since or args.severity or args.state)
-    rows = open_tracker(rt).history(args.dataset, None if filtered else args.last, kind=args.kind)
+    rows = open_reader(rt).history(args.dataset, None if filtered else args.last, kind=args.kind)
     rows = history.select(rows, since=since, severity=args.severity, state=args.state, last=args.last)
     if args.json:
         print(json.dumps(rows))

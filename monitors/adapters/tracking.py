@@ -30,10 +30,17 @@ from mlflow.exceptions import MlflowException
 from monitors.core.errors import ReferenceNotFound, UserError
 from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.runrecord import RunRecord
-from monitors.core.schema import Artifact, RunKind, Tag, is_alert_tag
+from monitors.core.history import history_row
+from monitors.core.schema import (
+    EXPERIMENT_PREFIX,
+    Artifact,
+    RunKind,
+    Tag,
+    experiment_name,
+    scope_kind,
+)
 from monitors.core.numbers import finite_items, json_safe
 
-EXPERIMENT_PREFIX = "collapse-monitor/"
 # MLflow 3's UI opens an experiment in its GenAI view (traces, an assistant) unless this tag says it is a
 # classic one; the value is the UI's CUSTOM_MODEL_DEVELOPMENT kind (mlflow/server/js, 3.17).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -82,24 +89,6 @@ def open_tracker(runtime) -> MlflowTracker:
 def scopes_with_alert(store: RunStore, fingerprint: str) -> list[str]:
     """The datasets (and model scopes) whose newest run holds an alert with this fingerprint."""
     return [scope for scope in store.scopes() if fingerprint in store.previous_alert_state(scope)]
-
-
-def experiment_name(dataset: str) -> str:
-    """``collapse-monitor/<dataset>``; a model's probes live in scope ``models/<name>`` (a dataset name never
-    holds a '/', so the two cannot clash)."""
-    return EXPERIMENT_PREFIX + dataset
-
-
-MODEL_SCOPE = "models/"
-
-
-def model_scope(name: str) -> str:
-    return MODEL_SCOPE + name
-
-
-def scope_kind(scope: str) -> str:
-    """The kind of run that carries a scope's alert state: ``probe`` for a model, ``check`` for a dataset."""
-    return "probe" if scope.startswith(MODEL_SCOPE) else "check"
 
 
 _finite = finite_items
@@ -419,27 +408,6 @@ def probe_results_of(runs: Iterable[tuple[str, dict[str, str], dict[str, float]]
                 k: v for k, v in metrics.items()
                 if k.startswith(("probe.", "memorization.")) and ".delta_" not in k and ".drop_" not in k}}
     return out
-
-
-def history_row(run_id: str, experiment_id: str, started: int, status: str, metrics: dict[str, float],
-                tags: dict[str, str]) -> dict[str, Any]:
-    """One run as a flat history row (what ``history --json`` prints and the report reads)."""
-    states = {k.removeprefix(Tag.ALERT): v for k, v in tags.items() if is_alert_tag(k)}
-    return {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "dataset": tags.get(Tag.DATASET),
-        "batch": tags.get(Tag.BATCH),
-        "sequence": int(tags.get(Tag.SEQUENCE, "-1")),
-        "started": started,
-        "status": status,
-        "metrics": dict(metrics),
-        "alert_states": states,
-        "alerts": sorted(k for k, v in states.items() if v == "firing"),
-        "max_severity": tags.get(Tag.MAX_SEVERITY, "none"),
-        "description": tags.get(Tag.NOTE, ""),
-        "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
-    }
 
 
 def to_json_text(data: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from monitors.core.numbers import parse_duration
 from monitors.core.results import KEY_INDICATORS
 from monitors.core.rules import SEVERITIES
+from monitors.core.schema import Tag, is_alert_tag
 
 STATES = ("pending", "firing", "resolved")
 
@@ -65,3 +66,24 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
             *[" ".join(sorted(r for r, s in states.items() if s == st)) for st in ("firing", "pending", "resolved")],
         ])
     return buf.getvalue()
+
+
+def history_row(run_id: str, experiment_id: str, started: int, status: str, metrics: dict[str, float],
+                tags: dict[str, str]) -> dict[str, Any]:
+    """One run as a flat history row (what ``history --json`` prints and the report reads)."""
+    states = {k.removeprefix(Tag.ALERT): v for k, v in tags.items() if is_alert_tag(k)}
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "dataset": tags.get(Tag.DATASET),
+        "batch": tags.get(Tag.BATCH),
+        "sequence": int(tags.get(Tag.SEQUENCE, "-1")),
+        "started": started,
+        "status": status,
+        "metrics": dict(metrics),
+        "alert_states": states,
+        "alerts": sorted(k for k, v in states.items() if v == "firing"),
+        "max_severity": tags.get(Tag.MAX_SEVERITY, "none"),
+        "description": tags.get(Tag.NOTE, ""),
+        "tags": {k: v for k, v in tags.items() if k.startswith("collapse.") and "." not in k[len("collapse."):]},
+    }

@@ -9,6 +9,24 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+EXPERIMENT_PREFIX = "collapse-monitor/"
+MODEL_SCOPE = "models/"
+
+
+def experiment_name(dataset: str) -> str:
+    """``collapse-monitor/<dataset>``; a model's probes live in scope ``models/<name>`` (a dataset name never
+    holds a '/', so the two cannot clash)."""
+    return EXPERIMENT_PREFIX + dataset
+
+
+def model_scope(name: str) -> str:
+    return MODEL_SCOPE + name
+
+
+def scope_kind(scope: str) -> str:
+    """The kind of run that carries a scope's alert state: ``probe`` for a model, ``check`` for a dataset."""
+    return "probe" if scope.startswith(MODEL_SCOPE) else "check"
+
 
 class RunKind(StrEnum):
     REFERENCE = "reference"

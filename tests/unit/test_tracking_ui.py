@@ -8,7 +8,8 @@ from mlflow import MlflowClient
 
 from monitors.adapters import spool
 from monitors.core.runrecord import RunRecord
-from monitors.adapters.tracking import EXPERIMENT_KIND, MlflowTracker, experiment_name
+from monitors.adapters.tracking import EXPERIMENT_KIND, MlflowTracker
+from monitors.core.schema import experiment_name
 
 
 def _tracker(tmp_path) -> MlflowTracker:
