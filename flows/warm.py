@@ -13,13 +13,19 @@ those of the in-process CLI. The daemon forwards the client's signals to the chi
 child when the client goes away (``kill -9``), reports a crashed child as exit 1, and reaps its children.
 
 The client side (:func:`try_served`) runs in :func:`flows.cli.main` before anything heavy is imported: only for
-the commands in :data:`SERVED`, not with ``-v``, ``--no-daemon`` or ``COLLAPSE_MONITOR_NO_DAEMON=1``, only with
-a real Prefect server (the daemon never serves the ephemeral API), and only when the daemon's
+the commands in :data:`SERVED`, not with ``-v``, ``--no-daemon`` or ``COLLAPSE_MONITOR_NO_DAEMON=1``, and only
+when the daemon's
 :func:`fingerprint` (the PREFECT_*, MLFLOW_* and COLLAPSE_MONITOR_* variables, the config file's path and bytes,
 the state directory, the interpreter and the code's files) equals the client's: Prefect and MLflow read their
 settings when imported, so a daemon started under other settings must not run the command. Otherwise, or when
 no daemon answers (none, dead, stale socket), the command runs in-process as before, silently (the reason is
 printed with ``-v``).
+
+Without a real Prefect server (no ``PREFECT_API_URL``: the ephemeral API), the service runs Prefect's API itself:
+the same server a fresh command starts for itself (:mod:`flows.prefect_server`, on the state directory's Prefect
+database), started once with the service, stopped with it, and handed to each child as ``PREFECT_API_URL``. A
+fresh command's own server costs about 4 s of CPU to boot beside its imports; the service pays it once. If that
+server dies, the service stops (its clients then run in-process, as without it).
 """
 
 from __future__ import annotations
@@ -175,8 +181,6 @@ def decide(args, environ=None) -> tuple[Path | None, str, object]:
         settings = settings_for(args)
     except Exception as exc:  # noqa: BLE001 - the in-process run reports it properly
         return None, f"settings not readable here ({type(exc).__name__})", None
-    if not settings.prefect_api():
-        return None, "no Prefect server configured (the warm service serves only PREFECT_API_URL)", None
     path = socket_path(settings.state_path)
     if not path.exists():
         return None, f"no warm service ({path} does not exist)", None
@@ -342,8 +346,13 @@ def _peer(conn: socket.socket) -> tuple[int, int]:
 
 
 class Daemon:
-    def __init__(self, path: Path, fp: dict, parent: int | None = None, log=None) -> None:
+    """``child_env``: variables each child gets over its client's (the URL of the Prefect API the service runs);
+    ``failed()``: why the service cannot serve any more (that API died), or None; asked once a second."""
+
+    def __init__(self, path: Path, fp: dict, parent: int | None = None, log=None, child_env: dict | None = None,
+                 failed=None) -> None:
         self.path, self.fp, self.parent = path, fp, parent
+        self.child_env, self.failed = dict(child_env or {}), failed
         self.log = log or (lambda msg: print(f"collapse-monitor warm: {msg}", file=sys.stderr, flush=True))
         self.pid = os.getpid()
         self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
@@ -431,6 +440,10 @@ class Daemon:
                                 os.kill(child, signal.SIGKILL)
                 if self.parent and os.getppid() != self.parent:
                     self.log("the serve process that started it is gone: stopping")
+                    self.stopping = True
+                why = None if self.stopping or self.failed is None else self.failed()
+                if why:
+                    self.log(f"{why}: stopping (commands run in-process until it is started again)")
                     self.stopping = True
                 for key, _ in sel.select(timeout=1.0):
                     if key.data == "listen":
@@ -588,6 +601,7 @@ class Daemon:
             os.chdir(request["cwd"])
             os.environ.clear()
             os.environ.update(request["env"])
+            os.environ.update(self.child_env)
             sys.argv = [request.get("argv0") or "collapse-monitor", *request["argv"]]
             from flows.cli import main
 
@@ -646,14 +660,68 @@ def _fresh_stdio() -> None:
 
 def run_daemon(settings, config: Path | None, environ: dict, parent: int | None = None) -> int:
     """Import everything, then serve until SIGTERM / Ctrl-C. ``environ``: the variables as this process was
-    started, which clients are compared with."""
+    started, which clients are compared with. Without a real Prefect server, run Prefect's API for the children
+    (see the module docstring): it boots while this process imports."""
     fp = fingerprint(settings, config, environ)
     path = socket_path(settings.state_path)
     if parent:
         _set_pdeathsig()
     started = time.perf_counter()
-    _warm_imports()
-    daemon = Daemon(path, fp, parent=parent)
-    daemon.log(f"imported everything a check needs in {time.perf_counter() - started:.1f} s")
-    daemon.serve_forever()
+    api = _HostedApi.start() if not settings.prefect_api() else None
+    try:
+        _warm_imports()
+        if api is not None:
+            api.ready()
+        daemon = Daemon(path, fp, parent=parent, child_env=api.child_env() if api else None,
+                        failed=api.failed if api else None)
+        daemon.log(f"imported everything a check needs in {time.perf_counter() - started:.1f} s"
+                   + (f"; Prefect's API for the commands it runs: {api.url} (pid {api.pid})" if api else ""))
+        daemon.serve_forever()
+    finally:
+        if api is not None and os.getpid() == api.owner:
+            api.stop()
     return 0
+
+
+class _HostedApi:
+    """Prefect's API server run by the service for the ephemeral case (:mod:`flows.prefect_server`'s server,
+    kept for the service's life instead of one command's)."""
+
+    def __init__(self, server) -> None:
+        self.server, self.owner = server, os.getpid()
+        self.url, self.pid = server.api_url, server.process.pid
+
+    @classmethod
+    def start(cls) -> _HostedApi | None:
+        import atexit
+
+        from flows import prefect_server
+
+        server = prefect_server.start()
+        if server is None:  # Prefect already imported here (a test's process): it would not see the URL
+            return None
+        # The children inherit this process's exit handlers and run them as they end: they must not stop this
+        # server nor unlink its registration; and a child's own start() must not return it (an input error
+        # there "discards" the server it got). The children find the URL in their environment instead.
+        atexit.unregister(server.stop)
+        if server._pid_file is not None:
+            atexit.unregister(server._pid_file.unlink)
+        prefect_server._server = None
+        return cls(server)
+
+    def ready(self) -> None:
+        self.server.ready()
+
+    def child_env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.url}
+
+    def failed(self) -> str | None:
+        proc = self.server.process
+        if proc is None or proc.poll() is not None:
+            return f"the Prefect API it runs ({self.url}) exited"
+        return None
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self.server._pid_file is not None:
+            self.server._pid_file.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -157,6 +158,41 @@ def test_the_clients_ctrl_c_reaches_the_check_and_its_death_kills_it(service):
     client.wait(10)
     _wait("the orphaned child's end", lambda: _gone(child), 20, log)  # killed and reaped, not a zombie
     assert f"child {child} died of signal SIGKILL" in log.read_text()
+
+
+def test_without_a_prefect_server_the_service_runs_prefects_api_for_its_checks(service):
+    """No PREFECT_API_URL (the ephemeral case): the service runs Prefect's API itself, on its state directory's
+    Prefect database; checks through it print what they print in-process; a command that fails on its input does
+    not take that API down; when the API dies, the service stops and commands run in-process again."""
+    home = service["home"]
+    env = {k: v for k, v in service["env"].items() if k != "PREFECT_API_URL"}
+    state = home / "ephemeral-state"  # its own service and Prefect database; the MLflow store with the reference
+    env.update(COLLAPSE_MONITOR_STATE_DIR=str(state), MLFLOW_TRACKING_URI=f"sqlite:///{home / 'state' / 'mlflow.db'}")
+    log = home / "warm-ephemeral.log"
+    daemon = stack.start([sys.executable, "-m", "flows.cli", "warm"], log, env, cwd=home)
+    try:
+        _wait("the warm service", lambda: "ready" in log.read_text(), 180, log)
+        api_pid = int(re.search(r"Prefect's API for the commands it runs: http://127\.0\.0\.1:\d+/api \(pid (\d+)\)",
+                                log.read_text()).group(1))
+        missing = _cli(["check", "--input", "batch.jsonl", "--dataset", "no-such", "--json"], env, home)
+        assert missing.returncode == 2 and "no reference yet" in json.loads(missing.stdout)["error"]
+        assert "exited 2" in log.read_text() and not _gone(api_pid)  # the API outlives a failed command
+        check = ["check", "--input", "batch.jsonl", "--reference", service["reference"], "--json"]
+        served = _cli([*check, "--dataset", "ds3"], env, home)
+        assert served.returncode in (0, 3), served.stderr
+        assert len(re.findall(r"child \d+ runs `check` for pid \d+", log.read_text())) == 2
+        local = _cli(["--no-daemon", *check, "--dataset", "ds4"], env, home)
+        assert local.returncode == served.returncode, local.stderr
+        a, b = _normal(served.stdout, "ds3"), _normal(local.stdout, "ds4")
+        assert a.keys() == b.keys() and _diff(a, b) == []
+        with sqlite3.connect(state / "prefect" / "prefect.db") as db:  # both flow runs, in the state's database
+            runs = dict(db.execute("select name, state_type from flow_run where name like 'check ds%'").fetchall())
+        assert runs == {"check ds3: batch.jsonl": "COMPLETED", "check ds4: batch.jsonl": "COMPLETED"}
+        os.kill(api_pid, signal.SIGKILL)
+        assert daemon.wait(30) == 0
+        assert "exited: stopping" in log.read_text() and not warm.socket_path(state).exists()
+    finally:
+        stack.stop(daemon)
 
 
 def test_sigterm_stops_the_service_and_removes_its_socket(service):

@@ -47,6 +47,12 @@ def test_a_check_goes_to_the_service_when_its_socket_exists(served_env):
     assert warm.decide(_args("alerts", "list"))[0] == served_env
 
 
+def test_without_a_prefect_server_a_check_goes_to_the_service_too(served_env, monkeypatch):
+    """The service runs Prefect's API itself when none is configured (the ephemeral case)."""
+    monkeypatch.delenv("PREFECT_API_URL")
+    assert warm.decide(_args("check", "--input", "b.jsonl"))[:2] == (served_env, "")
+
+
 @pytest.mark.parametrize("argv, env, reason", [
     (["reference", "build", "--input", "x"], {}, "not served"),
     (["alerts", "silence", "abc", "--for", "1h", "--reason", "r"], {}, "not served"),
@@ -54,7 +60,6 @@ def test_a_check_goes_to_the_service_when_its_socket_exists(served_env):
     (["--no-daemon", "check", "--input", "x"], {}, "--no-daemon"),
     (["check", "--input", "x"], {"COLLAPSE_MONITOR_NO_DAEMON": "1"}, "COLLAPSE_MONITOR_NO_DAEMON"),
     (["check", "--input", "x", "-v"], {}, "-v"),
-    (["check", "--input", "x"], {"PREFECT_API_URL": ""}, "no Prefect server"),
     (["check", "--input", "x", "--config", "missing.yaml"], {}, "settings not readable"),
 ])
 def test_otherwise_the_command_runs_in_process(served_env, monkeypatch, argv, env, reason):
