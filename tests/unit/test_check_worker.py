@@ -7,11 +7,28 @@ import sys
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date
+from pathlib import Path
 
 from flows import check_worker, tasks
 from monitors.adapters import drift, gx_records, ingest
 from monitors.config import Columns, IngestSettings
 from tests.conftest import REPO
+
+
+class _Marker:
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __del__(self) -> None:
+        Path(self.folder, "teardown-ran").touch()
+
+
+def _leave_markers(folder: str) -> None:
+    """In the worker: an exit handler, and a module global that only the interpreter's teardown finalizes."""
+    import atexit
+
+    atexit.register(Path(folder, "exit-handlers-ran").touch)
+    globals()["_finalized_at_teardown"] = _Marker(folder)
 
 
 def _profile(texts):
@@ -35,9 +52,12 @@ def test_the_worker_gives_the_in_process_results_and_cleans_up(austen, isolated,
         report = check_worker.submit(drift.drift_report, texts[:60], texts[60:], None)
         quality = check_worker.submit(gx_records.validate, prof, suite)
         report, quality = report.result(timeout=300), quality.result(timeout=300)
+        check_worker.submit(_leave_markers, str(isolated)).result(timeout=60)
     finally:
         check_worker.stop()
     assert not list(isolated.glob("cm-gx-docs-*"))  # the worker's Data Docs folder went with it
+    # it ran its exit handlers, but skipped the interpreter's teardown (about 1.7 s the check waited for)
+    assert (isolated / "exit-handlers-ran").exists() and not (isolated / "teardown-ran").exists()
     assert check_worker.submit(int) is None  # stopped: the tasks do the work themselves
     assert report.values == local.values and json.loads(report.json)["metrics"] == json.loads(local.json)["metrics"]
     assert quality.checks == local_quality.checks and any(not c.success for c in quality.checks)
