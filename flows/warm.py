@@ -614,12 +614,9 @@ class Daemon:
 
                 traceback.print_exc()
                 code = 1
-            with contextlib.suppress(BaseException):
-                threading._shutdown()  # as the interpreter does at exit: non-daemon threads finish
-            with contextlib.suppress(BaseException):
-                import atexit
+            from flows.cli.common import exit_process
 
-                atexit._run_exitfuncs()  # Prefect's log worker, MLflow's queues
+            exit_process(code)  # as the interpreter ends: threads finish, exit handlers run; never returns
         except BaseException:  # setting the child up failed: say so where its client (or the daemon's log) reads
             with contextlib.suppress(BaseException):
                 import traceback

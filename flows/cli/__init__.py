@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collapse-monitor: error: {exc}", file=sys.stderr)
         json_error(args, str(exc), EXIT_INTERNAL)
         return EXIT_INTERNAL
+    except BrokenPipeError:  # not an error to report on the very output that is gone: see entry()
+        raise
     except OSError as exc:
         from monitors.adapters import files
 
@@ -137,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
         raise
+
+
+def entry() -> None:
+    """The ``collapse-monitor`` program: :func:`main`, then the end of the process without the interpreter's
+    teardown (:func:`flows.cli.common.exit_process`). An exception (a bug) ends it the usual way, traceback
+    included."""
+    from flows.cli import common
+
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader of our output went away (`| head`): as if killed by SIGPIPE, quietly
+        code = common.reader_gone()
+    common.exit_process(code)
 
 
 def _interrupted(exc: BaseException) -> bool:

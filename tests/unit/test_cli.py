@@ -2,7 +2,9 @@
 
 import ast
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,11 +110,44 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     assert test in ci.splitlines()
 
 
-def test_console_script_points_at_main():
+def test_console_script_points_at_the_entry_that_runs_main():
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"collapse-monitor": "flows.cli:main"}
+    assert scripts == {"collapse-monitor": "flows.cli:entry"}
+
+
+def _env(tmp_path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "COLLAPSE_MONITOR_STATE_DIR": str(tmp_path / "st")}
+
+
+def test_the_program_ends_with_mains_code_its_exit_handlers_run_and_its_output_is_flushed(tmp_path):
+    """entry() skips the interpreter's teardown (os._exit): nothing printed may be lost, the exit code is
+    main's, and exit handlers still run."""
+    def program(*argv):
+        return subprocess.run([sys.executable, "-m", "flows.cli", *argv], env=_env(tmp_path), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    ok = program("history", "--json")
+    assert (ok.returncode, ok.stdout.strip()) == (0, "[]")
+    missing = program("check", "--input", "nothing.jsonl", "--json")
+    assert missing.returncode == 2 and json.loads(missing.stdout)["exit_code"] == 2 and "nothing.jsonl" in missing.stderr
+    code = ("import atexit, sys; from pathlib import Path; from flows.cli import entry; "
+            "atexit.register(Path('handler-ran').touch); sys.argv[1:] = ['history', '--json']; entry()")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=_env(tmp_path))
+    assert ran.returncode == 0 and ran.stdout.strip() == "[]" and (tmp_path / "handler-ran").exists()
+
+
+@pytest.mark.parametrize("argv, codes", [(["--help"], (0, 141)), (["history", "--json"], (141,))])
+def test_a_reader_that_goes_away_ends_the_program_quietly(tmp_path, argv, codes):
+    """`collapse-monitor history | head -1`: no BrokenPipeError traceback, exit 141 as for SIGPIPE (argparse
+    itself ignores a failed write of --help)."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *argv], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the program writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) in codes and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def _imports(path: Path) -> set[str]:
