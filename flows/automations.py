@@ -2,8 +2,8 @@
 never ran):
 
 * a **dead man's switch** per deployment: a proactive trigger that fires when no run of the deployment has
-  completed within twice its interval (at least a minute): the scheduler, the worker or the serve process is
-  down. A run counts when the trigger sees its ``prefect.flow-run.Completed`` event *or* the
+  completed within twice its interval (at least ``alerts.dead_man_min_seconds``, by default a minute): the
+  scheduler, the worker or the serve process is down. A run counts when the trigger sees its ``prefect.flow-run.Completed`` event *or* the
   ``collapse.run.completed`` event that the scheduled flows emit themselves when they complete
   (:func:`announce_completed`, their ``on_completion`` hook). The second is needed: Prefect's triggers service
   holds back the state-change events of a run whose ``Scheduled`` state the scheduler created less than 5
@@ -29,6 +29,7 @@ import re
 from datetime import timedelta
 
 from monitors.adapters import delivery
+from monitors.config import AlertSettings
 from monitors.core.rules import fingerprint
 
 BLOCK_NAME = "collapse-monitor-on-call"
@@ -82,8 +83,14 @@ def announce_completed(flow, flow_run, state) -> None:
                          "prefect.resource.role": "deployment"}])
 
 
-def install(deployment_id, deployment_name: str, dataset: str, interval_seconds: float | None, block) -> list[str]:
-    """(Re)create the two automations of one deployment; returns their names."""
+#: The switch's shortest window unless told otherwise: the default of alerts.dead_man_min_seconds (60 s).
+MIN_WINDOW_SECONDS: float = AlertSettings.model_fields["dead_man_min_seconds"].default
+
+
+def install(deployment_id, deployment_name: str, dataset: str, interval_seconds: float | None, block,
+            min_window_seconds: float = MIN_WINDOW_SECONDS) -> list[str]:
+    """(Re)create the two automations of one deployment; returns their names. The dead man's switch's window is
+    twice the interval, or ``min_window_seconds`` (alerts.dead_man_min_seconds, >= Prefect's 10 s) if longer."""
     from prefect.automations import Automation
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
@@ -93,7 +100,7 @@ def install(deployment_id, deployment_name: str, dataset: str, interval_seconds:
     key = fingerprint(RULE, dataset)  # the PagerDuty dedup key of the block
     wanted = []
     if interval_seconds:
-        within = max(2 * interval_seconds, 60.0)
+        within = max(2 * interval_seconds, min_window_seconds)
         wanted.append((f"collapse-monitor dead man's switch: {deployment_name}", EventTrigger(
             match=runs, match_related=related, expect={"prefect.flow-run.Completed", COMPLETED},
             posture=Posture.Proactive,
@@ -119,8 +126,9 @@ def install(deployment_id, deployment_name: str, dataset: str, interval_seconds:
     return names
 
 
-def watch(deps: list, urls: list[str]) -> list[str]:
-    """Register the deployments and install their automations; returns what was done, for the console."""
+def watch(deps: list, urls: list[str], min_window_seconds: float = MIN_WINDOW_SECONDS) -> list[str]:
+    """Register the deployments and install their automations; returns what was done, for the console.
+    ``min_window_seconds``: the dead man's switch's shortest window (alerts.dead_man_min_seconds)."""
     lines = []
     for d in deps:
         dataset = (d.parameters or {}).get("dataset") or "probes"
@@ -130,7 +138,7 @@ def watch(deps: list, urls: list[str]) -> list[str]:
                      "the dead man's switch and the crashed-run alert are not installed")]
         schedule = d.schedules[0].schedule if d.schedules else None
         interval = schedule.interval.total_seconds() if getattr(schedule, "interval", None) else None
-        names = install(d.apply(), f"{d.flow_name}/{d.name}", dataset, interval, block)
+        names = install(d.apply(), f"{d.flow_name}/{d.name}", dataset, interval, block, min_window_seconds)
         lines += [f"automation: {n}" for n in names]
         if interval is None:
             lines.append(f"{d.flow_name}/{d.name} runs on a cron schedule: no dead man's switch (set an interval)")

@@ -37,6 +37,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = PACKAGE_ROOT / "expectations" / "collapse_indicators.json"
 DEFAULT_RECORD_RULES = PACKAGE_ROOT / "expectations" / "incoming_batch.json"
 DEFAULT_PROBE_RULES = PACKAGE_ROOT / "expectations" / "probe_indicators.json"
+#: Prefect's minimum ``within`` of a proactive trigger: the lowest alerts.dead_man_min_seconds may be.
+DEAD_MAN_FLOOR_SECONDS = 10.0
 
 
 class _Section(BaseModel):
@@ -128,6 +130,19 @@ class AlertSettings(_Section):
         60.0, gt=0, description="longest a run spends delivering; what is left waits in the outbox for the next run")
     outbox_max_items: int = Field(1000, ge=1, description="undelivered notifications kept; the oldest go first")
     outbox_max_age_hours: float = Field(72.0, gt=0, description="an undelivered notification older than this is dropped")
+    dead_man_min_seconds: float = Field(
+        60.0, allow_inf_nan=False, description="shortest window of `serve`'s dead man's switch: it pages when no run of a deployment "
+                          "completed within twice its interval, or within this when that is shorter (at least 10 s, "
+                          "Prefect's minimum for a proactive trigger)")
+
+    @field_validator("dead_man_min_seconds")
+    @classmethod
+    def _prefects_minimum(cls, v: float) -> float:
+        """Prefect refuses a proactive trigger's window under 10 s: say so at load time, not when serve starts."""
+        if not v >= DEAD_MAN_FLOOR_SECONDS:
+            raise ValueError(f"must be at least {DEAD_MAN_FLOOR_SECONDS:.0f} seconds (Prefect's minimum window for a "
+                             "proactive trigger, the dead man's switch)")
+        return v
 
     @field_validator("urls")
     @classmethod

@@ -132,18 +132,22 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start_prefect(pg: Postgres, home: Path) -> tuple[subprocess.Popen, str]:
+def start_prefect(pg: Postgres, home: Path, wait: bool = True) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on ``pg``; its API URL. ``wait=False``: return at once (then :func:`wait_healthy`), so
+    that another server can start meanwhile."""
     port = free_port()
     env = base_env(home) | {"PREFECT_API_DATABASE_CONNECTION_URL": pg.url("prefect", "asyncpg"),
                             "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1"}
     proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                  home / "prefect-server.log", env)
     api = f"http://127.0.0.1:{port}/api"
-    wait_http(f"{api}/health", 180, proc, home / "prefect-server.log")
+    if wait:
+        wait_healthy(proc, api, home)
     return proc, api
 
 
-def start_mlflow(pg: Postgres, home: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow(pg: Postgres, home: Path, wait: bool = True) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` on ``pg``; its tracking URI. ``wait=False``: as for :func:`start_prefect`."""
     port = free_port()
     artifacts = home / "mlflow-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -151,5 +155,14 @@ def start_mlflow(pg: Postgres, home: Path) -> tuple[subprocess.Popen, str]:
                   "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
                   "--workers", "1"], home / "mlflow-server.log", base_env(home))
     uri = f"http://127.0.0.1:{port}"
-    wait_http(f"{uri}/health", 120, proc, home / "mlflow-server.log")
+    if wait:
+        wait_healthy(proc, uri, home)
     return proc, uri
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, home: Path) -> None:
+    """Wait for a server of :func:`start_prefect` (``url`` its API) or :func:`start_mlflow` to answer its health check."""
+    if url.endswith("/api"):
+        wait_http(f"{url}/health", 180, proc, home / "prefect-server.log")
+    else:
+        wait_http(f"{url}/health", 120, proc, home / "mlflow-server.log")

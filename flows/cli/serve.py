@@ -75,7 +75,7 @@ def run(args) -> int:
     from flows import automations
 
     urls = settings.channel_urls()
-    for line in (automations.watch(deps, urls) if urls else
+    for line in (automations.watch(deps, urls, settings.alerts.dead_man_min_seconds) if urls else
                  ["no on-call channel (COLLAPSE_MONITOR_ALERT_URLS or alerts.urls): no dead man's switch"]):
         print(line, file=sys.stderr)
     for d in deps:

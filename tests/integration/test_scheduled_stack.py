@@ -28,10 +28,17 @@ pytestmark = pytest.mark.integration
 
 DATASET = "stack"
 KEY = "stack-routing-key"
-EVERY = 20  # seconds between scheduled runs
-# the dead man's switch must not have paged this long after serve started: its window is 60 s (max(2 * EVERY, 60)),
-# so two windows have closed (plus the few seconds serve takes to install it, the 5 s evaluation loop, delivery)
-QUIET_UNTIL = 150
+EVERY = 20  # seconds between scheduled runs (not less: on a slow machine runs would overlap)
+# The dead man's switch's window is max(2 * EVERY, alerts.dead_man_min_seconds). Its default floor of 60 s would
+# make it 60 s; serve is given a floor of 2 * EVERY instead, so the window is twice the interval, as for any
+# schedule longer than 30 s, and every wait on the switch is a third shorter. The tightest spot is the first
+# window, which opens when serve installs the switch, about when the schedule is anchored: the first run is due one
+# interval later, so it has WINDOW - EVERY = 20 s to complete (it took 8-9 s on 2 cores; the timing line shows it).
+DEAD_MAN_MIN = 2 * EVERY
+WINDOW = max(2 * EVERY, DEAD_MAN_MIN)
+# the switch must not have paged this long after serve started: two windows have closed (plus the few seconds
+# serve takes to install it, the 5 s evaluation loop, delivery); 150 s with the 60 s window
+QUIET_UNTIL = 2 * WINDOW + 30
 
 
 def _cli(args: list[str], env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -63,10 +70,13 @@ def servers(tmp_path_factory):
     try:
         for db in ("prefect", "mlflow", "ledger"):
             pg.create_database(db)
-        prefect, api = stack.start_prefect(pg, home)
+        # both servers start at once (about 8 s each, one after the other before), then both are waited for
+        prefect, api = stack.start_prefect(pg, home, wait=False)
         procs.append(prefect)
-        mlflow, uri = stack.start_mlflow(pg, home)
+        mlflow, uri = stack.start_mlflow(pg, home, wait=False)
         procs.append(mlflow)
+        stack.wait_healthy(prefect, api, home)
+        stack.wait_healthy(mlflow, uri, home)
         yield {"home": home, "pg": pg, "api": api, "mlflow": uri, "procs": procs}
     finally:
         for proc in reversed(procs):
@@ -89,6 +99,7 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
         # the schedules are under test, not the share: the local LM would add its scoring to every run
         "COLLAPSE_MONITOR_LM__ENABLED": "false",
         "COLLAPSE_MONITOR_ALERT_URLS": f"pdevents+http://{KEY}@127.0.0.1:{receiver.port}/v2/enqueue",
+        "COLLAPSE_MONITOR_ALERTS__DEAD_MAN_MIN_SECONDS": str(DEAD_MAN_MIN),
     }
     rows = list(austen)
     random.Random(5).shuffle(rows)
@@ -125,7 +136,7 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
     _wait("one more scheduled run after that", lambda: len([r for r in _flow_runs(api)
                                                             if r["state_type"] in ("COMPLETED", "CANCELLED")]) >= 3,
           120, log)
-    # The dead man's switch stays silent while runs complete: two of its 60 s windows have closed by now (the
+    # The dead man's switch stays silent while runs complete: two of its windows have closed by now (the
     # first opens when serve installs it, a few seconds after start), with time for a page to have arrived.
     time.sleep(max(0.0, started + QUIET_UNTIL - time.time()))
     quiet_for = time.time() - started
@@ -182,14 +193,16 @@ def test_scheduled_runs_fire_count_each_file_once_and_never_overlap(servers, aus
 
     # The serve process is gone: the Prefect server's dead man's switch pages on-call on its own, two to three
     # windows after the last run completed (Prefect drops a window that saw a run and opens the next one a window
-    # later, at its next proactive evaluation), so up to ~200 s after serve stopped; the worker route took some.
+    # later, at its next proactive evaluation), so up to ~3 windows and a few seconds after serve stopped; the
+    # worker route took some.
     page = _wait("the dead man's switch", lambda: _dead_man(receiver), 240, home / "prefect-server.log")[0]
     assert page["routing_key"] == KEY and page["dedup_key"] == fingerprint("schedule_dead", DATASET)
     assert page["payload"]["summary"] == f"[FIRING] critical schedule_dead on {DATASET}"
-    assert "No run of monitor_data/data-stack completed in the last 60 s" in page["payload"]["custom_details"]["summary"]
+    assert (f"No run of monitor_data/data-stack completed in the last {WINDOW} s (twice its interval)"
+            in page["payload"]["custom_details"]["summary"])
     with capsys.disabled():  # in the CI log too
-        print(timing + f"; the dead man's switch was silent {quiet_for:.0f} s after serve started and paged "
-                       f"{time.time() - stopped:.0f} s after serve stopped")
+        print(timing + f"; the dead man's switch ({WINDOW} s window) was silent {quiet_for:.0f} s after serve started "
+                       f"and paged {time.time() - stopped:.0f} s after serve stopped")
 
 
 def _dead_man(receiver) -> list[dict]:

@@ -52,6 +52,21 @@ def test_bad_value_in_environment_names_the_variable(isolated, monkeypatch):
         load_settings()
 
 
+def test_dead_man_switch_floor_defaults_to_60_s_and_refuses_what_prefect_would(isolated, monkeypatch):
+    assert load_settings().alerts.dead_man_min_seconds == 60
+    monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DEAD_MAN_MIN_SECONDS", "10")
+    assert load_settings().alerts.dead_man_min_seconds == 10  # Prefect's own minimum for a proactive trigger
+    for bad in ("9.5", "nan", "inf"):
+        monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DEAD_MAN_MIN_SECONDS", bad)
+        with pytest.raises(ConfigError, match="environment variable COLLAPSE_MONITOR_ALERTS__DEAD_MAN_MIN_SECONDS: "
+                                              r"alerts\.dead_man_min_seconds: ") as exc:
+            load_settings()
+        assert bad in str(exc.value)
+    monkeypatch.setenv("COLLAPSE_MONITOR_ALERTS__DEAD_MAN_MIN_SECONDS", "5")
+    with pytest.raises(ConfigError, match=r"must be at least 10 seconds \(Prefect's minimum window"):
+        load_settings()
+
+
 def test_unknown_key_is_an_error_not_ignored(isolated):
     f = isolated / "cm.yaml"
     f.write_text("detector:\n  modl_uri: x\n")

@@ -6,7 +6,6 @@ The reader (monitors/adapters/mlflow_sqlite.py) serves `history`, `alerts list` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
