@@ -20,7 +20,7 @@ def add_parser(sub, common_parser) -> None:
                     "`history` or `alerts list` of the same user, state directory, config file and PREFECT_*, "
                     "MLFLOW_* and COLLAPSE_MONITOR_* variables (the schedules' aside) then runs in a child forked from it, on the "
                     "command's own terminal, files and exit code: the same output as without it, without the "
-                    "imports (a check of 300 documents on a 2-core machine: 13-14 s without, about 4 s with).\n\n"
+                    "imports (a check of 300 documents on a 2-core machine: 10-12 s without, about 4 s with).\n\n"
                     "Anything else runs in-process as before, silently: another environment or config, -v, "
                     "--no-daemon or COLLAPSE_MONITOR_NO_DAEMON=1, or no service running (a stale socket is ignored "
                     "and replaced at the next start). -v on the command says where it ran and why.\n\n"
