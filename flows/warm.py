@@ -122,7 +122,11 @@ def _send_msg(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> N
     data = json.dumps(obj).encode()
     payload = struct.pack("!I", len(data)) + data
     if fds:
-        socket.send_fds(sock, [payload], fds)
+        # one sendmsg may take only part of it (a socket with a timeout sends what fits in its buffer): the
+        # descriptors ride on the first part, the rest follows
+        sent = socket.send_fds(sock, [payload], fds)
+        if sent < len(payload):
+            sock.sendall(payload[sent:])
     else:
         sock.sendall(payload)
 
@@ -139,21 +143,28 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _recv_msg(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
+    """A message and the descriptors that came with it. If it cannot be read whole, the descriptors are closed:
+    kept, a client's stdout would stay open here, and whatever reads it (``$(collapse-monitor ...)``, a pipe)
+    would wait for the service to end."""
     fds: list[int] = []
-    if maxfds:
-        head, fds, _flags, _addr = socket.recv_fds(sock, 4, maxfds)
-        if not head:
-            raise ConnectionError("connection closed")
-        if len(head) < 4:
-            head += _recv_exact(sock, 4 - len(head))
-    else:
-        head = _recv_exact(sock, 4)
-    (size,) = struct.unpack("!I", head)
-    if size > _MAX_REQUEST:
+    try:
+        if maxfds:
+            head, fds, _flags, _addr = socket.recv_fds(sock, 4, maxfds)
+            if not head:
+                raise ConnectionError("connection closed")
+            if len(head) < 4:
+                head += _recv_exact(sock, 4 - len(head))
+        else:
+            head = _recv_exact(sock, 4)
+        (size,) = struct.unpack("!I", head)
+        if size > _MAX_REQUEST:
+            raise ConnectionError(f"message of {size} bytes refused")
+        return json.loads(_recv_exact(sock, size)), fds
+    except BaseException:
         for fd in fds:
-            os.close(fd)
-        raise ConnectionError(f"message of {size} bytes refused")
-    return json.loads(_recv_exact(sock, size)), fds
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
 
 
 # ---------------------------------------------------------------- client

@@ -181,10 +181,43 @@ def test_the_fork_server_runs_the_cli_on_the_clients_files_and_cwd(tmp_path):
         assert (other.returncode, other.stdout) == (here.returncode, here.stdout)
         verbose = _cli([*argv, "-v"], env, work)
         assert "running in this process: -v" in verbose.stderr
+        # a large environment (sent whole, not cut at the socket's buffer: the request is 1 MB here)
+        big = _cli(argv, env | {f"BIG_{i}": "x" * 100_000 for i in range(10)}, work)
+        assert big.returncode == 2 and log.read_text().count("exited 2") == 2, log.read_text()
     finally:
         assert _stop(daemon) == 0
     assert not warm.socket_path(tmp_path / "state").exists()  # removed on SIGTERM
     assert "stopped" in log.read_text()
+
+
+def test_a_request_that_stalls_is_dropped_without_keeping_the_clients_files(tmp_path):
+    """A client that sends its descriptors but not its whole request: the service drops it after 5 s and
+    closes its copies, so whatever reads that client's output sees the end of it (it hung before)."""
+    env = _env(tmp_path)
+    daemon, log = _start(tmp_path, env)
+    try:
+        read_end, write_end = os.pipe()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(warm.socket_path(tmp_path / "state")))
+        socket.send_fds(sock, [(1000).to_bytes(4, "big") + b'{"op": '], [0, write_end, 2])
+        os.close(write_end)  # now only the service holds the pipe's write end
+        deadline = time.monotonic() + 30
+        while "dropped a request" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        os.set_blocking(read_end, False)
+        deadline = time.monotonic() + 10
+        while True:  # EOF (b"") once the service has closed its copy; BlockingIOError while it holds it
+            try:
+                assert os.read(read_end, 10) == b""
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the service kept the client's stdout open"
+                time.sleep(0.05)
+        sock.close()
+        os.close(read_end)
+    finally:
+        assert _stop(daemon) == 0
 
 
 def test_a_stale_socket_is_replaced_and_a_live_one_kept(tmp_path):
