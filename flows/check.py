@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows import batches, oncall, synthetic_share, tasks
+from flows import batches, interrupts, oncall, synthetic_share, tasks
 from monitors.adapters import drift
 from monitors.adapters.gx_records import alerts as record_alerts
 from monitors.adapters.registry import NoDetector
@@ -147,6 +147,7 @@ def _check(batch: Batch, dataset: str, settings: Settings, runtime: Runtime,
             req.tags[Tag.CONTENT] = content_sha256
         if counted_in:
             req.tags[Tag.RECHECK_OF] = counted_in
+        interrupts.checkpoint()  # a Ctrl-C lost in a finalizer stops the check before it is logged
         result.run_id, result.spooled, note = tasks.log_or_spool(tracker, req, settings)
         result.notes += [note] if note else []
         if quarantine is not None:

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     served = warm_service.try_served(args, argv)  # before any heavy import: see flows/warm.py
     if served is not None:
         return served
+    from flows import interrupts
+
+    previous = interrupts.install()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
@@ -129,16 +132,20 @@ def main(argv: list[str] | None = None) -> int:
         json_error(args, message, EXIT_INTERNAL)
         return EXIT_INTERNAL
     except KeyboardInterrupt:
+        interrupts.handled()
         print("collapse-monitor: interrupted", file=sys.stderr)
         json_error(args, "interrupted", 130)
         return 130
     except Exception as exc:  # a bug: the traceback goes to stderr as usual, --json still gets its one object
         if _interrupted(exc):
+            interrupts.handled()
             print("collapse-monitor: interrupted", file=sys.stderr)
             json_error(args, "interrupted", 130)
             return 130
         json_error(args, f"{type(exc).__name__}: {exc}", EXIT_INTERNAL)
         raise
+    finally:
+        interrupts.restore(previous)
 
 
 def entry() -> None:

@@ -55,7 +55,7 @@ def run(args) -> int:
     # Prefect's server boots, and the worker imports Evidently and GX, while this process imports Prefect; an
     # input error found in the block stops both at once.
     with prefect_server_early(), check_worker.started():
-        from flows import batches, progress
+        from flows import batches, interrupts, progress
         from flows.check import check_incoming_data
 
         sha = batches.batch_sha256(batch)  # keyed by content, as the landing zone is: counted once
@@ -68,6 +68,7 @@ def run(args) -> int:
             content_sha256=sha, recount=args.recount)
     finally:
         check_worker.stop()  # the check has every result it asked the worker for
+    interrupts.checkpoint()  # a Ctrl-C Python lost in a finalizer: "interrupted", not a result
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -104,3 +104,39 @@ def test_check_compares_distinct_bigrams_with_the_dataset_previous_check(flow, i
     assert third.indicators[key] < 0.9
     fired = {a.rule: a for a in third.alerts if a.status == "firing"}
     assert fired["diversity_step_drop"].severity == "critical" and fired["diversity_step_drop"].threshold == 0.965
+
+
+def test_a_ctrl_c_python_lost_in_a_finalizer_still_stops_the_check_before_it_is_logged(flow, isolated, austen,
+                                                                                      monkeypatch):
+    """Seen in CI: a SIGINT whose KeyboardInterrupt was raised inside a weakref callback is 'ignored' by Python, and
+    the interrupted check finished and exited 0. flows/interrupts.py keeps a note of it: the check stops before
+    it logs its run."""
+    import os
+    import signal
+    import time
+
+    from flows import interrupts, synthetic_share
+
+    run, store, *_ = flow
+    batch = write_jsonl(isolated / "b.jsonl", [{"id": f"b{i}", "text": p["text"]} for i, p in enumerate(austen[500:620])])
+    real = synthetic_share.estimate_share
+
+    def interrupted_in_a_finalizer(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # what Python does with an exception raised in a finalizer
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic_share, "estimate_share", interrupted_in_a_finalizer)
+    previous = interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(batch)
+        assert interrupts.pending()
+    finally:
+        interrupts.handled()
+        interrupts.restore(previous)
+    assert store.history("news") == []  # nothing logged
+    assert not interrupts.pending()
