@@ -27,7 +27,7 @@ from monitors.adapters.tracking import (
     to_json_text,
 )
 from monitors.core.alerting import AlertState, Silence, states_from_json
-from monitors.core.errors import ReferenceNotFound, UserError
+from monitors.core.errors import checked_reference, no_reference
 from monitors.core.reference import ReferenceProfile
 from monitors.core.runrecord import RunRecord
 from monitors.core.schema import Artifact, RunKind, Tag
@@ -100,15 +100,10 @@ class InMemoryRunStore:
     def reference_run(self, dataset: str, run_id: str | None = None) -> str:
         if run_id is not None:
             run = next((r for r in self.runs if r.run_id == run_id), None)
-            if run is None:
-                raise UserError(f"--reference {run_id}: no such MLflow run")
-            if run.kind != RunKind.REFERENCE:
-                raise UserError(f"--reference {run_id}: that run is a {run.kind} run, not a reference")
-            return run_id
+            return checked_reference(run_id, run is not None, run.kind if run else None)
         runs = self._newest(dataset, lambda r: r.kind == RunKind.REFERENCE and r.status == "FINISHED")
         if not runs:
-            raise ReferenceNotFound(f"dataset {dataset!r} has no reference yet: build one from trusted human text "
-                                    f"with `collapse-monitor reference build --input PATH --dataset {dataset}`")
+            raise no_reference(dataset)
         return runs[0].run_id
 
     def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:

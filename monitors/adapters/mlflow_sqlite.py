@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from monitors.core.alerting import AlertState, Silence, states_from_json
-from monitors.core.errors import ReferenceNotFound, UserError
+from monitors.core.errors import checked_reference, no_reference
 from monitors.core.history import history_row
 from monitors.core.schema import EXPERIMENT_PREFIX, Artifact, RunKind, Tag, scope_kind
 
@@ -139,22 +139,14 @@ class SqliteRunReader:
     def reference_run(self, dataset: str, run_id: str | None = None) -> str:
         """As :meth:`MlflowTracker.reference_run`."""
         if run_id is not None:
-            row = self._con.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-            if row is None:
-                raise UserError(f"--reference {run_id}: no such MLflow run")
+            found = self._con.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone() is not None
             kind = self._con.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = ?",
                                      (run_id, Tag.KIND)).fetchone()
-            kind = kind[0] if kind else None
-            if kind != RunKind.REFERENCE:
-                raise UserError(f"--reference {run_id}: that run is a {kind or 'non-collapse-monitor'} run, not a reference")
-            return run_id
+            return checked_reference(run_id, found, kind[0] if kind else None)
         exp = self.experiment_id(dataset)
         runs = self._runs([exp] if exp else [], {Tag.KIND: RunKind.REFERENCE}, finished=True, limit=1)
         if not runs:
-            raise ReferenceNotFound(
-                f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
-                f"`collapse-monitor reference build --input PATH --dataset {dataset}`"
-            )
+            raise no_reference(dataset)
         return runs[0]["run_id"]
 
     def history(self, dataset: str | None = None, last: int | None = 20, kind: str = RunKind.CHECK) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from monitors.core.reference import ReferenceProfile  # imported when used: SciPy, not needed to read runs
 from mlflow.exceptions import MlflowException
 
-from monitors.core.errors import ReferenceNotFound, UserError
+from monitors.core.errors import UserError, checked_reference, no_reference
 from monitors.core.alerting import AlertState, Silence, states_from_json
 from monitors.core.runrecord import RunRecord
 from monitors.core.history import history_row
@@ -213,18 +213,13 @@ class MlflowTracker:
         """
         if run_id is not None:
             try:
-                kind = self.client.get_run(run_id).data.tags.get(Tag.KIND)
+                found, kind = True, self.client.get_run(run_id).data.tags.get(Tag.KIND)
             except MlflowException:
-                raise UserError(f"--reference {run_id}: no such MLflow run") from None
-            if kind != RunKind.REFERENCE:
-                raise UserError(f"--reference {run_id}: that run is a {kind or 'non-collapse-monitor'} run, not a reference")
-            return run_id
+                found, kind = False, None
+            return checked_reference(run_id, found, kind)
         runs = self._newest(dataset, f"tags.`{Tag.KIND}` = '{RunKind.REFERENCE}' and attributes.status = 'FINISHED'")
         if not runs:
-            raise ReferenceNotFound(
-                f"dataset {dataset!r} has no reference yet: build one from trusted human text with "
-                f"`collapse-monitor reference build --input PATH --dataset {dataset}`"
-            )
+            raise no_reference(dataset)
         return runs[0].info.run_id
 
     def latest_reference(self, dataset: str, run_id: str | None = None) -> tuple[str, ReferenceProfile]:
