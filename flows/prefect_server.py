@@ -148,6 +148,23 @@ class EphemeralServer:
         if self._error:
             raise RuntimeError(f"Prefect's temporary API server on {self.api_url} {self._error}")
 
+    def detach(self) -> None:
+        """Hand this server to a long-lived owner (the warm service): drop its exit handlers (the owner's forked
+        children run them as they end, and must not stop it nor unlink its registration), and let :func:`start`
+        no longer return it (a child's input error would discard it). The owner ends it with :meth:`close`."""
+        global _server
+        atexit.unregister(self.stop)
+        if self._pid_file is not None:
+            atexit.unregister(self._pid_file.unlink)
+        if _server is self:
+            _server = None
+
+    def close(self) -> None:
+        """Stop a detached server and remove its registration."""
+        self.stop()
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
+
     def stop(self, hard: bool = False) -> None:
         """SIGTERM and up to 5 s for it to finish (as Prefect stops its own), then SIGKILL. ``hard``: SIGKILL at
         once, for a server no flow has used yet (an input error found after it was started)."""

@@ -701,20 +701,12 @@ class _HostedApi:
 
     @classmethod
     def start(cls) -> _HostedApi | None:
-        import atexit
-
         from flows import prefect_server
 
         server = prefect_server.start()
         if server is None:  # Prefect already imported here (a test's process): it would not see the URL
             return None
-        # The children inherit this process's exit handlers and run them as they end: they must not stop this
-        # server nor unlink its registration; and a child's own start() must not return it (an input error
-        # there "discards" the server it got). The children find the URL in their environment instead.
-        atexit.unregister(server.stop)
-        if server._pid_file is not None:
-            atexit.unregister(server._pid_file.unlink)
-        prefect_server._server = None
+        server.detach()  # the children find its URL in their environment (child_env), not through start()
         return cls(server)
 
     def ready(self) -> None:
@@ -730,6 +722,4 @@ class _HostedApi:
         return None
 
     def stop(self) -> None:
-        self.server.stop()
-        if self.server._pid_file is not None:
-            self.server._pid_file.unlink(missing_ok=True)
+        self.server.close()
