@@ -75,13 +75,9 @@ def submit(fn: Callable, *args, **kwargs) -> Future | None:
 def _quit() -> None:
     """The worker's last task: run its exit handlers (GX's Data Docs folder), then end without the interpreter's
     teardown of Evidently, GX, SciPy and pandas, which took about 1.7 s that the check waited for."""
-    import atexit
+    from flows.cli.common import exit_process
 
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
+    exit_process(0)
 
 
 def stop(kill: bool = False) -> None:
